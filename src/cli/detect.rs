@@ -1,0 +1,131 @@
+//! `gateway detect [--config FILE] [--json] IMAGE...`: runs the configured detector on image
+//! files. With `--json`, one object per line:
+//! `{"file":…,"width":…,"height":…,"detections":[{"class":"bicycle","class_id":1,"score":0.81,"box":[x1,y1,x2,y2]}]}`
+//! with boxes in image pixels.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Serialize;
+
+use super::{load_and_check, print_problems, EXIT_CONFIG};
+use crate::config::DetectorConfig;
+use crate::decode::letterbox::letterbox_image;
+use crate::detect::Detector;
+
+#[derive(Serialize)]
+struct ImageResult<'a> {
+    file: &'a str,
+    width: u32,
+    height: u32,
+    detections: Vec<JsonDetection>,
+}
+
+#[derive(Serialize)]
+struct JsonDetection {
+    class: String,
+    class_id: u16,
+    score: f32,
+    #[serde(rename = "box")]
+    box_px: [f32; 4],
+}
+
+/// Runs the subcommand. Exit 0 if every image was processed, 1 if any failed, 64 for a bad
+/// config or a detector that does not start.
+pub fn main(config_path: Option<&Path>, json: bool, images: &[PathBuf]) -> i32 {
+    let detector = match config_path {
+        Some(path) => match load_and_check(path) {
+            Ok((_, detector)) => detector,
+            Err(problems) => {
+                print_problems(path, &problems);
+                return EXIT_CONFIG;
+            }
+        },
+        None => {
+            let base_dir = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+            match Detector::load(&DetectorConfig::default_in(&base_dir)) {
+                Ok(detector) => detector,
+                Err(error) => {
+                    eprintln!("detector.model: {error:#}");
+                    return EXIT_CONFIG;
+                }
+            }
+        }
+    };
+    let mut detector = detector;
+    let mut failed = false;
+    for image_path in images {
+        match detect_one(&mut detector, image_path) {
+            Ok(result) => print_result(&detector, &result, json),
+            Err(error) => {
+                eprintln!("{}: {error:#}", image_path.display());
+                failed = true;
+            }
+        }
+    }
+    i32::from(failed)
+}
+
+struct Outcome {
+    file: String,
+    width: u32,
+    height: u32,
+    detections: Vec<crate::detect::Detection>,
+}
+
+fn detect_one(detector: &mut Detector, path: &Path) -> anyhow::Result<Outcome> {
+    let image = image::open(path)
+        .with_context(|| format!("cannot read image {}", path.display()))?
+        .to_rgb8();
+    let (input_width, input_height) = detector.input_size();
+    let mut tensor = Vec::new();
+    let letterbox = letterbox_image(&image, input_width, input_height, &mut tensor);
+    let detections = detector.detect(&tensor, &letterbox)?;
+    Ok(Outcome {
+        file: path.display().to_string(),
+        width: image.width(),
+        height: image.height(),
+        detections,
+    })
+}
+
+fn print_result(detector: &Detector, outcome: &Outcome, json: bool) {
+    let model = detector.model();
+    if json {
+        let result = ImageResult {
+            file: &outcome.file,
+            width: outcome.width,
+            height: outcome.height,
+            detections: outcome
+                .detections
+                .iter()
+                .map(|d| JsonDetection {
+                    class: model.class_name(d.class_id),
+                    class_id: d.class_id,
+                    score: (d.score * 1000.0).round() / 1000.0,
+                    box_px: d.box_px.map(|v| (v * 10.0).round() / 10.0),
+                })
+                .collect(),
+        };
+        println!(
+            "{}",
+            serde_json::to_string(&result).expect("detections serialise")
+        );
+    } else {
+        println!(
+            "{} ({}x{}): {} detection(s)",
+            outcome.file,
+            outcome.width,
+            outcome.height,
+            outcome.detections.len()
+        );
+        for d in &outcome.detections {
+            let [x1, y1, x2, y2] = d.box_px;
+            println!(
+                "  {:<12} {:.2}  [{x1:.0}, {y1:.0}, {x2:.0}, {y2:.0}]",
+                model.class_name(d.class_id),
+                d.score
+            );
+        }
+    }
+}

@@ -1,0 +1,526 @@
+//! Raw config → domain types. Collects every problem instead of stopping at the first, so an
+//! ops person fixes a config in one round.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::raw::{RawCamera, RawConfig};
+use super::{
+    CameraConfig, CameraId, Config, ConfigProblem, ConfigProblems, DecodeConfig, DecodeMode,
+    DetectorConfig, IngestConfig, PlaceLabels, RtspCredentials, RtspTransport, Secret, SourceSpec,
+};
+
+/// Collects problems with their key paths.
+#[derive(Default)]
+struct Problems(Vec<ConfigProblem>);
+
+impl Problems {
+    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ConfigProblem {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    /// A `u64` millisecond value within `min..=max`, or the default.
+    fn millis(
+        &mut self,
+        path: &str,
+        value: Option<u64>,
+        default: u64,
+        min: u64,
+        max: u64,
+    ) -> Duration {
+        let millis = value.unwrap_or(default);
+        if !(min..=max).contains(&millis) {
+            self.push(
+                path,
+                format!("{millis} is out of range {min}..={max} (milliseconds)"),
+            );
+        }
+        Duration::from_millis(millis)
+    }
+
+    /// A count within `min..=max`, or the default.
+    fn count(
+        &mut self,
+        path: &str,
+        value: Option<usize>,
+        default: usize,
+        min: usize,
+        max: usize,
+    ) -> usize {
+        let count = value.unwrap_or(default);
+        if !(min..=max).contains(&count) {
+            self.push(path, format!("{count} is out of range {min}..={max}"));
+        }
+        count
+    }
+
+    /// A fraction in the open-closed interval (0, 1], or the default.
+    fn fraction(&mut self, path: &str, value: Option<f32>, default: f32) -> f32 {
+        let fraction = value.unwrap_or(default);
+        if !(fraction > 0.0 && fraction <= 1.0) {
+            self.push(path, format!("{fraction} must be in (0, 1]"));
+        }
+        fraction
+    }
+}
+
+/// Validates a raw config. `env` looks up environment variables (injected for tests).
+pub fn validate(
+    raw: RawConfig,
+    base_dir: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigProblems> {
+    let mut problems = Problems::default();
+    let ingest_defaults = IngestConfig::default();
+    let ingest = IngestConfig {
+        reconnect_initial: problems.millis(
+            "ingest.reconnect_initial_ms",
+            raw.ingest.reconnect_initial_ms,
+            ingest_defaults.reconnect_initial.as_millis() as u64,
+            10,
+            600_000,
+        ),
+        reconnect_max: problems.millis(
+            "ingest.reconnect_max_ms",
+            raw.ingest.reconnect_max_ms,
+            ingest_defaults.reconnect_max.as_millis() as u64,
+            10,
+            3_600_000,
+        ),
+        no_frame_timeout: problems.millis(
+            "ingest.no_frame_timeout_ms",
+            raw.ingest.no_frame_timeout_ms,
+            ingest_defaults.no_frame_timeout.as_millis() as u64,
+            100,
+            600_000,
+        ),
+        connect_timeout: problems.millis(
+            "ingest.connect_timeout_ms",
+            raw.ingest.connect_timeout_ms,
+            ingest_defaults.connect_timeout.as_millis() as u64,
+            100,
+            600_000,
+        ),
+    };
+    if ingest.reconnect_max < ingest.reconnect_initial {
+        problems.push(
+            "ingest.reconnect_max_ms",
+            "must not be less than ingest.reconnect_initial_ms",
+        );
+    }
+
+    let decode_defaults = DecodeConfig::default();
+    let decode = DecodeConfig {
+        workers: problems.count(
+            "decode.workers",
+            raw.decode.workers,
+            decode_defaults.workers,
+            1,
+            64,
+        ),
+        queue_capacity: problems.count(
+            "decode.queue_capacity",
+            raw.decode.queue_capacity,
+            decode_defaults.queue_capacity,
+            1,
+            100_000,
+        ),
+    };
+
+    let detector_defaults = DetectorConfig::default_in(base_dir);
+    let detector = DetectorConfig {
+        model_manifest: match raw.detector.model.as_deref() {
+            Some("") => {
+                problems.push("detector.model", "must not be empty");
+                PathBuf::new()
+            }
+            Some(model) => resolve(base_dir, model),
+            None => detector_defaults.model_manifest,
+        },
+        onnxruntime_library: match raw.detector.onnxruntime_library.as_deref() {
+            Some("") | None => env("ORT_DYLIB_PATH")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
+            Some(library) => Some(resolve(base_dir, library)),
+        },
+        sessions: problems.count(
+            "detector.sessions",
+            raw.detector.sessions,
+            detector_defaults.sessions,
+            1,
+            64,
+        ),
+        intra_op_threads: problems.count(
+            "detector.intra_op_threads",
+            raw.detector.intra_op_threads,
+            detector_defaults.intra_op_threads,
+            1,
+            64,
+        ),
+        score_threshold: problems.fraction(
+            "detector.score_threshold",
+            raw.detector.score_threshold,
+            detector_defaults.score_threshold,
+        ),
+        nms_iou_threshold: problems.fraction(
+            "detector.nms_iou_threshold",
+            raw.detector.nms_iou_threshold,
+            detector_defaults.nms_iou_threshold,
+        ),
+        queue_capacity: problems.count(
+            "detector.queue_capacity",
+            raw.detector.queue_capacity,
+            detector_defaults.queue_capacity,
+            1,
+            100_000,
+        ),
+    };
+
+    let max_cameras = problems.count(
+        "limits.max_cameras",
+        raw.limits.max_cameras,
+        1000,
+        1,
+        100_000,
+    );
+    if raw.cameras.len() > max_cameras {
+        problems.push(
+            "cameras",
+            format!(
+                "{} cameras configured but limits.max_cameras is {max_cameras}",
+                raw.cameras.len()
+            ),
+        );
+    }
+
+    let mut cameras = Vec::with_capacity(raw.cameras.len());
+    for (id, raw_camera) in &raw.cameras {
+        let path = format!("cameras.{id}");
+        if let Some(camera) = validate_camera(id, raw_camera, &path, base_dir, env, &mut problems) {
+            cameras.push(camera);
+        }
+    }
+
+    if problems.0.is_empty() {
+        Ok(Config {
+            base_dir: base_dir.to_path_buf(),
+            ingest,
+            decode,
+            detector,
+            cameras,
+        })
+    } else {
+        Err(ConfigProblems(problems.0))
+    }
+}
+
+/// Validates one camera; `None` if it is disabled or has problems (recorded in `problems`).
+fn validate_camera(
+    id: &str,
+    raw: &RawCamera,
+    path: &str,
+    base_dir: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Problems,
+) -> Option<CameraConfig> {
+    let before = problems.0.len();
+    let camera_id = CameraId::try_new(id)
+        .map_err(|message| problems.push(path, message))
+        .ok();
+    let source = match raw.url.as_deref() {
+        None => {
+            problems.push(format!("{path}.url"), "is required");
+            None
+        }
+        Some(url) => validate_source(url, raw, path, base_dir, env, problems),
+    };
+    let analysis_interval = problems.millis(
+        &format!("{path}.analysis_interval_ms"),
+        raw.analysis_interval_ms,
+        2000,
+        40,
+        3_600_000,
+    );
+    let decode_mode = match raw.decode.as_deref() {
+        None | Some("keyframes") => DecodeMode::Keyframes,
+        Some("every_frame") => DecodeMode::EveryFrame,
+        Some(other) => {
+            problems.push(
+                format!("{path}.decode"),
+                format!("unknown mode {other:?}; expected \"keyframes\" or \"every_frame\""),
+            );
+            DecodeMode::Keyframes
+        }
+    };
+    let place = PlaceLabels {
+        street: raw.street.clone().unwrap_or_default(),
+        community: raw.community.clone().unwrap_or_default(),
+        grid: raw.grid.clone().unwrap_or_default(),
+        steward: raw.steward.clone().unwrap_or_default(),
+    };
+    if problems.0.len() > before || raw.enabled == Some(false) {
+        return None;
+    }
+    Some(CameraConfig {
+        id: camera_id?,
+        source: source?,
+        place,
+        analysis_interval,
+        decode_mode,
+    })
+}
+
+/// Validates a camera's `url` and the credential and transport keys that go with it.
+fn validate_source(
+    url_text: &str,
+    raw: &RawCamera,
+    path: &str,
+    base_dir: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Problems,
+) -> Option<SourceSpec> {
+    let url_path = format!("{path}.url");
+    if let Some(file) = url_text.strip_prefix("file:") {
+        let file = file.strip_prefix("//").unwrap_or(file);
+        if file.is_empty() {
+            problems.push(url_path, "file: URL names no file");
+            return None;
+        }
+        let file_path = resolve(base_dir, file);
+        if !file_path.is_file() {
+            problems.push(
+                url_path,
+                format!("footage file {} does not exist", file_path.display()),
+            );
+            return None;
+        }
+        for (key, set) in [
+            ("username", raw.username.is_some()),
+            ("password_env", raw.password_env.is_some()),
+            ("password_file", raw.password_file.is_some()),
+            ("transport", raw.transport.is_some()),
+        ] {
+            if set {
+                problems.push(format!("{path}.{key}"), "applies only to rtsp:// cameras");
+            }
+        }
+        return Some(SourceSpec::File { path: file_path });
+    }
+
+    let url = match url::Url::parse(url_text) {
+        Ok(url) => url,
+        Err(error) => {
+            problems.push(url_path, format!("not a URL ({error})"));
+            return None;
+        }
+    };
+    if url.scheme() != "rtsp" {
+        problems.push(
+            url_path,
+            format!(
+                "unsupported scheme {:?}; expected \"rtsp\" or \"file\"",
+                url.scheme()
+            ),
+        );
+        return None;
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        problems.push(url_path, "has no host");
+        return None;
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        // Said without echoing the URL: it holds a password.
+        problems.push(
+            url_path,
+            "must not contain credentials; use username and password_env or password_file",
+        );
+        return None;
+    }
+    let transport = match raw.transport.as_deref() {
+        None | Some("tcp") => RtspTransport::Tcp,
+        Some("udp") => RtspTransport::Udp,
+        Some(other) => {
+            problems.push(
+                format!("{path}.transport"),
+                format!("unknown transport {other:?}; expected \"tcp\" or \"udp\""),
+            );
+            RtspTransport::Tcp
+        }
+    };
+    let password = match (&raw.password_env, &raw.password_file) {
+        (Some(_), Some(_)) => {
+            problems.push(
+                format!("{path}.password_env"),
+                "set either password_env or password_file, not both",
+            );
+            None
+        }
+        (Some(variable), None) => match env(variable) {
+            Some(value) => Some(value),
+            None => {
+                problems.push(
+                    format!("{path}.password_env"),
+                    format!("environment variable {variable} is not set"),
+                );
+                None
+            }
+        },
+        (None, Some(file)) => {
+            let file_path = resolve(base_dir, file);
+            match std::fs::read_to_string(&file_path) {
+                Ok(text) => Some(text.lines().next().unwrap_or("").to_string()),
+                Err(error) => {
+                    problems.push(
+                        format!("{path}.password_file"),
+                        format!("cannot read {}: {error}", file_path.display()),
+                    );
+                    None
+                }
+            }
+        }
+        (None, None) => None,
+    };
+    let credentials = match (&raw.username, password) {
+        (Some(username), Some(password)) => Some(RtspCredentials {
+            username: username.clone(),
+            password: Secret::new(password),
+        }),
+        (Some(_), None) if raw.password_env.is_none() && raw.password_file.is_none() => {
+            problems.push(
+                format!("{path}.username"),
+                "needs password_env or password_file",
+            );
+            None
+        }
+        (None, Some(_)) => {
+            problems.push(
+                format!("{path}.username"),
+                "is required when a password is configured",
+            );
+            None
+        }
+        _ => None,
+    };
+    Some(SourceSpec::Rtsp {
+        url,
+        credentials,
+        transport,
+    })
+}
+
+/// Resolves a config path against the config file's directory.
+fn resolve(base_dir: &Path, path: &str) -> PathBuf {
+    let path = Path::new(path);
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base_dir.join(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse;
+
+    fn problems_of(text: &str) -> Vec<String> {
+        let dir = tempfile::tempdir().unwrap();
+        match parse(text, dir.path()) {
+            Ok(_) => vec![],
+            Err(problems) => problems.0.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn reports_every_problem_with_its_key_path() {
+        let problems = problems_of(
+            r#"
+            [detector]
+            score_threshold = 1.5
+            [cameras.gate-3]
+            url = "http://10.0.0.3/stream"
+            [cameras."bad id"]
+            url = "rtsp://10.0.0.4/"
+            [cameras.yard]
+            url = "rtsp://admin:secret@10.0.0.5/"
+            [cameras.lobby]
+            url = "rtsp://10.0.0.6/"
+            username = "admin"
+            password_env = "SURELY_UNSET_VARIABLE_4711"
+            decode = "sometimes"
+            "#,
+        );
+        let expected = [
+            "detector.score_threshold: 1.5 must be in (0, 1]",
+            "cameras.bad id: camera id \"bad id\" must be 1-64 characters of A-Z, a-z, 0-9, '-' and '_'",
+            "cameras.gate-3.url: unsupported scheme \"http\"; expected \"rtsp\" or \"file\"",
+            "cameras.lobby.password_env: environment variable SURELY_UNSET_VARIABLE_4711 is not set",
+            "cameras.lobby.decode: unknown mode \"sometimes\"; expected \"keyframes\" or \"every_frame\"",
+            "cameras.yard.url: must not contain credentials; use username and password_env or password_file",
+        ];
+        assert_eq!(problems, expected);
+        assert!(
+            !problems.iter().any(|p| p.contains("secret")),
+            "a password leaked into {problems:?}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_path() {
+        let problems = problems_of("[cameras.gate-3]\nurl = \"rtsp://h/\"\nurll = 1\n");
+        assert_eq!(problems.len(), 1);
+        assert!(
+            problems[0].starts_with("cameras.gate-3: unknown field `urll`"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn defaults_apply_and_credentials_come_from_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let raw: RawConfig = toml::from_str(
+            "[cameras.gate-3]\nurl = \"rtsp://10.0.0.3:554/s1\"\nusername = \"admin\"\npassword_env = \"PW\"\n",
+        )
+        .unwrap();
+        let config = validate(raw, dir.path(), &|name| {
+            (name == "PW").then(|| "pa55".to_string())
+        })
+        .unwrap();
+        let camera = &config.cameras[0];
+        assert_eq!(camera.analysis_interval, Duration::from_secs(2));
+        assert_eq!(camera.decode_mode, DecodeMode::Keyframes);
+        let SourceSpec::Rtsp {
+            credentials: Some(credentials),
+            transport,
+            ..
+        } = &camera.source
+        else {
+            panic!("expected rtsp source with credentials: {:?}", camera.source)
+        };
+        assert_eq!(credentials.password.expose(), "pa55");
+        assert_eq!(*transport, RtspTransport::Tcp);
+        assert!(
+            !format!("{config:?}").contains("pa55"),
+            "Debug output leaks the password"
+        );
+        assert_eq!(config.ingest, IngestConfig::default());
+        assert_eq!(
+            config.detector.model_manifest,
+            dir.path().join("models/yolox_nano.toml")
+        );
+    }
+
+    #[test]
+    fn disabled_cameras_are_validated_but_not_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = parse(
+            "[cameras.a]\nurl = \"rtsp://h/\"\nenabled = false\n",
+            dir.path(),
+        )
+        .unwrap();
+        assert!(config.cameras.is_empty());
+    }
+}

@@ -1,0 +1,319 @@
+//! Detect: the ONNX object detector. A few ONNX Runtime sessions on named threads take
+//! prepared frames from one bounded queue (not one session per camera: a session holds the
+//! model's weights and arena), run the model, decode YOLOX boxes and apply class-wise NMS.
+//!
+//! The ONNX Runtime library is loaded at run time (`ort`'s `load-dynamic`) from the file the
+//! config or `ORT_DYLIB_PATH` names; scripts/setup installs the pinned version. A missing or
+//! wrong library or model is a clear error at start, never a panic.
+
+pub mod model;
+pub mod yolox;
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use crossbeam_channel::Receiver;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::Session;
+use ort::value::TensorRef;
+use serde::Serialize;
+use tracing::warn;
+
+use crate::config::{CameraId, DetectorConfig};
+use crate::decode::letterbox::Letterbox;
+use crate::decode::PreparedFrame;
+pub use model::Model;
+use yolox::Grid;
+
+/// One detected object, in frame pixels.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Detection {
+    /// Class id in the model's class list.
+    pub class_id: u16,
+    /// objectness × class probability.
+    pub score: f32,
+    /// `[x1, y1, x2, y2]` in frame pixels.
+    pub box_px: [f32; 4],
+}
+
+/// The detector's result for one analysed frame: what the tracker and rules consume.
+#[derive(Debug, Clone)]
+pub struct AnalysedFrame {
+    /// The camera.
+    pub camera: CameraId,
+    /// Footage time of the frame, ms.
+    pub media_time_ms: i64,
+    /// When its access unit arrived.
+    pub received_at: Instant,
+    /// Frame size.
+    pub frame_width: u32,
+    /// Frame size.
+    pub frame_height: u32,
+    /// Detections after NMS, best first.
+    pub detections: Vec<Detection>,
+    /// Decode + preprocess time.
+    pub decode_time: Duration,
+    /// Inference + postprocess time.
+    pub inference_time: Duration,
+}
+
+/// Loads the ONNX Runtime library once per process and returns its environment.
+fn runtime(library: Option<&Path>) -> anyhow::Result<ort::environment::Environment> {
+    static ENVIRONMENT: OnceLock<Mutex<Option<ort::environment::Environment>>> = OnceLock::new();
+    let slot = ENVIRONMENT.get_or_init(|| Mutex::new(None));
+    let mut environment = slot.lock().unwrap();
+    if let Some(existing) = environment.as_ref() {
+        return Ok(existing.clone());
+    }
+    let library = library.context(
+        "the ONNX Runtime library is not configured: set detector.onnxruntime_library or ORT_DYLIB_PATH \
+         (scripts/setup installs it under .cache/onnxruntime/)",
+    )?;
+    if !library.is_file() {
+        bail!(
+            "ONNX Runtime library {} does not exist (run scripts/setup)",
+            library.display()
+        );
+    }
+    let builder = ort::init_from(library).map_err(|error| {
+        anyhow!(
+            "cannot load ONNX Runtime from {}: {error}",
+            library.display()
+        )
+    })?;
+    let built = builder
+        .with_name("street-gateway")
+        .build()
+        .map_err(|error| anyhow!("cannot start ONNX Runtime: {error}"))?;
+    *environment = Some(built.clone());
+    Ok(built)
+}
+
+/// One inference session with the model's geometry; used by the pool and by `gateway detect`.
+pub struct Detector {
+    session: Session,
+    model: Arc<Model>,
+    grid: Grid,
+    score_threshold: f32,
+    nms_iou_threshold: f32,
+}
+
+impl Detector {
+    /// Loads the library and the model, and checks the graph's inputs and outputs against the
+    /// manifest.
+    pub fn load(config: &DetectorConfig) -> anyhow::Result<Self> {
+        let model = Arc::new(Model::load(&config.model_manifest)?);
+        Self::with_model(config, model)
+    }
+
+    /// A session for an already verified model.
+    pub fn with_model(config: &DetectorConfig, model: Arc<Model>) -> anyhow::Result<Self> {
+        let environment = runtime(config.onnxruntime_library.as_deref())?;
+        let configure = |error: String| anyhow!("configure ONNX Runtime session: {error}");
+        let session = Session::builder(&environment)
+            .map_err(|error| configure(error.to_string()))?
+            .with_optimization_level(GraphOptimizationLevel::Level3)
+            .and_then(|builder| builder.with_intra_threads(config.intra_op_threads))
+            .and_then(|builder| builder.with_inter_threads(1))
+            .map_err(|error| configure(error.to_string()))?
+            .commit_from_file(&model.onnx_path)
+            .map_err(|error| anyhow!("load model {}: {error}", model.onnx_path.display()))?;
+        let manifest = &model.manifest;
+        let grid = Grid::new(
+            manifest.input_width,
+            manifest.input_height,
+            &manifest.strides,
+        );
+        check_outlet(
+            &session,
+            true,
+            &manifest.input_name,
+            &[
+                1,
+                3,
+                i64::from(manifest.input_height),
+                i64::from(manifest.input_width),
+            ],
+        )?;
+        check_outlet(
+            &session,
+            false,
+            &manifest.output_name,
+            &[1, grid.len() as i64, 5 + manifest.classes.len() as i64],
+        )?;
+        Ok(Detector {
+            session,
+            model,
+            grid,
+            score_threshold: config.score_threshold,
+            nms_iou_threshold: config.nms_iou_threshold,
+        })
+    }
+
+    /// The model this detector runs.
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+
+    /// The model's input size.
+    pub fn input_size(&self) -> (u32, u32) {
+        (
+            self.model.manifest.input_width,
+            self.model.manifest.input_height,
+        )
+    }
+
+    /// Runs the model on a letterboxed tensor; detections in frame pixels, after NMS.
+    pub fn detect(
+        &mut self,
+        tensor: &[f32],
+        letterbox: &Letterbox,
+    ) -> anyhow::Result<Vec<Detection>> {
+        let (width, height) = self.input_size();
+        let manifest = &self.model.manifest;
+        let input =
+            TensorRef::from_array_view(([1usize, 3, height as usize, width as usize], tensor))
+                .map_err(|error| anyhow!("input tensor: {error}"))?;
+        let outputs = self
+            .session
+            .run(ort::inputs![manifest.input_name.as_str() => input])
+            .map_err(|error| anyhow!("inference: {error}"))?;
+        let (_, rows) = outputs[manifest.output_name.as_str()]
+            .try_extract_tensor::<f32>()
+            .map_err(|error| anyhow!("output tensor: {error}"))?;
+        let candidates = yolox::decode(
+            rows,
+            manifest.classes.len(),
+            &self.grid,
+            letterbox,
+            self.score_threshold,
+        );
+        Ok(yolox::non_max_suppression(
+            candidates,
+            self.nms_iou_threshold,
+        ))
+    }
+}
+
+/// Checks that the graph has `name` as an input (or output) of float tensors of `shape`
+/// (dynamic dimensions in the graph match anything).
+fn check_outlet(session: &Session, input: bool, name: &str, shape: &[i64]) -> anyhow::Result<()> {
+    let (kind, outlets) = if input {
+        ("input", session.inputs())
+    } else {
+        ("output", session.outputs())
+    };
+    let outlet = outlets
+        .iter()
+        .find(|outlet| outlet.name() == name)
+        .with_context(|| {
+            let names: Vec<&str> = outlets.iter().map(|outlet| outlet.name()).collect();
+            format!("the model has no {kind} named {name:?} (it has {names:?})")
+        })?;
+    let actual = outlet
+        .dtype()
+        .tensor_shape()
+        .with_context(|| format!("{kind} {name:?} is not a tensor"))?;
+    let matches =
+        actual.len() == shape.len() && actual.iter().zip(shape).all(|(&a, &e)| a == e || a < 0);
+    if !matches {
+        bail!(
+            "model {kind} {name:?} has shape {:?}, but the manifest implies {shape:?}",
+            &actual[..]
+        );
+    }
+    if outlet.dtype().tensor_type() != Some(ort::value::TensorElementType::Float32) {
+        bail!("model {kind} {name:?} is not float32");
+    }
+    Ok(())
+}
+
+/// The detector pool: `sessions` threads sharing one queue of prepared frames.
+pub struct DetectorPool {
+    threads: Vec<JoinHandle<()>>,
+    model: Arc<Model>,
+}
+
+impl DetectorPool {
+    /// Loads `config.sessions` sessions (failing if any does), then starts their threads.
+    /// Results go to `analysed`; when its receiver lags, the sessions wait (the prepared-frame
+    /// queue in front of them is bounded and skips instead).
+    pub fn start(
+        config: &DetectorConfig,
+        prepared: Receiver<PreparedFrame>,
+        analysed: tokio::sync::mpsc::Sender<AnalysedFrame>,
+    ) -> anyhow::Result<Self> {
+        let first = Detector::load(config)?;
+        let model = first.model().clone();
+        let mut detectors = vec![first];
+        for _ in 1..config.sessions {
+            detectors.push(Detector::with_model(config, model.clone())?);
+        }
+        let threads = detectors
+            .into_iter()
+            .enumerate()
+            .map(|(index, detector)| {
+                let prepared = prepared.clone();
+                let analysed = analysed.clone();
+                std::thread::Builder::new()
+                    .name(format!("detect-{index}"))
+                    .spawn(move || detector_worker(detector, prepared, analysed))
+                    .expect("spawn detector thread")
+            })
+            .collect();
+        Ok(DetectorPool { threads, model })
+    }
+
+    /// The model the sessions run.
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+
+    /// Waits for the sessions to finish (after the prepared-frame senders are gone).
+    pub fn join(self) {
+        for thread in self.threads {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn detector_worker(
+    mut detector: Detector,
+    prepared: Receiver<PreparedFrame>,
+    analysed: tokio::sync::mpsc::Sender<AnalysedFrame>,
+) {
+    for frame in prepared {
+        let _span = tracing::debug_span!("camera", camera = %frame.camera.id).entered();
+        let started = Instant::now();
+        let detections = match detector.detect(&frame.tensor, &frame.letterbox) {
+            Ok(detections) => detections,
+            Err(error) => {
+                warn!(error = format!("{error:#}"), "inference failed");
+                continue;
+            }
+        };
+        let inference_time = started.elapsed();
+        let counters = &frame.camera.counters;
+        counters.frames_analysed.fetch_add(1, Ordering::Relaxed);
+        counters
+            .inference_us_total
+            .fetch_add(inference_time.as_micros() as u64, Ordering::Relaxed);
+        let result = AnalysedFrame {
+            camera: frame.camera.id.clone(),
+            media_time_ms: frame.media_time_ms,
+            received_at: frame.received_at,
+            frame_width: frame.letterbox.frame_width,
+            frame_height: frame.letterbox.frame_height,
+            detections,
+            decode_time: frame.decode_time,
+            inference_time,
+        };
+        if analysed.blocking_send(result).is_err() {
+            return; // The pipeline is shutting down.
+        }
+    }
+}

@@ -1,0 +1,29 @@
+//! # Street-camera event gateway
+//!
+//! Watches a district's street cameras for the property stewards who act on what they show.
+//!
+//! ```text
+//! RTSP cameras ─▶ ingest ─▶ decode ─▶ detect ─▶ (track ─▶ rules ─▶ incident ─▶ outbox ─▶ mqtt)
+//!   retina/file    one task   shared     ONNX Runtime
+//!                  per camera keyframe   sessions fed
+//!                             pool       by one queue
+//! ```
+//!
+//! # Layout
+//! Modules are declared in data-flow order; each stage's `//!` says what it deliberately does
+//! not do. `ARCHITECTURE.md` is the one-page map.
+//! - [`config`]: TOML → validated domain types, every problem with its key path.
+//! - [`ingest`]: one supervised task per camera (RTSP via retina, or a footage file).
+//! - [`decode`]: keyframes (or every frame) → the detector's letterboxed input tensor.
+//! - [`detect`]: ONNX Runtime sessions, YOLOX decode, class-wise NMS.
+//! - [`health`]: per-camera state and counters shared by the stages.
+//! - [`pipeline`]: wires the stages for `gateway run`.
+
+pub mod cli;
+pub mod config;
+pub mod decode;
+pub mod detect;
+pub mod health;
+pub mod ingest;
+pub mod logging;
+pub mod pipeline;

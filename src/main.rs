@@ -1,0 +1,71 @@
+//! `gateway`: the street-camera event gateway's command line. A table of subcommands; each
+//! lives in `gateway::cli`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use gateway::cli;
+
+#[derive(Parser)]
+#[command(name = "gateway", version, about = "Street-camera event gateway")]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service.
+    Run {
+        /// Config file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// Stop after this many seconds (demos, benchmarks).
+        #[arg(long)]
+        run_for_secs: Option<u64>,
+    },
+    /// Validate a config file, model included; exit 64 listing every problem.
+    CheckConfig {
+        /// Config file (TOML).
+        file: PathBuf,
+    },
+    /// Run the configured detector on image files.
+    Detect {
+        /// Config file whose [detector] to use; default: the bundled model.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// One JSON object per image per line.
+        #[arg(long)]
+        json: bool,
+        /// Image files (JPEG or PNG).
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+    },
+}
+
+fn main() {
+    let args = Args::parse();
+    gateway::logging::init();
+    let code = match args.command {
+        Command::Run {
+            config,
+            run_for_secs,
+        } => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("gateway-io")
+            .build()
+            .expect("tokio runtime")
+            .block_on(cli::run::main(
+                &config,
+                run_for_secs.map(Duration::from_secs),
+            )),
+        Command::CheckConfig { file } => cli::check_config::main(&file),
+        Command::Detect {
+            config,
+            json,
+            images,
+        } => cli::detect::main(config.as_deref(), json, &images),
+    };
+    std::process::exit(code);
+}

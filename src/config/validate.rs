@@ -473,7 +473,8 @@ mod tests {
         let problems = problems_of("[cameras.gate-3]\nurl = \"rtsp://h/\"\nurll = 1\n");
         assert_eq!(problems.len(), 1);
         assert!(
-            problems[0].starts_with("cameras.gate-3: unknown field `urll`"),
+            problems[0]
+                .starts_with("cameras.gate-3.urll: unknown field `urll`, expected one of `url`"),
             "{problems:?}"
         );
     }

@@ -1,0 +1,6 @@
+//! Integration tests against real things: GStreamer's RTSP server, the real model, the
+//! `gateway` binary. One test binary, a module per area.
+
+mod cli;
+mod rtsp;
+mod support;

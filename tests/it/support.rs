@@ -1,0 +1,261 @@
+//! Shared test support: footage the tests make with ffmpeg, a real RTSP server (GStreamer's,
+//! via tests/support/rtsp_server.py) as a child process, and gateway configs.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The project root.
+pub fn project_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `../shared` beside the checkout (or `$GATEWAY_SHARED_DIR`): the model mirror and media.
+pub fn shared_dir() -> PathBuf {
+    std::env::var_os("GATEWAY_SHARED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| project_root().join("../shared"))
+}
+
+/// A file from the shared media folder; panics with a clear message if absent.
+pub fn shared_media(relative: &str) -> PathBuf {
+    let path = shared_dir().join("media").join(relative);
+    assert!(
+        path.is_file(),
+        "test media {} is missing (expected ../shared beside the checkout)",
+        path.display()
+    );
+    path
+}
+
+/// Fails early with a clear message when scripts/setup has not been run.
+pub fn require_runtime() {
+    let library = std::env::var_os("ORT_DYLIB_PATH")
+        .expect("ORT_DYLIB_PATH is not set: run the tests with scripts/test");
+    assert!(
+        Path::new(&library).is_file(),
+        "ORT_DYLIB_PATH {library:?} does not exist: run scripts/setup"
+    );
+}
+
+/// The codecs the tests serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    H264,
+    H265,
+}
+
+/// Frame rate of the test footage; keyframe every 2 s.
+pub const FOOTAGE_FPS: u32 = 10;
+
+/// Annex B footage with access unit delimiters, made once per test run from the plaza clip
+/// (people walking: the detector finds persons): 12 s, 10 fps, keyframe every 2 s, no B-frames.
+pub fn annex_b_footage(codec: Codec) -> PathBuf {
+    static MAKING: Mutex<()> = Mutex::new(());
+    let _guard = MAKING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let directory = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("footage");
+    std::fs::create_dir_all(&directory).unwrap();
+    let (name, codec_args): (&str, &[&str]) = match codec {
+        Codec::H264 => (
+            "plaza.h264",
+            &[
+                "-c:v",
+                "libx264",
+                "-preset",
+                "veryfast",
+                "-g",
+                "20",
+                "-bf",
+                "0",
+                "-x264-params",
+                "aud=1",
+                "-f",
+                "h264",
+            ],
+        ),
+        Codec::H265 => (
+            "plaza.h265",
+            &[
+                "-c:v",
+                "libx265",
+                "-preset",
+                "veryfast",
+                "-x265-params",
+                "aud=1:keyint=20:min-keyint=20:bframes=0:log-level=error",
+                "-f",
+                "hevc",
+            ],
+        ),
+    };
+    let path = directory.join(name);
+    if path.is_file() {
+        return path;
+    }
+    let partial = directory.join(format!("{name}.partial"));
+    let source = shared_media("vtest_plaza_768x576_10fps_gop20.mp4");
+    let status = Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-y", "-i"])
+        .arg(&source)
+        .args([
+            "-t",
+            "12",
+            "-an",
+            "-r",
+            &FOOTAGE_FPS.to_string(),
+            "-pix_fmt",
+            "yuv420p",
+        ])
+        .args(codec_args)
+        .arg(&partial)
+        .status()
+        .expect("run ffmpeg (scripts/setup installs it)");
+    assert!(status.success(), "ffmpeg failed making {name}");
+    std::fs::rename(&partial, &path).unwrap();
+    path
+}
+
+/// A real RTSP server (GStreamer's) serving `/h264` and `/h265` footage, killed on drop.
+pub struct RtspServer {
+    child: Option<Child>,
+    /// The port it listens on (kept across restarts).
+    pub port: u16,
+    credentials: Option<(String, String)>,
+}
+
+/// User name and password the authenticated test server accepts.
+pub const USER: &str = "steward";
+/// Password the authenticated test server accepts.
+pub const PASSWORD: &str = "correct horse";
+
+impl RtspServer {
+    /// Starts a server on a free loopback port, with Digest auth when `authenticated`.
+    pub fn start(authenticated: bool) -> Self {
+        let credentials = authenticated.then(|| (USER.to_string(), PASSWORD.to_string()));
+        let mut server = RtspServer {
+            child: None,
+            port: 0,
+            credentials,
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let h264 = annex_b_footage(Codec::H264);
+        let h265 = annex_b_footage(Codec::H265);
+        let mut command = Command::new("/usr/bin/python3");
+        command
+            .arg(project_root().join("tests/support/rtsp_server.py"))
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &self.port.to_string(),
+                "--fps",
+                &FOOTAGE_FPS.to_string(),
+            ])
+            .arg("--mount")
+            .arg(format!("/h264={}:h264", h264.display()))
+            .arg("--mount")
+            .arg(format!("/h265={}:h265", h265.display()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        if let Some((user, password)) = &self.credentials {
+            command.args(["--user", user, "--password", password]);
+        }
+        let mut child = command
+            .spawn()
+            .expect("start tests/support/rtsp_server.py with /usr/bin/python3");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read RTSP server readiness");
+        let port = line
+            .trim()
+            .strip_prefix("READY port=")
+            .unwrap_or_else(|| panic!("RTSP server did not start: {line:?}"))
+            .parse()
+            .unwrap();
+        self.port = port;
+        self.child = Some(child);
+    }
+
+    /// `rtsp://127.0.0.1:PORT/PATH`.
+    pub fn url(&self, path: &str) -> String {
+        format!("rtsp://127.0.0.1:{}/{path}", self.port)
+    }
+
+    /// Kills the server (as a crash would: SIGKILL).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port.
+    pub fn restart(&mut self) {
+        self.kill();
+        // The port may linger for a moment; retry briefly.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.spawn()));
+            match attempt {
+                Ok(()) => return,
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(200))
+                }
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+    }
+}
+
+impl Drop for RtspServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A loopback port with nothing listening on it.
+pub fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// Polls `condition` every 100 ms until it holds or `limit` passes (a liveness bound, not a
+/// speed assertion); returns whether it held.
+pub async fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    condition()
+}
+
+/// Config text for tests: quick reconnects, the bundled model, the given camera tables.
+pub fn config_text(cameras: &str) -> String {
+    format!(
+        r#"
+[ingest]
+reconnect_initial_ms = 200
+reconnect_max_ms = 1000
+no_frame_timeout_ms = 3000
+connect_timeout_ms = 3000
+
+[detector]
+model = "{}"
+
+{cameras}
+"#,
+        project_root().join("models/yolox_nano.toml").display()
+    )
+}

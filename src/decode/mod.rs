@@ -60,15 +60,17 @@ pub struct PreparedFrame {
     pub decode_time: Duration,
 }
 
-/// Decides which frames are analysed: at most one per interval of footage time. Pure.
+/// Decides which frames are analysed: one per interval of footage time, on average exactly.
+/// Pure.
 ///
-/// A frame is due once `interval − slack` has passed since the last one taken; the slack
-/// (10% of the interval) absorbs keyframe jitter, so a 2 s GOP with a 2 s interval analyses
-/// every keyframe rather than every other one.
+/// Frames are taken on a fixed schedule (`next_due` advances by the interval), and a frame
+/// up to 10% of the interval early still counts: that absorbs keyframe jitter (a 2 s GOP with
+/// a 2 s interval analyses every keyframe, not every other one) without letting the rate drift.
 #[derive(Debug, Clone)]
 pub struct Sampler {
     interval_ms: i64,
     slack_ms: i64,
+    next_due_ms: Option<i64>,
     last_taken_ms: Option<i64>,
 }
 
@@ -76,25 +78,28 @@ impl Sampler {
     /// A sampler for one frame per `interval`.
     pub fn new(interval: Duration) -> Self {
         let interval_ms = interval.as_millis() as i64;
-        Sampler {
-            interval_ms,
-            slack_ms: interval_ms / 10,
-            last_taken_ms: None,
-        }
+        Sampler { interval_ms, slack_ms: interval_ms / 10, next_due_ms: None, last_taken_ms: None }
     }
 
     /// Whether a frame at `media_time_ms` should be analysed.
     pub fn is_due(&self, media_time_ms: i64) -> bool {
-        match self.last_taken_ms {
-            None => true,
+        match (self.next_due_ms, self.last_taken_ms) {
+            (None, _) | (_, None) => true,
             // Time went backwards: a new session restarted the timeline.
-            Some(last) if media_time_ms < last => true,
-            Some(last) => media_time_ms - last >= self.interval_ms - self.slack_ms,
+            (_, Some(last)) if media_time_ms < last => true,
+            (Some(next_due), _) => media_time_ms >= next_due - self.slack_ms,
         }
     }
 
     /// Records that the frame at `media_time_ms` was taken.
     pub fn mark_taken(&mut self, media_time_ms: i64) {
+        self.next_due_ms = Some(match (self.next_due_ms, self.last_taken_ms) {
+            (Some(next_due), Some(last)) if media_time_ms >= last && media_time_ms < next_due + self.interval_ms => {
+                next_due + self.interval_ms
+            }
+            // Behind schedule (a gap in the stream) or a new timeline: restart the schedule here.
+            _ => media_time_ms + self.interval_ms,
+        });
         self.last_taken_ms = Some(media_time_ms);
     }
 }
@@ -427,15 +432,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sampler_takes_one_frame_per_interval_with_slack() {
+    fn sampler_takes_one_frame_per_interval_on_a_fixed_schedule() {
         // (media time ms, due?) for a 2000 ms interval; frames marked taken when due.
         let table = [
             (0, true),
             (1000, false),
-            (1850, true),
+            (1850, true), // 150 ms early: within the 10% slack; next due stays at 4000
             (3000, false),
-            (3700, true),
-            (100, true),
+            (3850, true), // no drift: still due at 4000 − 200
+            (9000, true), // after a gap the schedule restarts from here
+            (10_900, true),
+            (12_000, false),
+            (100, true), // a new session restarted the timeline
         ];
         let mut sampler = Sampler::new(Duration::from_millis(2000));
         for (time_ms, expected) in table {
@@ -445,5 +453,23 @@ mod tests {
                 sampler.mark_taken(time_ms);
             }
         }
+    }
+
+    #[test]
+    fn every_frame_sampling_keeps_the_average_rate() {
+        // 10 fps, frames at 0..=59.9 s, 1 s interval: the slots at 0, 1, …, 60 s (the last one
+        // taken 100 ms early, within its slack) = 61 frames. Slack that drifted gave 67.
+        let mut sampler = Sampler::new(Duration::from_millis(1000));
+        let taken = (0..600)
+            .map(|frame| frame * 100)
+            .filter(|&t| {
+                let due = sampler.is_due(t);
+                if due {
+                    sampler.mark_taken(t);
+                }
+                due
+            })
+            .count();
+        assert_eq!(taken, 61);
     }
 }

@@ -168,16 +168,17 @@ impl Detector {
     }
 
     /// Runs the model on a letterboxed tensor; detections in frame pixels, after NMS.
-    pub fn detect(
-        &mut self,
-        tensor: &[f32],
-        letterbox: &Letterbox,
-    ) -> anyhow::Result<Vec<Detection>> {
+    pub fn detect(&mut self, tensor: &[f32], letterbox: &Letterbox) -> anyhow::Result<Vec<Detection>> {
+        let rows = self.infer(tensor)?;
+        Ok(self.postprocess(&rows, letterbox))
+    }
+
+    /// Runs the model only: the raw output rows (`[N, 5 + classes]`, flattened).
+    pub fn infer(&mut self, tensor: &[f32]) -> anyhow::Result<Vec<f32>> {
         let (width, height) = self.input_size();
         let manifest = &self.model.manifest;
-        let input =
-            TensorRef::from_array_view(([1usize, 3, height as usize, width as usize], tensor))
-                .map_err(|error| anyhow!("input tensor: {error}"))?;
+        let input = TensorRef::from_array_view(([1usize, 3, height as usize, width as usize], tensor))
+            .map_err(|error| anyhow!("input tensor: {error}"))?;
         let outputs = self
             .session
             .run(ort::inputs![manifest.input_name.as_str() => input])
@@ -185,17 +186,14 @@ impl Detector {
         let (_, rows) = outputs[manifest.output_name.as_str()]
             .try_extract_tensor::<f32>()
             .map_err(|error| anyhow!("output tensor: {error}"))?;
-        let candidates = yolox::decode(
-            rows,
-            manifest.classes.len(),
-            &self.grid,
-            letterbox,
-            self.score_threshold,
-        );
-        Ok(yolox::non_max_suppression(
-            candidates,
-            self.nms_iou_threshold,
-        ))
+        Ok(rows.to_vec())
+    }
+
+    /// YOLOX box decode and class-wise NMS on raw output rows.
+    pub fn postprocess(&self, rows: &[f32], letterbox: &Letterbox) -> Vec<Detection> {
+        let classes = self.model.manifest.classes.len();
+        let candidates = yolox::decode(rows, classes, &self.grid, letterbox, self.score_threshold);
+        yolox::non_max_suppression(candidates, self.nms_iou_threshold)
     }
 }
 

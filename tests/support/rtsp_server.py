@@ -10,7 +10,8 @@ Each file is read and split into access units (AUs) once at startup; every
 RTSP session gets its own media pipeline (factory.set_shared(False)) that
 pushes those shared, immutable buffers with its own monotonically increasing
 timestamps (pts = frame_index * frame_duration, also across loops).  The
-RTSP server's sinks sync on the clock, so delivery is paced in real time.
+RTSP server's sinks sync on the clock, so delivery is paced in real time
+from the PLAY response on (no initial burst).
 
 Usage:
     rtsp_server.py --port 0 [--bind 127.0.0.1] [--fps 25]
@@ -31,9 +32,12 @@ import sys
 import gi
 
 gi.require_version("Gst", "1.0")
+gi.require_version("GstApp", "1.0")  # appsrc wrapped as AppSrc: push_buffer()
 gi.require_version("GstRtsp", "1.0")
 gi.require_version("GstRtspServer", "1.0")
-from gi.repository import GLib, Gst, GstRtsp, GstRtspServer  # noqa: E402
+from gi.repository import GLib, Gst, GstApp, GstRtsp, GstRtspServer  # noqa
+
+BATCH = 8  # access units queued per appsrc need-data callback (see below)
 
 # Per codec: (caps name, parser, payloader, nal-type fn, AUD type,
 #             VCL-type predicate, keyframe predicate, header length,
@@ -51,7 +55,7 @@ CODECS = {
 
 
 def split_nals(data):
-    """Return the NAL unit payloads (start codes and trailing zeros removed)."""
+    """Return the NAL unit payloads (start codes, trailing zeros removed)."""
     starts, pos = [], data.find(b"\x00\x00\x01")
     while pos >= 0:
         starts.append(pos + 3)
@@ -133,28 +137,41 @@ class LoopingFactory(GstRtspServer.RTSPMediaFactory):
         c = CODECS[codec]
         self.buffers, self.frame_ns = buffers, int(Gst.SECOND / fps)
         # alignment=au: every pushed buffer is exactly one access unit, so
-        # the parser needs no look-ahead.  is-live + format=time: buffers are
-        # timestamped by us and the (clock-syncing) RTSP sinks pace them.
+        # the parser needs no look-ahead.  format=time: we timestamp buffers
+        # and the RTSP server's clock-syncing sinks pace them in real time.
+        # is-live=false on purpose: with a live source the pipeline clock
+        # already runs between SETUP and PLAY, so the first frames (pts 0..)
+        # arrive "late" and go out as a burst (one frame per 40 ms of
+        # setup delay, several seconds' worth under load).  Non-live, the
+        # running time starts at PLAY and the first frame is on time.
         self.set_launch(
-            f"( appsrc name=src is-live=true format=time do-timestamp=false "
+            f"( appsrc name=src is-live=false format=time do-timestamp=false "
             f"caps={c['caps']},stream-format=byte-stream,alignment=au,"
             f"framerate={fps}/1 "
-            f"! {c['parse']} ! {c['pay']} name=pay0 pt=96 config-interval=-1 )")
+            f"! {c['parse']} "
+            f"! {c['pay']} name=pay0 pt=96 config-interval=-1 )")
         self.set_shared(False)  # every client gets its own pipeline
         self.connect("media-configure", self._on_media_configure)
 
     def _on_media_configure(self, _factory, media):
-        appsrc = media.get_element().get_child_by_name("src")
+        appsrc = media.get_element().get_child_by_name("src")  # GstApp.AppSrc
+        bufs, frame_ns = self.buffers, self.frame_ns
         state = {"frame": 0}  # per-session frame counter, captured below
 
         def need_data(src, _length):
+            # appsrc asks when its queue is empty.  Queue a small batch so the
+            # Python callback (and GIL hand-off) runs a few times per second
+            # per session rather than once per frame; pacing is unaffected,
+            # since the clock-synced sinks downstream pace by timestamp.
             n = state["frame"]
-            # Shallow copy: new buffer metadata, same (shared) memory block.
-            buf = self.buffers[n % len(self.buffers)].copy()
-            buf.pts = buf.dts = n * self.frame_ns
-            buf.duration = self.frame_ns
-            state["frame"] = n + 1
-            src.emit("push-buffer", buf)
+            for i in range(n, n + BATCH):
+                # Shallow copy: own metadata, memory shared with the original.
+                buf = bufs[i % len(bufs)].copy()
+                buf.pts = buf.dts = i * frame_ns
+                buf.duration = frame_ns
+                if src.push_buffer(buf) != Gst.FlowReturn.OK:
+                    break  # flushing / shutting down
+            state["frame"] = n + BATCH
 
         appsrc.connect("need-data", need_data)
 
@@ -181,7 +198,9 @@ def main():
     ap.add_argument("--password")
     ap.add_argument("--fps", type=int, default=25, help="frame rate (25)")
     ap.add_argument("--mount", type=parse_mount, action="append",
-                    required=True, metavar="PATH=FILE:CODEC")
+                    required=True, metavar="PATH=FILE:CODEC",
+                    help="e.g. /cam1=clip.h264:h264 (codec h264|h265); "
+                    "repeatable")
     args = ap.parse_args()
     if (args.user is None) != (args.password is None):
         ap.error("--user and --password go together")
@@ -190,6 +209,7 @@ def main():
     server = GstRtspServer.RTSPServer()
     server.set_address(args.bind)
     server.set_service(str(args.port))
+    server.set_backlog(1024)  # default 5: bursts of concurrent connects
 
     role = None
     if args.user is not None:

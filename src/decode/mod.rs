@@ -78,7 +78,12 @@ impl Sampler {
     /// A sampler for one frame per `interval`.
     pub fn new(interval: Duration) -> Self {
         let interval_ms = interval.as_millis() as i64;
-        Sampler { interval_ms, slack_ms: interval_ms / 10, next_due_ms: None, last_taken_ms: None }
+        Sampler {
+            interval_ms,
+            slack_ms: interval_ms / 10,
+            next_due_ms: None,
+            last_taken_ms: None,
+        }
     }
 
     /// Whether a frame at `media_time_ms` should be analysed.
@@ -94,7 +99,9 @@ impl Sampler {
     /// Records that the frame at `media_time_ms` was taken.
     pub fn mark_taken(&mut self, media_time_ms: i64) {
         self.next_due_ms = Some(match (self.next_due_ms, self.last_taken_ms) {
-            (Some(next_due), Some(last)) if media_time_ms >= last && media_time_ms < next_due + self.interval_ms => {
+            (Some(next_due), Some(last))
+                if media_time_ms >= last && media_time_ms < next_due + self.interval_ms =>
+            {
                 next_due + self.interval_ms
             }
             // Behind schedule (a gap in the stream) or a new timeline: restart the schedule here.

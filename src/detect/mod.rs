@@ -168,7 +168,11 @@ impl Detector {
     }
 
     /// Runs the model on a letterboxed tensor; detections in frame pixels, after NMS.
-    pub fn detect(&mut self, tensor: &[f32], letterbox: &Letterbox) -> anyhow::Result<Vec<Detection>> {
+    pub fn detect(
+        &mut self,
+        tensor: &[f32],
+        letterbox: &Letterbox,
+    ) -> anyhow::Result<Vec<Detection>> {
         let rows = self.infer(tensor)?;
         Ok(self.postprocess(&rows, letterbox))
     }
@@ -177,8 +181,9 @@ impl Detector {
     pub fn infer(&mut self, tensor: &[f32]) -> anyhow::Result<Vec<f32>> {
         let (width, height) = self.input_size();
         let manifest = &self.model.manifest;
-        let input = TensorRef::from_array_view(([1usize, 3, height as usize, width as usize], tensor))
-            .map_err(|error| anyhow!("input tensor: {error}"))?;
+        let input =
+            TensorRef::from_array_view(([1usize, 3, height as usize, width as usize], tensor))
+                .map_err(|error| anyhow!("input tensor: {error}"))?;
         let outputs = self
             .session
             .run(ort::inputs![manifest.input_name.as_str() => input])

@@ -37,9 +37,7 @@ fn keyframe(height: u32, bitrate: &str, codec: &str) -> EncodedFrame {
     if !path.is_file() {
         let source = root().join("../shared/media/vtest_plaza_768x576_10fps_gop20.mp4");
         let encoder: &[&str] = match codec {
-            "h264" => &[
-                "-c:v", "libx264", "-preset", "veryfast", "-g", "50", "-bf", "0",
-            ],
+            "h264" => &["-c:v", "libx264", "-preset", "veryfast", "-g", "50", "-bf", "0"],
             _ => &[
                 "-c:v",
                 "libx265",
@@ -72,36 +70,19 @@ fn keyframe(height: u32, bitrate: &str, codec: &str) -> EncodedFrame {
         assert!(status.success());
     }
     let mut frames = Collect(Vec::new());
-    play(
-        Path::new(&path),
-        Pace::AsFastAsPossible,
-        None,
-        &mut frames,
-        &|| false,
-    )
-    .unwrap();
-    frames
-        .0
-        .into_iter()
-        .find(|frame| frame.is_keyframe)
-        .expect("a keyframe")
+    play(Path::new(&path), Pace::AsFastAsPossible, None, &mut frames, &|| false).unwrap();
+    frames.0.into_iter().find(|frame| frame.is_keyframe).expect("a keyframe")
 }
 
 fn stages(c: &mut Criterion) {
-    let mut detector = Detector::load(&DetectorConfig::default_in(&root()))
-        .expect("detector (run scripts/setup, set ORT_DYLIB_PATH)");
+    let mut detector =
+        Detector::load(&DetectorConfig::default_in(&root())).expect("detector (run scripts/setup, set ORT_DYLIB_PATH)");
     let (input_width, input_height) = detector.input_size();
-    for (label, height, bitrate, codec) in [
-        ("720p_h264", 720, "2M", "h264"),
-        ("1080p_h264", 1080, "4M", "h264"),
-        ("720p_h265", 720, "2M", "h265"),
-    ] {
+    for (label, height, bitrate, codec) in
+        [("720p_h264", 720, "2M", "h264"), ("1080p_h264", 1080, "4M", "h264"), ("720p_h265", 720, "2M", "h265")]
+    {
         let frame = keyframe(height, bitrate, codec);
-        let mut decoder = Decoder::open(DecoderKey {
-            codec: frame.codec,
-            extradata: frame.extradata.clone(),
-        })
-        .unwrap();
+        let mut decoder = Decoder::open(DecoderKey { codec: frame.codec, extradata: frame.extradata.clone() }).unwrap();
         c.bench_function(&format!("keyframe_decode/{label}"), |b| {
             b.iter(|| decoder.decode_keyframe(&frame.data).unwrap())
         });
@@ -113,28 +94,15 @@ fn stages(c: &mut Criterion) {
         });
     }
     let frame = keyframe(720, "2M", "h264");
-    let mut decoder = Decoder::open(DecoderKey {
-        codec: frame.codec,
-        extradata: frame.extradata.clone(),
-    })
-    .unwrap();
+    let mut decoder = Decoder::open(DecoderKey { codec: frame.codec, extradata: frame.extradata.clone() }).unwrap();
     let picture = decoder.decode_keyframe(&frame.data).unwrap();
     let mut tensor = Vec::new();
-    let letterbox = VideoLetterboxer::new(input_width, input_height)
-        .run(&picture, &mut tensor)
-        .unwrap();
-    c.bench_function("inference/yolox_nano_416", |b| {
-        b.iter(|| detector.infer(&tensor).unwrap())
-    });
+    let letterbox = VideoLetterboxer::new(input_width, input_height).run(&picture, &mut tensor).unwrap();
+    c.bench_function("inference/yolox_nano_416", |b| b.iter(|| detector.infer(&tensor).unwrap()));
     let rows = detector.infer(&tensor).unwrap();
     let detections = detector.postprocess(&rows, &letterbox);
-    assert!(
-        !detections.is_empty(),
-        "the plaza keyframe should show people"
-    );
-    c.bench_function("postprocess/decode_nms", |b| {
-        b.iter(|| detector.postprocess(&rows, &letterbox))
-    });
+    assert!(!detections.is_empty(), "the plaza keyframe should show people");
+    c.bench_function("postprocess/decode_nms", |b| b.iter(|| detector.postprocess(&rows, &letterbox)));
 }
 
 criterion_group! {

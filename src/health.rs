@@ -121,22 +121,14 @@ impl CameraHealth {
         record.since = SystemTime::now();
         drop(record);
         // No receivers is fine: nobody is watching.
-        let _ = self.changes.send(StateChange {
-            camera: self.id.clone(),
-            state,
-            reason,
-        });
+        let _ = self.changes.send(StateChange { camera: self.id.clone(), state, reason });
     }
 
     /// Counts a received frame.
     pub fn record_frame(&self, is_keyframe: bool, at: Instant) {
-        self.counters
-            .frames_received
-            .fetch_add(1, Ordering::Relaxed);
+        self.counters.frames_received.fetch_add(1, Ordering::Relaxed);
         if is_keyframe {
-            self.counters
-                .keyframes_received
-                .fetch_add(1, Ordering::Relaxed);
+            self.counters.keyframes_received.fetch_add(1, Ordering::Relaxed);
         }
         *self.last_frame.lock().unwrap() = Some(at);
     }
@@ -148,10 +140,7 @@ impl CameraHealth {
 
     /// Whether a frame arrived at or after `instant`.
     pub fn frames_since(&self, instant: Instant) -> bool {
-        self.last_frame
-            .lock()
-            .unwrap()
-            .is_some_and(|last| last >= instant)
+        self.last_frame.lock().unwrap().is_some_and(|last| last >= instant)
     }
 
     /// Age of the newest frame.
@@ -169,10 +158,7 @@ pub struct HealthRegistry {
 
 impl Default for HealthRegistry {
     fn default() -> Self {
-        HealthRegistry {
-            cameras: Mutex::default(),
-            changes: broadcast::channel(1024).0,
-        }
+        HealthRegistry { cameras: Mutex::default(), changes: broadcast::channel(1024).0 }
     }
 }
 

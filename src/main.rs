@@ -48,24 +48,14 @@ fn main() {
     let args = Args::parse();
     gateway::logging::init();
     let code = match args.command {
-        Command::Run {
-            config,
-            run_for_secs,
-        } => tokio::runtime::Builder::new_multi_thread()
+        Command::Run { config, run_for_secs } => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .thread_name("gateway-io")
             .build()
             .expect("tokio runtime")
-            .block_on(cli::run::main(
-                &config,
-                run_for_secs.map(Duration::from_secs),
-            )),
+            .block_on(cli::run::main(&config, run_for_secs.map(Duration::from_secs))),
         Command::CheckConfig { file } => cli::check_config::main(&file),
-        Command::Detect {
-            config,
-            json,
-            images,
-        } => cli::detect::main(config.as_deref(), json, &images),
+        Command::Detect { config, json, images } => cli::detect::main(config.as_deref(), json, &images),
     };
     std::process::exit(code);
 }

@@ -35,8 +35,7 @@ impl Pipeline {
         config: &Config,
         shutdown: CancellationToken,
     ) -> anyhow::Result<(Self, mpsc::Receiver<AnalysedFrame>)> {
-        let (prepared_sender, prepared_receiver) =
-            crossbeam_channel::bounded(config.detector.queue_capacity);
+        let (prepared_sender, prepared_receiver) = crossbeam_channel::bounded(config.detector.queue_capacity);
         let (analysed_sender, analysed_receiver) = mpsc::channel(ANALYSED_QUEUE);
         let detector_config = config.detector.clone();
         let detect = tokio::task::spawn_blocking(move || {
@@ -64,16 +63,7 @@ impl Pipeline {
                 shutdown.child_token(),
             ));
         }
-        Ok((
-            Pipeline {
-                health,
-                decode,
-                detect,
-                cameras,
-                shutdown,
-            },
-            analysed_receiver,
-        ))
+        Ok((Pipeline { health, decode, detect, cameras, shutdown }, analysed_receiver))
     }
 
     /// The model the detector runs.

@@ -74,19 +74,12 @@ struct Outcome {
 }
 
 fn detect_one(detector: &mut Detector, path: &Path) -> anyhow::Result<Outcome> {
-    let image = image::open(path)
-        .with_context(|| format!("cannot read image {}", path.display()))?
-        .to_rgb8();
+    let image = image::open(path).with_context(|| format!("cannot read image {}", path.display()))?.to_rgb8();
     let (input_width, input_height) = detector.input_size();
     let mut tensor = Vec::new();
     let letterbox = letterbox_image(&image, input_width, input_height, &mut tensor);
     let detections = detector.detect(&tensor, &letterbox)?;
-    Ok(Outcome {
-        file: path.display().to_string(),
-        width: image.width(),
-        height: image.height(),
-        detections,
-    })
+    Ok(Outcome { file: path.display().to_string(), width: image.width(), height: image.height(), detections })
 }
 
 fn print_result(detector: &Detector, outcome: &Outcome, json: bool) {
@@ -107,25 +100,12 @@ fn print_result(detector: &Detector, outcome: &Outcome, json: bool) {
                 })
                 .collect(),
         };
-        println!(
-            "{}",
-            serde_json::to_string(&result).expect("detections serialise")
-        );
+        println!("{}", serde_json::to_string(&result).expect("detections serialise"));
     } else {
-        println!(
-            "{} ({}x{}): {} detection(s)",
-            outcome.file,
-            outcome.width,
-            outcome.height,
-            outcome.detections.len()
-        );
+        println!("{} ({}x{}): {} detection(s)", outcome.file, outcome.width, outcome.height, outcome.detections.len());
         for d in &outcome.detections {
             let [x1, y1, x2, y2] = d.box_px;
-            println!(
-                "  {:<12} {:.2}  [{x1:.0}, {y1:.0}, {x2:.0}, {y2:.0}]",
-                model.class_name(d.class_id),
-                d.score
-            );
+            println!("  {:<12} {:.2}  [{x1:.0}, {y1:.0}, {x2:.0}, {y2:.0}]", model.class_name(d.class_id), d.score);
         }
     }
 }

@@ -32,10 +32,7 @@ pub async fn main(config_path: &Path, run_for: Option<Duration>) -> i32 {
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             tokio::time::sleep(run_for).await;
-            info!(
-                seconds = run_for.as_secs(),
-                "--run-for-secs elapsed, stopping"
-            );
+            info!(seconds = run_for.as_secs(), "--run-for-secs elapsed, stopping");
             shutdown.cancel();
         });
     }
@@ -68,11 +65,8 @@ pub async fn main(config_path: &Path, run_for: Option<Duration>) -> i32 {
 }
 
 fn log_frame(frame: &AnalysedFrame, model: &crate::detect::Model) {
-    let summary: Vec<String> = frame
-        .detections
-        .iter()
-        .map(|d| format!("{} {:.2}", model.class_name(d.class_id), d.score))
-        .collect();
+    let summary: Vec<String> =
+        frame.detections.iter().map(|d| format!("{} {:.2}", model.class_name(d.class_id), d.score)).collect();
     info!(
         camera = %frame.camera,
         t_ms = frame.media_time_ms,
@@ -106,14 +100,13 @@ fn log_stats(pipeline: &Pipeline) {
 
 fn spawn_signal_handler(shutdown: CancellationToken) {
     tokio::spawn(async move {
-        let mut terminate =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(signal) => signal,
-                Err(err) => {
-                    error!(error = %err, "cannot install SIGTERM handler");
-                    return;
-                }
-            };
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(err) => {
+                error!(error = %err, "cannot install SIGTERM handler");
+                return;
+            }
+        };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => info!("SIGINT received, stopping"),
             _ = terminate.recv() => info!("SIGTERM received, stopping"),

@@ -102,10 +102,7 @@ pub struct DecodeConfig {
 
 impl Default for DecodeConfig {
     fn default() -> Self {
-        DecodeConfig {
-            workers: 1,
-            queue_capacity: 32,
-        }
+        DecodeConfig { workers: 1, queue_capacity: 32 }
     }
 }
 
@@ -156,17 +153,12 @@ pub struct CameraId(Arc<str>);
 impl CameraId {
     /// Accepts only ids that are safe everywhere the id goes.
     pub fn try_new(id: &str) -> Result<Self, String> {
-        let valid = !id.is_empty()
-            && id.len() <= 64
-            && id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        let valid =
+            !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
         if valid {
             Ok(CameraId(id.into()))
         } else {
-            Err(format!(
-                "camera id {id:?} must be 1-64 characters of A-Z, a-z, 0-9, '-' and '_'"
-            ))
+            Err(format!("camera id {id:?} must be 1-64 characters of A-Z, a-z, 0-9, '-' and '_'"))
         }
     }
 
@@ -298,13 +290,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigProblems> {
     })?;
     let base_dir = path
         .parent()
-        .map(|dir| {
-            if dir.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                dir
-            }
-        })
+        .map(|dir| if dir.as_os_str().is_empty() { Path::new(".") } else { dir })
         .unwrap_or(Path::new("."));
     let base_dir = std::path::absolute(base_dir).unwrap_or_else(|_| base_dir.to_path_buf());
     parse(&text, &base_dir)

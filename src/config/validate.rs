@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use super::raw::{RawCamera, RawConfig};
 use super::{
-    CameraConfig, CameraId, Config, ConfigProblem, ConfigProblems, DecodeConfig, DecodeMode,
-    DetectorConfig, IngestConfig, PlaceLabels, RtspCredentials, RtspTransport, Secret, SourceSpec,
+    CameraConfig, CameraId, Config, ConfigProblem, ConfigProblems, DecodeConfig, DecodeMode, DetectorConfig,
+    IngestConfig, PlaceLabels, RtspCredentials, RtspTransport, Secret, SourceSpec,
 };
 
 /// Collects problems with their key paths.
@@ -16,40 +16,20 @@ struct Problems(Vec<ConfigProblem>);
 
 impl Problems {
     fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(ConfigProblem {
-            path: path.into(),
-            message: message.into(),
-        });
+        self.0.push(ConfigProblem { path: path.into(), message: message.into() });
     }
 
     /// A `u64` millisecond value within `min..=max`, or the default.
-    fn millis(
-        &mut self,
-        path: &str,
-        value: Option<u64>,
-        default: u64,
-        min: u64,
-        max: u64,
-    ) -> Duration {
+    fn millis(&mut self, path: &str, value: Option<u64>, default: u64, min: u64, max: u64) -> Duration {
         let millis = value.unwrap_or(default);
         if !(min..=max).contains(&millis) {
-            self.push(
-                path,
-                format!("{millis} is out of range {min}..={max} (milliseconds)"),
-            );
+            self.push(path, format!("{millis} is out of range {min}..={max} (milliseconds)"));
         }
         Duration::from_millis(millis)
     }
 
     /// A count within `min..=max`, or the default.
-    fn count(
-        &mut self,
-        path: &str,
-        value: Option<usize>,
-        default: usize,
-        min: usize,
-        max: usize,
-    ) -> usize {
+    fn count(&mut self, path: &str, value: Option<usize>, default: usize, min: usize, max: usize) -> usize {
         let count = value.unwrap_or(default);
         if !(min..=max).contains(&count) {
             self.push(path, format!("{count} is out of range {min}..={max}"));
@@ -106,21 +86,12 @@ pub fn validate(
         ),
     };
     if ingest.reconnect_max < ingest.reconnect_initial {
-        problems.push(
-            "ingest.reconnect_max_ms",
-            "must not be less than ingest.reconnect_initial_ms",
-        );
+        problems.push("ingest.reconnect_max_ms", "must not be less than ingest.reconnect_initial_ms");
     }
 
     let decode_defaults = DecodeConfig::default();
     let decode = DecodeConfig {
-        workers: problems.count(
-            "decode.workers",
-            raw.decode.workers,
-            decode_defaults.workers,
-            1,
-            64,
-        ),
+        workers: problems.count("decode.workers", raw.decode.workers, decode_defaults.workers, 1, 64),
         queue_capacity: problems.count(
             "decode.queue_capacity",
             raw.decode.queue_capacity,
@@ -141,18 +112,10 @@ pub fn validate(
             None => detector_defaults.model_manifest,
         },
         onnxruntime_library: match raw.detector.onnxruntime_library.as_deref() {
-            Some("") | None => env("ORT_DYLIB_PATH")
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from),
+            Some("") | None => env("ORT_DYLIB_PATH").filter(|v| !v.is_empty()).map(PathBuf::from),
             Some(library) => Some(resolve(base_dir, library)),
         },
-        sessions: problems.count(
-            "detector.sessions",
-            raw.detector.sessions,
-            detector_defaults.sessions,
-            1,
-            64,
-        ),
+        sessions: problems.count("detector.sessions", raw.detector.sessions, detector_defaults.sessions, 1, 64),
         intra_op_threads: problems.count(
             "detector.intra_op_threads",
             raw.detector.intra_op_threads,
@@ -179,20 +142,11 @@ pub fn validate(
         ),
     };
 
-    let max_cameras = problems.count(
-        "limits.max_cameras",
-        raw.limits.max_cameras,
-        1000,
-        1,
-        100_000,
-    );
+    let max_cameras = problems.count("limits.max_cameras", raw.limits.max_cameras, 1000, 1, 100_000);
     if raw.cameras.len() > max_cameras {
         problems.push(
             "cameras",
-            format!(
-                "{} cameras configured but limits.max_cameras is {max_cameras}",
-                raw.cameras.len()
-            ),
+            format!("{} cameras configured but limits.max_cameras is {max_cameras}", raw.cameras.len()),
         );
     }
 
@@ -205,13 +159,7 @@ pub fn validate(
     }
 
     if problems.0.is_empty() {
-        Ok(Config {
-            base_dir: base_dir.to_path_buf(),
-            ingest,
-            decode,
-            detector,
-            cameras,
-        })
+        Ok(Config { base_dir: base_dir.to_path_buf(), ingest, decode, detector, cameras })
     } else {
         Err(ConfigProblems(problems.0))
     }
@@ -227,9 +175,7 @@ fn validate_camera(
     problems: &mut Problems,
 ) -> Option<CameraConfig> {
     let before = problems.0.len();
-    let camera_id = CameraId::try_new(id)
-        .map_err(|message| problems.push(path, message))
-        .ok();
+    let camera_id = CameraId::try_new(id).map_err(|message| problems.push(path, message)).ok();
     let source = match raw.url.as_deref() {
         None => {
             problems.push(format!("{path}.url"), "is required");
@@ -237,13 +183,8 @@ fn validate_camera(
         }
         Some(url) => validate_source(url, raw, path, base_dir, env, problems),
     };
-    let analysis_interval = problems.millis(
-        &format!("{path}.analysis_interval_ms"),
-        raw.analysis_interval_ms,
-        2000,
-        40,
-        3_600_000,
-    );
+    let analysis_interval =
+        problems.millis(&format!("{path}.analysis_interval_ms"), raw.analysis_interval_ms, 2000, 40, 3_600_000);
     let decode_mode = match raw.decode.as_deref() {
         None | Some("keyframes") => DecodeMode::Keyframes,
         Some("every_frame") => DecodeMode::EveryFrame,
@@ -264,13 +205,7 @@ fn validate_camera(
     if problems.0.len() > before || raw.enabled == Some(false) {
         return None;
     }
-    Some(CameraConfig {
-        id: camera_id?,
-        source: source?,
-        place,
-        analysis_interval,
-        decode_mode,
-    })
+    Some(CameraConfig { id: camera_id?, source: source?, place, analysis_interval, decode_mode })
 }
 
 /// Validates a camera's `url` and the credential and transport keys that go with it.
@@ -291,10 +226,7 @@ fn validate_source(
         }
         let file_path = resolve(base_dir, file);
         if !file_path.is_file() {
-            problems.push(
-                url_path,
-                format!("footage file {} does not exist", file_path.display()),
-            );
+            problems.push(url_path, format!("footage file {} does not exist", file_path.display()));
             return None;
         }
         for (key, set) in [
@@ -318,13 +250,7 @@ fn validate_source(
         }
     };
     if url.scheme() != "rtsp" {
-        problems.push(
-            url_path,
-            format!(
-                "unsupported scheme {:?}; expected \"rtsp\" or \"file\"",
-                url.scheme()
-            ),
-        );
+        problems.push(url_path, format!("unsupported scheme {:?}; expected \"rtsp\" or \"file\"", url.scheme()));
         return None;
     }
     if url.host_str().is_none_or(str::is_empty) {
@@ -333,38 +259,27 @@ fn validate_source(
     }
     if !url.username().is_empty() || url.password().is_some() {
         // Said without echoing the URL: it holds a password.
-        problems.push(
-            url_path,
-            "must not contain credentials; use username and password_env or password_file",
-        );
+        problems.push(url_path, "must not contain credentials; use username and password_env or password_file");
         return None;
     }
     let transport = match raw.transport.as_deref() {
         None | Some("tcp") => RtspTransport::Tcp,
         Some("udp") => RtspTransport::Udp,
         Some(other) => {
-            problems.push(
-                format!("{path}.transport"),
-                format!("unknown transport {other:?}; expected \"tcp\" or \"udp\""),
-            );
+            problems
+                .push(format!("{path}.transport"), format!("unknown transport {other:?}; expected \"tcp\" or \"udp\""));
             RtspTransport::Tcp
         }
     };
     let password = match (&raw.password_env, &raw.password_file) {
         (Some(_), Some(_)) => {
-            problems.push(
-                format!("{path}.password_env"),
-                "set either password_env or password_file, not both",
-            );
+            problems.push(format!("{path}.password_env"), "set either password_env or password_file, not both");
             None
         }
         (Some(variable), None) => match env(variable) {
             Some(value) => Some(value),
             None => {
-                problems.push(
-                    format!("{path}.password_env"),
-                    format!("environment variable {variable} is not set"),
-                );
+                problems.push(format!("{path}.password_env"), format!("environment variable {variable} is not set"));
                 None
             }
         },
@@ -373,10 +288,8 @@ fn validate_source(
             match std::fs::read_to_string(&file_path) {
                 Ok(text) => Some(text.lines().next().unwrap_or("").to_string()),
                 Err(error) => {
-                    problems.push(
-                        format!("{path}.password_file"),
-                        format!("cannot read {}: {error}", file_path.display()),
-                    );
+                    problems
+                        .push(format!("{path}.password_file"), format!("cannot read {}: {error}", file_path.display()));
                     None
                 }
             }
@@ -384,31 +297,20 @@ fn validate_source(
         (None, None) => None,
     };
     let credentials = match (&raw.username, password) {
-        (Some(username), Some(password)) => Some(RtspCredentials {
-            username: username.clone(),
-            password: Secret::new(password),
-        }),
+        (Some(username), Some(password)) => {
+            Some(RtspCredentials { username: username.clone(), password: Secret::new(password) })
+        }
         (Some(_), None) if raw.password_env.is_none() && raw.password_file.is_none() => {
-            problems.push(
-                format!("{path}.username"),
-                "needs password_env or password_file",
-            );
+            problems.push(format!("{path}.username"), "needs password_env or password_file");
             None
         }
         (None, Some(_)) => {
-            problems.push(
-                format!("{path}.username"),
-                "is required when a password is configured",
-            );
+            problems.push(format!("{path}.username"), "is required when a password is configured");
             None
         }
         _ => None,
     };
-    Some(SourceSpec::Rtsp {
-        url,
-        credentials,
-        transport,
-    })
+    Some(SourceSpec::Rtsp { url, credentials, transport })
 }
 
 /// Resolves a config path against the config file's directory.
@@ -462,10 +364,7 @@ mod tests {
             "cameras.yard.url: must not contain credentials; use username and password_env or password_file",
         ];
         assert_eq!(problems, expected);
-        assert!(
-            !problems.iter().any(|p| p.contains("secret")),
-            "a password leaked into {problems:?}"
-        );
+        assert!(!problems.iter().any(|p| p.contains("secret")), "a password leaked into {problems:?}");
     }
 
     #[test]
@@ -473,8 +372,7 @@ mod tests {
         let problems = problems_of("[cameras.gate-3]\nurl = \"rtsp://h/\"\nurll = 1\n");
         assert_eq!(problems.len(), 1);
         assert!(
-            problems[0]
-                .starts_with("cameras.gate-3.urll: unknown field `urll`, expected one of `url`"),
+            problems[0].starts_with("cameras.gate-3.urll: unknown field `urll`, expected one of `url`"),
             "{problems:?}"
         );
     }
@@ -486,42 +384,24 @@ mod tests {
             "[cameras.gate-3]\nurl = \"rtsp://10.0.0.3:554/s1\"\nusername = \"admin\"\npassword_env = \"PW\"\n",
         )
         .unwrap();
-        let config = validate(raw, dir.path(), &|name| {
-            (name == "PW").then(|| "pa55".to_string())
-        })
-        .unwrap();
+        let config = validate(raw, dir.path(), &|name| (name == "PW").then(|| "pa55".to_string())).unwrap();
         let camera = &config.cameras[0];
         assert_eq!(camera.analysis_interval, Duration::from_secs(2));
         assert_eq!(camera.decode_mode, DecodeMode::Keyframes);
-        let SourceSpec::Rtsp {
-            credentials: Some(credentials),
-            transport,
-            ..
-        } = &camera.source
-        else {
+        let SourceSpec::Rtsp { credentials: Some(credentials), transport, .. } = &camera.source else {
             panic!("expected rtsp source with credentials: {:?}", camera.source)
         };
         assert_eq!(credentials.password.expose(), "pa55");
         assert_eq!(*transport, RtspTransport::Tcp);
-        assert!(
-            !format!("{config:?}").contains("pa55"),
-            "Debug output leaks the password"
-        );
+        assert!(!format!("{config:?}").contains("pa55"), "Debug output leaks the password");
         assert_eq!(config.ingest, IngestConfig::default());
-        assert_eq!(
-            config.detector.model_manifest,
-            dir.path().join("models/yolox_nano.toml")
-        );
+        assert_eq!(config.detector.model_manifest, dir.path().join("models/yolox_nano.toml"));
     }
 
     #[test]
     fn disabled_cameras_are_validated_but_not_run() {
         let dir = tempfile::tempdir().unwrap();
-        let config = parse(
-            "[cameras.a]\nurl = \"rtsp://h/\"\nenabled = false\n",
-            dir.path(),
-        )
-        .unwrap();
+        let config = parse("[cameras.a]\nurl = \"rtsp://h/\"\nenabled = false\n", dir.path()).unwrap();
         assert!(config.cameras.is_empty());
     }
 }

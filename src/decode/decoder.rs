@@ -32,8 +32,7 @@ impl Decoder {
             VideoCodec::H264 => ffmpeg::codec::Id::H264,
             VideoCodec::H265 => ffmpeg::codec::Id::HEVC,
         };
-        let codec =
-            ffmpeg::decoder::find(id).with_context(|| format!("FFmpeg has no {id:?} decoder"))?;
+        let codec = ffmpeg::decoder::find(id).with_context(|| format!("FFmpeg has no {id:?} decoder"))?;
         let mut context = ffmpeg::codec::context::Context::new_with_codec(codec);
         if !key.extradata.is_empty() {
             set_extradata(&mut context, &key.extradata);
@@ -43,10 +42,7 @@ impl Decoder {
             count: 1,
             ..Default::default()
         });
-        let inner = context
-            .decoder()
-            .video()
-            .with_context(|| format!("open {id:?} decoder"))?;
+        let inner = context.decoder().video().with_context(|| format!("open {id:?} decoder"))?;
         Ok(Decoder { key, inner })
     }
 
@@ -67,9 +63,7 @@ impl Decoder {
 
     fn decode_keyframe_inner(&mut self, data: &[u8]) -> anyhow::Result<ffmpeg::frame::Video> {
         let packet = ffmpeg::Packet::copy(data);
-        self.inner
-            .send_packet(&packet)
-            .context("send keyframe to decoder")?;
+        self.inner.send_packet(&packet).context("send keyframe to decoder")?;
         self.inner.send_eof().context("drain decoder")?;
         let mut frame = ffmpeg::frame::Video::empty();
         match self.inner.receive_frame(&mut frame) {
@@ -82,9 +76,7 @@ impl Decoder {
     /// needs more input.
     pub fn decode_next(&mut self, data: &[u8]) -> anyhow::Result<Option<ffmpeg::frame::Video>> {
         let packet = ffmpeg::Packet::copy(data);
-        self.inner
-            .send_packet(&packet)
-            .context("send frame to decoder")?;
+        self.inner.send_packet(&packet).context("send frame to decoder")?;
         let mut frame = ffmpeg::frame::Video::empty();
         match self.inner.receive_frame(&mut frame) {
             Ok(()) => Ok(Some(frame)),

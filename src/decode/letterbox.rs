@@ -29,27 +29,15 @@ pub struct Letterbox {
 impl Letterbox {
     /// The letterbox of a `frame_width`×`frame_height` frame into a model input.
     pub fn new(frame_width: u32, frame_height: u32, input_width: u32, input_height: u32) -> Self {
-        let scale = (input_width as f32 / frame_width as f32)
-            .min(input_height as f32 / frame_height as f32);
+        let scale = (input_width as f32 / frame_width as f32).min(input_height as f32 / frame_height as f32);
         let scaled_width = ((frame_width as f32 * scale).round() as u32).clamp(1, input_width);
         let scaled_height = ((frame_height as f32 * scale).round() as u32).clamp(1, input_height);
-        Letterbox {
-            frame_width,
-            frame_height,
-            input_width,
-            input_height,
-            scale,
-            scaled_width,
-            scaled_height,
-        }
+        Letterbox { frame_width, frame_height, input_width, input_height, scale, scaled_width, scaled_height }
     }
 
     /// Maps a point in model-input pixels back to frame pixels, clamped to the frame.
     pub fn to_frame(&self, x: f32, y: f32) -> (f32, f32) {
-        (
-            (x / self.scale).clamp(0.0, self.frame_width as f32),
-            (y / self.scale).clamp(0.0, self.frame_height as f32),
-        )
+        ((x / self.scale).clamp(0.0, self.frame_width as f32), (y / self.scale).clamp(0.0, self.frame_height as f32))
     }
 }
 
@@ -58,16 +46,8 @@ pub const PAD_VALUE: f32 = 114.0;
 
 /// Writes packed BGR rows (`row_stride` bytes apart) into a planar BGR float tensor of the
 /// letterbox's input size, padding the rest.
-pub fn bgr_rows_to_tensor(
-    letterbox: &Letterbox,
-    bgr: &[u8],
-    row_stride: usize,
-    tensor: &mut Vec<f32>,
-) {
-    let (width, height) = (
-        letterbox.input_width as usize,
-        letterbox.input_height as usize,
-    );
+pub fn bgr_rows_to_tensor(letterbox: &Letterbox, bgr: &[u8], row_stride: usize, tensor: &mut Vec<f32>) {
+    let (width, height) = (letterbox.input_width as usize, letterbox.input_height as usize);
     let plane = width * height;
     tensor.clear();
     tensor.resize(3 * plane, PAD_VALUE);
@@ -107,36 +87,14 @@ unsafe impl Send for VideoLetterboxer {}
 impl VideoLetterboxer {
     /// A letterboxer for a model input of `input_width`×`input_height`.
     pub fn new(input_width: u32, input_height: u32) -> Self {
-        VideoLetterboxer {
-            input_width,
-            input_height,
-            scaler: None,
-            scaled: ffmpeg::frame::Video::empty(),
-        }
+        VideoLetterboxer { input_width, input_height, scaler: None, scaled: ffmpeg::frame::Video::empty() }
     }
 
     /// Fills `tensor` from `frame`; returns the letterbox used.
-    pub fn run(
-        &mut self,
-        frame: &ffmpeg::frame::Video,
-        tensor: &mut Vec<f32>,
-    ) -> anyhow::Result<Letterbox> {
-        let letterbox = Letterbox::new(
-            frame.width(),
-            frame.height(),
-            self.input_width,
-            self.input_height,
-        );
-        let key = ScalerKey {
-            format: frame.format(),
-            width: frame.width(),
-            height: frame.height(),
-        };
-        if self
-            .scaler
-            .as_ref()
-            .is_none_or(|(existing, _)| *existing != key)
-        {
+    pub fn run(&mut self, frame: &ffmpeg::frame::Video, tensor: &mut Vec<f32>) -> anyhow::Result<Letterbox> {
+        let letterbox = Letterbox::new(frame.width(), frame.height(), self.input_width, self.input_height);
+        let key = ScalerKey { format: frame.format(), width: frame.width(), height: frame.height() };
+        if self.scaler.as_ref().is_none_or(|(existing, _)| *existing != key) {
             let scaler = ffmpeg::software::scaling::Context::get(
                 key.format,
                 key.width,
@@ -146,23 +104,13 @@ impl VideoLetterboxer {
                 letterbox.scaled_height,
                 ffmpeg::software::scaling::Flags::BILINEAR,
             )
-            .with_context(|| {
-                format!(
-                    "swscale {:?} {}x{} → BGR24",
-                    key.format, key.width, key.height
-                )
-            })?;
+            .with_context(|| format!("swscale {:?} {}x{} → BGR24", key.format, key.width, key.height))?;
             self.scaler = Some((key, scaler));
             self.scaled = ffmpeg::frame::Video::empty();
         }
         let (_, scaler) = self.scaler.as_mut().expect("scaler set above");
         scaler.run(frame, &mut self.scaled).context("swscale")?;
-        bgr_rows_to_tensor(
-            &letterbox,
-            self.scaled.data(0),
-            self.scaled.stride(0),
-            tensor,
-        );
+        bgr_rows_to_tensor(&letterbox, self.scaled.data(0), self.scaled.stride(0), tensor);
         Ok(letterbox)
     }
 }
@@ -189,12 +137,7 @@ pub fn letterbox_image(
     for pixel in scaled.pixels() {
         bgr.extend_from_slice(&[pixel[2], pixel[1], pixel[0]]);
     }
-    bgr_rows_to_tensor(
-        &letterbox,
-        &bgr,
-        3 * letterbox.scaled_width as usize,
-        tensor,
-    );
+    bgr_rows_to_tensor(&letterbox, &bgr, 3 * letterbox.scaled_width as usize, tensor);
     letterbox
 }
 
@@ -214,33 +157,19 @@ mod tests {
         ];
         for ((width, height), (scale, scaled_width, scaled_height)) in table {
             let letterbox = Letterbox::new(width, height, 416, 416);
-            assert!(
-                (letterbox.scale - scale).abs() < 1e-5,
-                "{width}x{height}: {letterbox:?}"
-            );
-            assert_eq!(
-                (letterbox.scaled_width, letterbox.scaled_height),
-                (scaled_width, scaled_height)
-            );
+            assert!((letterbox.scale - scale).abs() < 1e-5, "{width}x{height}: {letterbox:?}");
+            assert_eq!((letterbox.scaled_width, letterbox.scaled_height), (scaled_width, scaled_height));
         }
         let letterbox = Letterbox::new(1280, 720, 416, 416);
         assert_eq!(letterbox.to_frame(208.0, 117.0), (640.0, 360.0));
-        assert_eq!(
-            letterbox.to_frame(416.0, 416.0),
-            (1280.0, 720.0),
-            "padding maps onto the frame's edge"
-        );
+        assert_eq!(letterbox.to_frame(416.0, 416.0), (1280.0, 720.0), "padding maps onto the frame's edge");
     }
 
     #[test]
     fn tensor_is_planar_bgr_top_left_with_padding() {
         let letterbox = Letterbox::new(2, 1, 4, 4);
         // One row of 2 pixels scaled to 4x2: fake the scaled rows directly.
-        let letterbox = Letterbox {
-            scaled_width: 2,
-            scaled_height: 1,
-            ..letterbox
-        };
+        let letterbox = Letterbox { scaled_width: 2, scaled_height: 1, ..letterbox };
         let bgr = [1, 2, 3, 4, 5, 6];
         let mut tensor = Vec::new();
         bgr_rows_to_tensor(&letterbox, &bgr, 6, &mut tensor);

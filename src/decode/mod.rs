@@ -78,12 +78,7 @@ impl Sampler {
     /// A sampler for one frame per `interval`.
     pub fn new(interval: Duration) -> Self {
         let interval_ms = interval.as_millis() as i64;
-        Sampler {
-            interval_ms,
-            slack_ms: interval_ms / 10,
-            next_due_ms: None,
-            last_taken_ms: None,
-        }
+        Sampler { interval_ms, slack_ms: interval_ms / 10, next_due_ms: None, last_taken_ms: None }
     }
 
     /// Whether a frame at `media_time_ms` should be analysed.
@@ -99,9 +94,7 @@ impl Sampler {
     /// Records that the frame at `media_time_ms` was taken.
     pub fn mark_taken(&mut self, media_time_ms: i64) {
         self.next_due_ms = Some(match (self.next_due_ms, self.last_taken_ms) {
-            (Some(next_due), Some(last))
-                if media_time_ms >= last && media_time_ms < next_due + self.interval_ms =>
-            {
+            (Some(next_due), Some(last)) if media_time_ms >= last && media_time_ms < next_due + self.interval_ms => {
                 next_due + self.interval_ms
             }
             // Behind schedule (a gap in the stream) or a new timeline: restart the schedule here.
@@ -144,29 +137,19 @@ impl DecodePool {
                     .expect("spawn decoder thread")
             })
             .collect();
-        DecodePool {
-            jobs: Some(jobs),
-            threads,
-            prepared,
-            input_size,
-        }
+        DecodePool { jobs: Some(jobs), threads, prepared, input_size }
     }
 
     /// The sink a camera's ingest task pushes into.
     pub fn sink_for(&self, camera: &CameraConfig, health: Arc<CameraHealth>) -> Box<dyn FrameSink> {
         let sampler = Sampler::new(camera.analysis_interval);
         match camera.decode_mode {
-            DecodeMode::Keyframes => Box::new(KeyframeRouter {
-                jobs: self.jobs.clone().expect("pool is running"),
-                camera: health,
-                sampler,
-            }),
-            DecodeMode::EveryFrame => Box::new(EveryFrameRouter::start(
-                health,
-                sampler,
-                self.prepared.clone(),
-                self.input_size,
-            )),
+            DecodeMode::Keyframes => {
+                Box::new(KeyframeRouter { jobs: self.jobs.clone().expect("pool is running"), camera: health, sampler })
+            }
+            DecodeMode::EveryFrame => {
+                Box::new(EveryFrameRouter::start(health, sampler, self.prepared.clone(), self.input_size))
+            }
         }
     }
 
@@ -193,82 +176,49 @@ struct KeyframeRouter {
 
 impl FrameSink for KeyframeRouter {
     fn push(&mut self, frame: EncodedFrame) {
-        self.camera
-            .record_frame(frame.is_keyframe, frame.received_at);
+        self.camera.record_frame(frame.is_keyframe, frame.received_at);
         if !frame.is_keyframe || !self.sampler.is_due(frame.media_time_ms) {
             return;
         }
         let media_time_ms = frame.media_time_ms;
-        match self.jobs.try_send(KeyframeJob {
-            camera: self.camera.clone(),
-            frame,
-        }) {
+        match self.jobs.try_send(KeyframeJob { camera: self.camera.clone(), frame }) {
             Ok(()) => self.sampler.mark_taken(media_time_ms),
             Err(TrySendError::Full(_)) => {
-                self.camera
-                    .counters
-                    .skipped_decoder_busy
-                    .fetch_add(1, Ordering::Relaxed);
+                self.camera.counters.skipped_decoder_busy.fetch_add(1, Ordering::Relaxed);
             }
             Err(TrySendError::Disconnected(_)) => {}
         }
     }
 }
 
-fn keyframe_worker(
-    jobs: Receiver<KeyframeJob>,
-    prepared: Sender<PreparedFrame>,
-    input_size: (u32, u32),
-) {
+fn keyframe_worker(jobs: Receiver<KeyframeJob>, prepared: Sender<PreparedFrame>, input_size: (u32, u32)) {
     let mut decoder: Option<Decoder> = None;
     let mut letterboxer = VideoLetterboxer::new(input_size.0, input_size.1);
     for job in jobs {
         let _span = tracing::debug_span!("camera", camera = %job.camera.id).entered();
         let started = Instant::now();
-        let key = DecoderKey {
-            codec: job.frame.codec,
-            extradata: job.frame.extradata.clone(),
-        };
+        let key = DecoderKey { codec: job.frame.codec, extradata: job.frame.extradata.clone() };
         if decoder.as_ref().is_none_or(|d| *d.key() != key) {
             decoder = match Decoder::open(key) {
                 Ok(opened) => Some(opened),
                 Err(error) => {
                     warn!(error = format!("{error:#}"), "cannot open decoder");
-                    job.camera
-                        .counters
-                        .decode_errors
-                        .fetch_add(1, Ordering::Relaxed);
+                    job.camera.counters.decode_errors.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
             };
         }
-        let decoded = decoder
-            .as_mut()
-            .expect("opened above")
-            .decode_keyframe(&job.frame.data);
+        let decoded = decoder.as_mut().expect("opened above").decode_keyframe(&job.frame.data);
         let picture = match decoded {
             Ok(picture) => picture,
             Err(error) => {
                 debug!(error = format!("{error:#}"), "keyframe did not decode");
-                job.camera
-                    .counters
-                    .decode_errors
-                    .fetch_add(1, Ordering::Relaxed);
+                job.camera.counters.decode_errors.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
         };
-        job.camera
-            .counters
-            .frames_decoded
-            .fetch_add(1, Ordering::Relaxed);
-        offer_prepared(
-            &prepared,
-            &mut letterboxer,
-            &picture,
-            &job.camera,
-            &job.frame,
-            started,
-        );
+        job.camera.counters.frames_decoded.fetch_add(1, Ordering::Relaxed);
+        offer_prepared(&prepared, &mut letterboxer, &picture, &job.camera, &job.frame, started);
     }
 }
 
@@ -286,18 +236,12 @@ fn offer_prepared(
         Ok(letterbox) => letterbox,
         Err(error) => {
             warn!(error = format!("{error:#}"), "preprocessing failed");
-            camera
-                .counters
-                .decode_errors
-                .fetch_add(1, Ordering::Relaxed);
+            camera.counters.decode_errors.fetch_add(1, Ordering::Relaxed);
             return;
         }
     };
     let decode_time = started.elapsed();
-    camera
-        .counters
-        .decode_us_total
-        .fetch_add(decode_time.as_micros() as u64, Ordering::Relaxed);
+    camera.counters.decode_us_total.fetch_add(decode_time.as_micros() as u64, Ordering::Relaxed);
     let frame = PreparedFrame {
         camera: camera.clone(),
         media_time_ms: frame.media_time_ms,
@@ -307,10 +251,7 @@ fn offer_prepared(
         decode_time,
     };
     if let Err(TrySendError::Full(_)) = prepared.try_send(frame) {
-        camera
-            .counters
-            .skipped_detector_busy
-            .fetch_add(1, Ordering::Relaxed);
+        camera.counters.skipped_detector_busy.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -335,27 +276,17 @@ impl EveryFrameRouter {
         let worker_camera = camera.clone();
         std::thread::Builder::new()
             .name(format!("decode-{}", camera.id))
-            .spawn(move || {
-                every_frame_worker(receiver, worker_camera, sampler, prepared, input_size)
-            })
+            .spawn(move || every_frame_worker(receiver, worker_camera, sampler, prepared, input_size))
             .expect("spawn decoder thread");
-        EveryFrameRouter {
-            frames,
-            camera,
-            awaiting_keyframe: true,
-        }
+        EveryFrameRouter { frames, camera, awaiting_keyframe: true }
     }
 }
 
 impl FrameSink for EveryFrameRouter {
     fn push(&mut self, frame: EncodedFrame) {
-        self.camera
-            .record_frame(frame.is_keyframe, frame.received_at);
+        self.camera.record_frame(frame.is_keyframe, frame.received_at);
         if self.awaiting_keyframe && !frame.is_keyframe {
-            self.camera
-                .counters
-                .skipped_awaiting_keyframe
-                .fetch_add(1, Ordering::Relaxed);
+            self.camera.counters.skipped_awaiting_keyframe.fetch_add(1, Ordering::Relaxed);
             return;
         }
         // A keyframe after a gap tells the decoder to drop its state first.
@@ -363,10 +294,7 @@ impl FrameSink for EveryFrameRouter {
         match self.frames.try_send((frame, after_gap)) {
             Ok(()) => self.awaiting_keyframe = false,
             Err(_) => {
-                self.camera
-                    .counters
-                    .skipped_awaiting_keyframe
-                    .fetch_add(1, Ordering::Relaxed);
+                self.camera.counters.skipped_awaiting_keyframe.fetch_add(1, Ordering::Relaxed);
                 self.awaiting_keyframe = true;
             }
         }
@@ -385,20 +313,13 @@ fn every_frame_worker(
     let mut letterboxer = VideoLetterboxer::new(input_size.0, input_size.1);
     for (frame, after_gap) in frames {
         let started = Instant::now();
-        let key = DecoderKey {
-            codec: frame.codec,
-            extradata: frame.extradata.clone(),
-        };
+        let key = DecoderKey { codec: frame.codec, extradata: frame.extradata.clone() };
         if decoder.as_ref().is_none_or(|d| *d.key() != key) {
-            decoder = Decoder::open(key)
-                .map_err(|error| warn!(error = format!("{error:#}"), "cannot open decoder"))
-                .ok();
+            decoder =
+                Decoder::open(key).map_err(|error| warn!(error = format!("{error:#}"), "cannot open decoder")).ok();
         }
         let Some(decoder) = decoder.as_mut() else {
-            camera
-                .counters
-                .decode_errors
-                .fetch_add(1, Ordering::Relaxed);
+            camera.counters.decode_errors.fetch_add(1, Ordering::Relaxed);
             continue;
         };
         if after_gap {
@@ -406,29 +327,16 @@ fn every_frame_worker(
         }
         match decoder.decode_next(&frame.data) {
             Ok(Some(picture)) => {
-                camera
-                    .counters
-                    .frames_decoded
-                    .fetch_add(1, Ordering::Relaxed);
+                camera.counters.frames_decoded.fetch_add(1, Ordering::Relaxed);
                 if sampler.is_due(frame.media_time_ms) {
                     sampler.mark_taken(frame.media_time_ms);
-                    offer_prepared(
-                        &prepared,
-                        &mut letterboxer,
-                        &picture,
-                        &camera,
-                        &frame,
-                        started,
-                    );
+                    offer_prepared(&prepared, &mut letterboxer, &picture, &camera, &frame, started);
                 }
             }
             Ok(None) => {}
             Err(error) => {
                 debug!(error = format!("{error:#}"), "frame did not decode");
-                camera
-                    .counters
-                    .decode_errors
-                    .fetch_add(1, Ordering::Relaxed);
+                camera.counters.decode_errors.fetch_add(1, Ordering::Relaxed);
             }
         }
     }

@@ -74,21 +74,12 @@ fn runtime(library: Option<&Path>) -> anyhow::Result<ort::environment::Environme
          (scripts/setup installs it under .cache/onnxruntime/)",
     )?;
     if !library.is_file() {
-        bail!(
-            "ONNX Runtime library {} does not exist (run scripts/setup)",
-            library.display()
-        );
+        bail!("ONNX Runtime library {} does not exist (run scripts/setup)", library.display());
     }
-    let builder = ort::init_from(library).map_err(|error| {
-        anyhow!(
-            "cannot load ONNX Runtime from {}: {error}",
-            library.display()
-        )
-    })?;
-    let built = builder
-        .with_name("street-gateway")
-        .build()
-        .map_err(|error| anyhow!("cannot start ONNX Runtime: {error}"))?;
+    let builder = ort::init_from(library)
+        .map_err(|error| anyhow!("cannot load ONNX Runtime from {}: {error}", library.display()))?;
+    let built =
+        builder.with_name("street-gateway").build().map_err(|error| anyhow!("cannot start ONNX Runtime: {error}"))?;
     *environment = Some(built.clone());
     Ok(built)
 }
@@ -123,21 +114,12 @@ impl Detector {
             .commit_from_file(&model.onnx_path)
             .map_err(|error| anyhow!("load model {}: {error}", model.onnx_path.display()))?;
         let manifest = &model.manifest;
-        let grid = Grid::new(
-            manifest.input_width,
-            manifest.input_height,
-            &manifest.strides,
-        );
+        let grid = Grid::new(manifest.input_width, manifest.input_height, &manifest.strides);
         check_outlet(
             &session,
             true,
             &manifest.input_name,
-            &[
-                1,
-                3,
-                i64::from(manifest.input_height),
-                i64::from(manifest.input_width),
-            ],
+            &[1, 3, i64::from(manifest.input_height), i64::from(manifest.input_width)],
         )?;
         check_outlet(
             &session,
@@ -161,18 +143,11 @@ impl Detector {
 
     /// The model's input size.
     pub fn input_size(&self) -> (u32, u32) {
-        (
-            self.model.manifest.input_width,
-            self.model.manifest.input_height,
-        )
+        (self.model.manifest.input_width, self.model.manifest.input_height)
     }
 
     /// Runs the model on a letterboxed tensor; detections in frame pixels, after NMS.
-    pub fn detect(
-        &mut self,
-        tensor: &[f32],
-        letterbox: &Letterbox,
-    ) -> anyhow::Result<Vec<Detection>> {
+    pub fn detect(&mut self, tensor: &[f32], letterbox: &Letterbox) -> anyhow::Result<Vec<Detection>> {
         let rows = self.infer(tensor)?;
         Ok(self.postprocess(&rows, letterbox))
     }
@@ -181,9 +156,8 @@ impl Detector {
     pub fn infer(&mut self, tensor: &[f32]) -> anyhow::Result<Vec<f32>> {
         let (width, height) = self.input_size();
         let manifest = &self.model.manifest;
-        let input =
-            TensorRef::from_array_view(([1usize, 3, height as usize, width as usize], tensor))
-                .map_err(|error| anyhow!("input tensor: {error}"))?;
+        let input = TensorRef::from_array_view(([1usize, 3, height as usize, width as usize], tensor))
+            .map_err(|error| anyhow!("input tensor: {error}"))?;
         let outputs = self
             .session
             .run(ort::inputs![manifest.input_name.as_str() => input])
@@ -205,29 +179,15 @@ impl Detector {
 /// Checks that the graph has `name` as an input (or output) of float tensors of `shape`
 /// (dynamic dimensions in the graph match anything).
 fn check_outlet(session: &Session, input: bool, name: &str, shape: &[i64]) -> anyhow::Result<()> {
-    let (kind, outlets) = if input {
-        ("input", session.inputs())
-    } else {
-        ("output", session.outputs())
-    };
-    let outlet = outlets
-        .iter()
-        .find(|outlet| outlet.name() == name)
-        .with_context(|| {
-            let names: Vec<&str> = outlets.iter().map(|outlet| outlet.name()).collect();
-            format!("the model has no {kind} named {name:?} (it has {names:?})")
-        })?;
-    let actual = outlet
-        .dtype()
-        .tensor_shape()
-        .with_context(|| format!("{kind} {name:?} is not a tensor"))?;
-    let matches =
-        actual.len() == shape.len() && actual.iter().zip(shape).all(|(&a, &e)| a == e || a < 0);
+    let (kind, outlets) = if input { ("input", session.inputs()) } else { ("output", session.outputs()) };
+    let outlet = outlets.iter().find(|outlet| outlet.name() == name).with_context(|| {
+        let names: Vec<&str> = outlets.iter().map(|outlet| outlet.name()).collect();
+        format!("the model has no {kind} named {name:?} (it has {names:?})")
+    })?;
+    let actual = outlet.dtype().tensor_shape().with_context(|| format!("{kind} {name:?} is not a tensor"))?;
+    let matches = actual.len() == shape.len() && actual.iter().zip(shape).all(|(&a, &e)| a == e || a < 0);
     if !matches {
-        bail!(
-            "model {kind} {name:?} has shape {:?}, but the manifest implies {shape:?}",
-            &actual[..]
-        );
+        bail!("model {kind} {name:?} has shape {:?}, but the manifest implies {shape:?}", &actual[..]);
     }
     if outlet.dtype().tensor_type() != Some(ort::value::TensorElementType::Float32) {
         bail!("model {kind} {name:?} is not float32");
@@ -302,9 +262,7 @@ fn detector_worker(
         let inference_time = started.elapsed();
         let counters = &frame.camera.counters;
         counters.frames_analysed.fetch_add(1, Ordering::Relaxed);
-        counters
-            .inference_us_total
-            .fetch_add(inference_time.as_micros() as u64, Ordering::Relaxed);
+        counters.inference_us_total.fetch_add(inference_time.as_micros() as u64, Ordering::Relaxed);
         let result = AnalysedFrame {
             camera: frame.camera.id.clone(),
             media_time_ms: frame.media_time_ms,

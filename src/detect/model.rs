@@ -64,18 +64,12 @@ impl Model {
     pub fn load(manifest_path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(manifest_path)
             .with_context(|| format!("cannot read model manifest {}", manifest_path.display()))?;
-        let manifest: ModelManifest = toml::from_str(&text)
-            .with_context(|| format!("invalid model manifest {}", manifest_path.display()))?;
+        let manifest: ModelManifest =
+            toml::from_str(&text).with_context(|| format!("invalid model manifest {}", manifest_path.display()))?;
         if manifest.architecture != "yolox" {
-            bail!(
-                "model architecture {:?} is not supported (only \"yolox\")",
-                manifest.architecture
-            );
+            bail!("model architecture {:?} is not supported (only \"yolox\")", manifest.architecture);
         }
-        let onnx_path = manifest_path
-            .parent()
-            .unwrap_or(Path::new("."))
-            .join(&manifest.file);
+        let onnx_path = manifest_path.parent().unwrap_or(Path::new(".")).join(&manifest.file);
         let bytes = std::fs::read(&onnx_path).with_context(|| {
             format!(
                 "model file {} is missing: run scripts/setup (it finds the file by sha256 {} in ../shared/models or downloads it from {})",
@@ -92,19 +86,12 @@ impl Model {
                 manifest.sha256
             );
         }
-        Ok(Model {
-            manifest,
-            onnx_path,
-        })
+        Ok(Model { manifest, onnx_path })
     }
 
     /// Name of a class id, or `class_<id>` when out of range.
     pub fn class_name(&self, class_id: u16) -> String {
-        self.manifest
-            .classes
-            .get(usize::from(class_id))
-            .cloned()
-            .unwrap_or_else(|| format!("class_{class_id}"))
+        self.manifest.classes.get(usize::from(class_id)).cloned().unwrap_or_else(|| format!("class_{class_id}"))
     }
 }
 

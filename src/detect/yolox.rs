@@ -56,16 +56,16 @@ pub fn decode(
             continue; // score = obj · cls ≤ obj: nothing in this cell can pass.
         }
         let (class_id, class_score) =
-            row[5..]
-                .iter()
-                .enumerate()
-                .fold((0, f32::MIN), |best, (id, &score)| {
+            row[5..].iter().enumerate().fold(
+                (0, f32::MIN),
+                |best, (id, &score)| {
                     if score > best.1 {
                         (id, score)
                     } else {
                         best
                     }
-                });
+                },
+            );
         let score = objectness * class_score;
         if score < score_threshold {
             continue;
@@ -79,11 +79,7 @@ pub fn decode(
         if x2 <= x1 || y2 <= y1 {
             continue;
         }
-        detections.push(Detection {
-            class_id: class_id as u16,
-            score,
-            box_px: [x1, y1, x2, y2],
-        });
+        detections.push(Detection { class_id: class_id as u16, score, box_px: [x1, y1, x2, y2] });
     }
     detections
 }
@@ -107,9 +103,8 @@ pub fn non_max_suppression(mut detections: Vec<Detection>, iou_threshold: f32) -
     detections.sort_by(|a, b| b.score.total_cmp(&a.score));
     let mut kept: Vec<Detection> = Vec::with_capacity(detections.len());
     for candidate in detections {
-        let suppressed = kept.iter().any(|k| {
-            k.class_id == candidate.class_id && iou(&k.box_px, &candidate.box_px) > iou_threshold
-        });
+        let suppressed =
+            kept.iter().any(|k| k.class_id == candidate.class_id && iou(&k.box_px, &candidate.box_px) > iou_threshold);
         if !suppressed {
             kept.push(candidate);
         }
@@ -122,11 +117,7 @@ mod tests {
     use super::*;
 
     fn detection(class_id: u16, score: f32, box_px: [f32; 4]) -> Detection {
-        Detection {
-            class_id,
-            score,
-            box_px,
-        }
+        Detection { class_id, score, box_px }
     }
 
     #[test]
@@ -149,11 +140,7 @@ mod tests {
         let found = &detections[0];
         assert_eq!(found.class_id, 1);
         assert!((found.score - 0.72).abs() < 1e-6);
-        assert_eq!(
-            found.box_px,
-            [32.0, 0.0, 64.0, 32.0],
-            "input (16,0)-(32,16) doubled"
-        );
+        assert_eq!(found.box_px, [32.0, 0.0, 64.0, 32.0], "input (16,0)-(32,16) doubled");
     }
 
     #[test]

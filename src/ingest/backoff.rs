@@ -16,11 +16,7 @@ pub struct Backoff {
 impl Backoff {
     /// A backoff starting at `initial`, capped at `max`.
     pub fn new(initial: Duration, max: Duration) -> Self {
-        Backoff {
-            initial,
-            max: max.max(initial),
-            attempt: 0,
-        }
+        Backoff { initial, max: max.max(initial), attempt: 0 }
     }
 
     /// The delay before the next retry; advances the attempt count.
@@ -51,20 +47,10 @@ mod tests {
     fn doubles_then_caps_with_equal_jitter() {
         let mut backoff = Backoff::new(Duration::from_millis(1000), Duration::from_millis(5000));
         // (jitter, expected delay in ms)
-        let table = [
-            (0.0, 500),
-            (0.0, 1000),
-            (0.0, 2000),
-            (0.0, 2500),
-            (0.999_999, 5000),
-            (0.5, 3750),
-        ];
+        let table = [(0.0, 500), (0.0, 1000), (0.0, 2000), (0.0, 2500), (0.999_999, 5000), (0.5, 3750)];
         for (jitter, expected_ms) in table {
             let delay = backoff.next_delay(jitter).as_millis();
-            assert!(
-                (delay as i64 - expected_ms).abs() <= 1,
-                "jitter {jitter}: {delay} ms, expected {expected_ms}"
-            );
+            assert!((delay as i64 - expected_ms).abs() <= 1, "jitter {jitter}: {delay} ms, expected {expected_ms}");
         }
         assert_eq!(backoff.attempt(), 6);
         backoff.reset();

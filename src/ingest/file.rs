@@ -32,9 +32,7 @@ pub async fn stream_blocking(
     shutdown: CancellationToken,
 ) -> (anyhow::Result<()>, Box<dyn FrameSink>) {
     let joined = tokio::task::spawn_blocking(move || {
-        let result = play(&path, pace, Some(&health), sink.as_mut(), &|| {
-            shutdown.is_cancelled()
-        });
+        let result = play(&path, pace, Some(&health), sink.as_mut(), &|| shutdown.is_cancelled());
         (result, sink)
     })
     .await;
@@ -53,8 +51,7 @@ pub fn play(
     stop: &dyn Fn() -> bool,
 ) -> anyhow::Result<()> {
     crate::decode::init_ffmpeg();
-    let mut input =
-        ffmpeg::format::input(path).with_context(|| format!("open footage {}", path.display()))?;
+    let mut input = ffmpeg::format::input(path).with_context(|| format!("open footage {}", path.display()))?;
     let stream = input
         .streams()
         .best(ffmpeg::media::Type::Video)
@@ -65,10 +62,7 @@ pub fn play(
     let codec = match parameters.id() {
         ffmpeg::codec::Id::H264 => VideoCodec::H264,
         ffmpeg::codec::Id::HEVC => VideoCodec::H265,
-        other => bail!(
-            "{}: unsupported codec {other:?}; expected H.264 or H.265",
-            path.display()
-        ),
+        other => bail!("{}: unsupported codec {other:?}; expected H.264 or H.265", path.display()),
     };
     let extradata: Arc<[u8]> = Arc::from(crate::decode::extradata_of(&parameters));
     let frame_rate = stream.avg_frame_rate();
@@ -78,8 +72,7 @@ pub fn play(
         40.0
     };
     let to_ms = |timestamp: i64| -> f64 {
-        timestamp as f64 * f64::from(time_base.numerator()) * 1000.0
-            / f64::from(time_base.denominator())
+        timestamp as f64 * f64::from(time_base.numerator()) * 1000.0 / f64::from(time_base.denominator())
     };
 
     let started = Instant::now();
@@ -141,7 +134,6 @@ pub fn play(
         first_ms = None;
         index_in_loop = 0;
         // Reopen rather than seek: raw Annex B demuxers do not all seek.
-        input = ffmpeg::format::input(path)
-            .with_context(|| format!("reopen footage {}", path.display()))?;
+        input = ffmpeg::format::input(path).with_context(|| format!("reopen footage {}", path.display()))?;
     }
 }

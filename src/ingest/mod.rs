@@ -125,8 +125,7 @@ pub fn describe_failure(error: &anyhow::Error) -> String {
         Some("authentication failed (401 Unauthorized): check username and password")
     } else if lower.contains("connection refused") {
         Some("connection refused: camera unreachable or RTSP port closed")
-    } else if lower.contains("timed out") || lower.contains("timeout") || lower.contains("deadline")
-    {
+    } else if lower.contains("timed out") || lower.contains("timeout") || lower.contains("deadline") {
         None
     } else if lower.contains("404") || lower.contains("not found") {
         Some("stream not found (404): check the URL path")

@@ -20,8 +20,8 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use futures::StreamExt;
 use retina::client::{
-    InitialSequenceNumberPolicy, InitialTimestampPolicy, PlayOptions, SessionGroup, SessionOptions,
-    SetupOptions, TcpTransportOptions, TeardownPolicy, Transport, UdpTransportOptions,
+    InitialSequenceNumberPolicy, InitialTimestampPolicy, PlayOptions, SessionGroup, SessionOptions, SetupOptions,
+    TcpTransportOptions, TeardownPolicy, Transport, UdpTransportOptions,
 };
 use retina::codec::{CodecItem, FrameFormat};
 use tracing::{debug, info};
@@ -50,33 +50,19 @@ pub async fn stream(
 ) -> anyhow::Result<()> {
     let stale = session_group.stale_sessions();
     if stale.num_sessions > 0 {
-        info!(
-            sessions = stale.num_sessions,
-            "waiting out stale sessions before reconnecting"
-        );
+        info!(sessions = stale.num_sessions, "waiting out stale sessions before reconnecting");
         session_group.await_stale_sessions(&stale).await;
     }
-    let (mut session, codec) =
-        tokio::time::timeout(ingest.connect_timeout, connect(target, session_group))
-            .await
-            .with_context(|| {
-                format!(
-                    "connect to {} timed out after {:?}",
-                    target.url, ingest.connect_timeout
-                )
-            })??;
+    let (mut session, codec) = tokio::time::timeout(ingest.connect_timeout, connect(target, session_group))
+        .await
+        .with_context(|| format!("connect to {} timed out after {:?}", target.url, ingest.connect_timeout))??;
     info!(url = %target.url, codec = ?codec, "streaming");
 
     let mut last_video = tokio::time::Instant::now();
     loop {
         let item = tokio::time::timeout_at(last_video + ingest.no_frame_timeout, session.next())
             .await
-            .map_err(|_| {
-                anyhow::anyhow!(
-                    "no video frame for {:?} (no-frame timeout)",
-                    ingest.no_frame_timeout
-                )
-            })?;
+            .map_err(|_| anyhow::anyhow!("no video frame for {:?} (no-frame timeout)", ingest.no_frame_timeout))?;
         let item = match item {
             None => bail!("server ended the session"),
             Some(item) => item.context("RTSP session failed")?,
@@ -89,10 +75,7 @@ pub async fn stream(
             health.set_state(CameraState::Online, None);
         }
         if frame.loss() > 0 {
-            debug!(
-                lost_packets = frame.loss(),
-                "RTP packet loss before this frame"
-            );
+            debug!(lost_packets = frame.loss(), "RTP packet loss before this frame");
         }
         let timestamp = frame.timestamp();
         let media_time_ms = timestamp.elapsed() * 1000 / i64::from(timestamp.clock_rate().get());
@@ -113,12 +96,10 @@ async fn connect(
     target: &RtspTarget<'_>,
     session_group: &Arc<SessionGroup>,
 ) -> anyhow::Result<(retina::client::Demuxed, VideoCodec)> {
-    let credentials = target
-        .credentials
-        .map(|credentials| retina::client::Credentials {
-            username: credentials.username.clone(),
-            password: credentials.password.expose().to_string(),
-        });
+    let credentials = target.credentials.map(|credentials| retina::client::Credentials {
+        username: credentials.username.clone(),
+        password: credentials.password.expose().to_string(),
+    });
     let options = SessionOptions::default()
         .creds(credentials)
         .user_agent(format!("street-gateway/{}", env!("CARGO_PKG_VERSION")))
@@ -131,35 +112,22 @@ async fn connect(
         .streams()
         .iter()
         .enumerate()
-        .find_map(
-            |(index, stream)| match (stream.media(), stream.encoding_name()) {
-                ("video", "h264") => Some((index, VideoCodec::H264)),
-                ("video", "h265") => Some((index, VideoCodec::H265)),
-                _ => None,
-            },
-        )
+        .find_map(|(index, stream)| match (stream.media(), stream.encoding_name()) {
+            ("video", "h264") => Some((index, VideoCodec::H264)),
+            ("video", "h265") => Some((index, VideoCodec::H265)),
+            _ => None,
+        })
         .with_context(|| {
-            let offered: Vec<String> = session
-                .streams()
-                .iter()
-                .map(|s| format!("{}/{}", s.media(), s.encoding_name()))
-                .collect();
-            format!(
-                "no H.264 or H.265 video stream offered (streams: {})",
-                offered.join(", ")
-            )
+            let offered: Vec<String> =
+                session.streams().iter().map(|s| format!("{}/{}", s.media(), s.encoding_name())).collect();
+            format!("no H.264 or H.265 video stream offered (streams: {})", offered.join(", "))
         })?;
     let transport = match target.transport {
         RtspTransport::Tcp => Transport::Tcp(TcpTransportOptions::default()),
         RtspTransport::Udp => Transport::Udp(UdpTransportOptions::default()),
     };
     session
-        .setup(
-            stream_index,
-            SetupOptions::default()
-                .transport(transport)
-                .frame_format(FrameFormat::SIMPLE),
-        )
+        .setup(stream_index, SetupOptions::default().transport(transport).frame_format(FrameFormat::SIMPLE))
         .await
         .context("SETUP")?;
     let playing = session

@@ -15,16 +15,8 @@ fn gateway() -> Command {
 }
 
 fn detect_json(image: &Path) -> Value {
-    let output = gateway()
-        .args(["detect", "--json"])
-        .arg(image)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "detect failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let output = gateway().args(["detect", "--json"]).arg(image).output().unwrap();
+    assert!(output.status.success(), "detect failed: {}", String::from_utf8_lossy(&output.stderr));
     let stdout = String::from_utf8(output.stdout).unwrap();
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 1, "one JSON line per image: {stdout}");
@@ -32,12 +24,7 @@ fn detect_json(image: &Path) -> Value {
 }
 
 fn detections_of<'a>(result: &'a Value, class: &str) -> Vec<&'a Value> {
-    result["detections"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|d| d["class"] == class)
-        .collect()
+    result["detections"].as_array().unwrap().iter().filter(|d| d["class"] == class).collect()
 }
 
 #[test]
@@ -45,22 +32,14 @@ fn detect_json_finds_the_bicycle_on_the_dog_image() {
     let image = shared_media("images/yolox_assets_dog.jpg");
     let result = detect_json(&image);
     assert_eq!(result["file"], image.display().to_string());
-    assert_eq!(
-        (result["width"].as_u64(), result["height"].as_u64()),
-        (Some(768), Some(576))
-    );
+    assert_eq!((result["width"].as_u64(), result["height"].as_u64()), (Some(768), Some(576)));
     let bicycles = detections_of(&result, "bicycle");
     assert_eq!(bicycles.len(), 1, "{result}");
     let bicycle = bicycles[0];
     assert_eq!(bicycle["class_id"], 1);
     assert!(bicycle["score"].as_f64().unwrap() >= 0.7, "{bicycle}");
     // The reference box is about [48, 132, 572, 431] (image pixels).
-    let bbox: Vec<f64> = bicycle["box"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap())
-        .collect();
+    let bbox: Vec<f64> = bicycle["box"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
     for (actual, expected) in bbox.iter().zip([48.0, 132.0, 572.0, 431.0]) {
         assert!((actual - expected).abs() < 15.0, "bicycle box {bbox:?}");
     }
@@ -73,10 +52,7 @@ fn detect_json_finds_two_persons_on_the_demo_image() {
     let result = detect_json(&shared_media("images/yolox_assets_demo.png"));
     let persons = detections_of(&result, "person");
     assert_eq!(persons.len(), 2, "{result}");
-    let mut scores: Vec<f64> = persons
-        .iter()
-        .map(|p| p["score"].as_f64().unwrap())
-        .collect();
+    let mut scores: Vec<f64> = persons.iter().map(|p| p["score"].as_f64().unwrap()).collect();
     scores.sort_by(f64::total_cmp);
     assert!(
         (scores[0] - 0.70).abs() < 0.03 && (scores[1] - 0.79).abs() < 0.03,
@@ -92,14 +68,8 @@ fn detect_reports_an_unreadable_image_and_goes_on() {
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
-    assert!(
-        String::from_utf8_lossy(&output.stderr).contains("no/such/image.jpg: cannot read image")
-    );
-    assert_eq!(
-        String::from_utf8(output.stdout).unwrap().lines().count(),
-        1,
-        "the good image is still processed"
-    );
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no/such/image.jpg: cannot read image"));
+    assert_eq!(String::from_utf8(output.stdout).unwrap().lines().count(), 1, "the good image is still processed");
 }
 
 fn check_config(text: &str) -> Output {
@@ -128,10 +98,7 @@ transport = "carrier-pigeon"
         "cameras.gate-4.analysis_interval_ms: 0 is out of range",
         "cameras.gate-4.transport: unknown transport \"carrier-pigeon\"",
     ] {
-        assert!(
-            stderr.contains(expected),
-            "missing {expected:?} in:\n{stderr}"
-        );
+        assert!(stderr.contains(expected), "missing {expected:?} in:\n{stderr}");
     }
 }
 
@@ -142,22 +109,12 @@ fn a_model_that_does_not_match_its_manifest_is_refused() {
     // The same model with a manifest claiming another input size: the shape check must catch it.
     let wrong = manifest.replace("input_width = 416", "input_width = 640");
     std::fs::write(dir.path().join("model.toml"), wrong).unwrap();
-    std::fs::copy(
-        project_root().join("models/yolox_nano.onnx"),
-        dir.path().join("yolox_nano.onnx"),
-    )
-    .unwrap();
-    let text = format!(
-        "[detector]\nmodel = \"{}\"\n",
-        dir.path().join("model.toml").display()
-    );
+    std::fs::copy(project_root().join("models/yolox_nano.onnx"), dir.path().join("yolox_nano.onnx")).unwrap();
+    let text = format!("[detector]\nmodel = \"{}\"\n", dir.path().join("model.toml").display());
     let output = check_config(&text);
     assert_eq!(output.status.code(), Some(64));
     let stderr = String::from_utf8(output.stderr).unwrap();
-    assert!(
-        stderr.contains("detector.model: model input \"images\" has shape [1, 3, 416, 416]"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("detector.model: model input \"images\" has shape [1, 3, 416, 416]"), "{stderr}");
 
     // A corrupt model file: refused by its sha256 before ONNX Runtime sees it.
     std::fs::write(dir.path().join("model.toml"), &manifest).unwrap();
@@ -174,11 +131,7 @@ fn the_example_config_validates() {
         .env("GATE3_RTSP_PASSWORD", "example")
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     // Without its password variable, the same file is refused with the key path.
     let output = gateway()
         .args(["check-config", "config/gateway.example.toml"])
@@ -186,9 +139,8 @@ fn the_example_config_validates() {
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(64));
-    assert!(String::from_utf8_lossy(&output.stderr).contains(
-        "cameras.gate-3.password_env: environment variable GATE3_RTSP_PASSWORD is not set"
-    ));
+    assert!(String::from_utf8_lossy(&output.stderr)
+        .contains("cameras.gate-3.password_env: environment variable GATE3_RTSP_PASSWORD is not set"));
 }
 
 #[test]
@@ -196,39 +148,22 @@ fn run_on_footage_logs_detections_and_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gateway.toml");
     let clip = shared_media("vtest_plaza_768x576_10fps_gop20.mp4");
-    std::fs::write(
-        &path,
-        config_text(&format!(
-            "[cameras.plaza]\nurl = \"file:{}\"\n",
-            clip.display()
-        )),
-    )
-    .unwrap();
+    std::fs::write(&path, config_text(&format!("[cameras.plaza]\nurl = \"file:{}\"\n", clip.display()))).unwrap();
     let output = gateway()
         .args(["run", "--run-for-secs", "6", "--config"])
         .arg(&path)
         .env("GATEWAY_LOG_FORMAT", "json")
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let stderr = String::from_utf8(output.stderr).unwrap();
     let analysed: Vec<Value> = stderr
         .lines()
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
         .filter(|event| event["fields"]["message"] == "analysed")
         .collect();
-    assert!(
-        analysed.len() >= 2,
-        "expected analysed frames in the log:\n{stderr}"
-    );
-    assert!(analysed.iter().any(|event| event["fields"]["detections"]
-        .as_str()
-        .unwrap_or("")
-        .contains("person")));
+    assert!(analysed.len() >= 2, "expected analysed frames in the log:\n{stderr}");
+    assert!(analysed.iter().any(|event| event["fields"]["detections"].as_str().unwrap_or("").contains("person")));
     assert!(stderr.contains("gateway stopped"));
 }
 
@@ -237,13 +172,7 @@ fn run_refuses_a_bad_config_before_starting() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gateway.toml");
     std::fs::write(&path, "[cameras.x]\nurl = \"rtsp://h/\"\nbogus = 1\n").unwrap();
-    let output = gateway()
-        .args(["run", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let output = gateway().args(["run", "--config"]).arg(&path).output().unwrap();
     assert_eq!(output.status.code(), Some(64));
-    assert!(
-        String::from_utf8_lossy(&output.stderr).contains("cameras.x.bogus: unknown field `bogus`")
-    );
+    assert!(String::from_utf8_lossy(&output.stderr).contains("cameras.x.bogus: unknown field `bogus`"));
 }

@@ -30,11 +30,9 @@ impl Running {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("password"), format!("{PASSWORD}\n")).unwrap();
         std::fs::write(dir.path().join("wrong-password"), "not the password\n").unwrap();
-        let config = config::parse(&config_text(cameras), dir.path())
-            .unwrap_or_else(|p| panic!("test config: {p}"));
-        let (pipeline, mut analysed) = Pipeline::start(&config, CancellationToken::new())
-            .await
-            .expect("pipeline starts");
+        let config = config::parse(&config_text(cameras), dir.path()).unwrap_or_else(|p| panic!("test config: {p}"));
+        let (pipeline, mut analysed) =
+            Pipeline::start(&config, CancellationToken::new()).await.expect("pipeline starts");
         let frames = Arc::new(Mutex::new(Vec::new()));
         let sink = frames.clone();
         tokio::spawn(async move {
@@ -42,53 +40,30 @@ impl Running {
                 sink.lock().unwrap().push(frame);
             }
         });
-        Running {
-            pipeline,
-            frames,
-            _dir: dir,
-        }
+        Running { pipeline, frames, _dir: dir }
     }
 
     fn analysed(&self, camera: &str) -> Vec<AnalysedFrame> {
-        self.frames
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|f| f.camera.as_str() == camera)
-            .cloned()
-            .collect()
+        self.frames.lock().unwrap().iter().filter(|f| f.camera.as_str() == camera).cloned().collect()
     }
 
     fn frames_with_person(&self, camera: &str) -> usize {
-        self.analysed(camera)
-            .iter()
-            .filter(|f| f.detections.iter().any(|d| d.class_id == PERSON))
-            .count()
+        self.analysed(camera).iter().filter(|f| f.detections.iter().any(|d| d.class_id == PERSON)).count()
     }
 
     fn state(&self, camera: &str) -> (CameraState, Option<String>) {
-        let (state, reason, _) = self
-            .pipeline
-            .health
-            .camera(&CameraId::try_new(camera).unwrap())
-            .snapshot();
+        let (state, reason, _) = self.pipeline.health.camera(&CameraId::try_new(camera).unwrap()).snapshot();
         (state, reason)
     }
 
     fn reconnects(&self, camera: &str) -> u64 {
-        self.pipeline
-            .health
-            .camera(&CameraId::try_new(camera).unwrap())
-            .counters
-            .reconnects
-            .load(Ordering::Relaxed)
+        self.pipeline.health.camera(&CameraId::try_new(camera).unwrap()).counters.reconnects.load(Ordering::Relaxed)
     }
 }
 
 fn camera(id: &str, url: &str, password_file: Option<&str>, extra: &str) -> String {
-    let credentials = password_file
-        .map(|file| format!("username = \"{USER}\"\npassword_file = \"{file}\"\n"))
-        .unwrap_or_default();
+    let credentials =
+        password_file.map(|file| format!("username = \"{USER}\"\npassword_file = \"{file}\"\n")).unwrap_or_default();
     format!("[cameras.{id}]\nurl = \"{url}\"\nanalysis_interval_ms = 1000\n{credentials}{extra}\n")
 }
 
@@ -98,12 +73,7 @@ async fn h264_and_h265_over_digest_auth_yield_person_detections() {
     let cameras = [
         camera("gate-h264", &server.url("h264"), Some("password"), ""),
         camera("gate-h265", &server.url("h265"), Some("password"), ""),
-        camera(
-            "gate-h264-every-frame",
-            &server.url("h264"),
-            Some("password"),
-            "decode = \"every_frame\"\n",
-        ),
+        camera("gate-h264-every-frame", &server.url("h264"), Some("password"), "decode = \"every_frame\"\n"),
     ]
     .concat();
     let running = Running::start(&cameras).await;
@@ -116,11 +86,7 @@ async fn h264_and_h265_over_digest_auth_yield_person_detections() {
         );
         assert_eq!(running.state(id).0, CameraState::Online);
         let frame = &running.analysed(id)[0];
-        assert_eq!(
-            (frame.frame_width, frame.frame_height),
-            (768, 576),
-            "{id}: frame size"
-        );
+        assert_eq!((frame.frame_width, frame.frame_height), (768, 576), "{id}: frame size");
         for detection in &frame.detections {
             let [x1, y1, x2, y2] = detection.box_px;
             assert!(
@@ -131,16 +97,10 @@ async fn h264_and_h265_over_digest_auth_yield_person_detections() {
         }
     }
     // Every-frame mode at a 1 s interval analyses more frames than there are keyframes (2 s GOP).
-    let health = running
-        .pipeline
-        .health
-        .camera(&CameraId::try_new("gate-h264-every-frame").unwrap());
+    let health = running.pipeline.health.camera(&CameraId::try_new("gate-h264-every-frame").unwrap());
     let decoded = health.counters.frames_decoded.load(Ordering::Relaxed);
     let keyframes = health.counters.keyframes_received.load(Ordering::Relaxed);
-    assert!(
-        decoded > keyframes,
-        "every_frame mode decoded {decoded} frames for {keyframes} keyframes"
-    );
+    assert!(decoded > keyframes, "every_frame mode decoded {decoded} frames for {keyframes} keyframes");
     running.pipeline.stop().await;
 }
 
@@ -148,10 +108,7 @@ async fn h264_and_h265_over_digest_auth_yield_person_detections() {
 async fn camera_recovers_by_itself_after_the_server_restarts() {
     let mut server = RtspServer::start(false);
     let running = Running::start(&camera("yard", &server.url("h264"), None, "")).await;
-    assert!(
-        eventually(LIVENESS, || running.analysed("yard").len() >= 2).await,
-        "no frames before the restart"
-    );
+    assert!(eventually(LIVENESS, || running.analysed("yard").len() >= 2).await, "no frames before the restart");
 
     server.kill();
     assert!(
@@ -162,9 +119,7 @@ async fn camera_recovers_by_itself_after_the_server_restarts() {
     let before_restart = running.analysed("yard").len();
     server.restart();
     assert!(
-        eventually(LIVENESS, || running.analysed("yard").len()
-            >= before_restart + 2)
-        .await,
+        eventually(LIVENESS, || running.analysed("yard").len() >= before_restart + 2).await,
         "camera did not recover after the server restarted: {:?}",
         running.state("yard")
     );
@@ -188,31 +143,19 @@ async fn wrong_password_is_reported_and_retried_while_other_cameras_run() {
         running.state("bad")
     );
     let (state, reason) = running.state("bad");
-    assert!(
-        matches!(state, CameraState::Offline | CameraState::Connecting),
-        "{state:?}"
-    );
+    assert!(matches!(state, CameraState::Offline | CameraState::Connecting), "{state:?}");
     // The reason is read while offline; poll for it because a retry may be in flight.
     assert!(
-        eventually(LIVENESS, || running
-            .state("bad")
-            .1
-            .is_some_and(|r| r.contains("authentication failed (401")))
-        .await,
+        eventually(LIVENESS, || running.state("bad").1.is_some_and(|r| r.contains("authentication failed (401"))).await,
         "unclear reason: {reason:?}"
     );
     let reason = running.state("bad").1.unwrap();
-    assert!(
-        !reason.contains("not the password") && !reason.contains(PASSWORD),
-        "password leaked: {reason}"
-    );
+    assert!(!reason.contains("not the password") && !reason.contains(PASSWORD), "password leaked: {reason}");
     assert!(running.analysed("bad").is_empty());
     // The good camera is unaffected: it keeps producing frames while "bad" keeps failing.
     let good_so_far = running.analysed("good").len();
     assert!(
-        eventually(LIVENESS, || running.analysed("good").len()
-            >= good_so_far + 2)
-        .await,
+        eventually(LIVENESS, || running.analysed("good").len() >= good_so_far + 2).await,
         "the good camera stalled"
     );
     assert_eq!(running.state("good").0, CameraState::Online);
@@ -232,8 +175,7 @@ async fn unreachable_camera_is_reported_offline() {
     assert!(
         eventually(LIVENESS, || {
             let (state, reason) = running.state("nowhere");
-            state == CameraState::Offline
-                && reason.is_some_and(|r| r.starts_with("connection refused"))
+            state == CameraState::Offline && reason.is_some_and(|r| r.starts_with("connection refused"))
         })
         .await,
         "not reported offline with the reason: {:?}",

@@ -14,30 +14,21 @@ pub fn project_root() -> PathBuf {
 
 /// `../shared` beside the checkout (or `$GATEWAY_SHARED_DIR`): the model mirror and media.
 pub fn shared_dir() -> PathBuf {
-    std::env::var_os("GATEWAY_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| project_root().join("../shared"))
+    std::env::var_os("GATEWAY_SHARED_DIR").map(PathBuf::from).unwrap_or_else(|| project_root().join("../shared"))
 }
 
 /// A file from the shared media folder; panics with a clear message if absent.
 pub fn shared_media(relative: &str) -> PathBuf {
     let path = shared_dir().join("media").join(relative);
-    assert!(
-        path.is_file(),
-        "test media {} is missing (expected ../shared beside the checkout)",
-        path.display()
-    );
+    assert!(path.is_file(), "test media {} is missing (expected ../shared beside the checkout)", path.display());
     path
 }
 
 /// Fails early with a clear message when scripts/setup has not been run.
 pub fn require_runtime() {
-    let library = std::env::var_os("ORT_DYLIB_PATH")
-        .expect("ORT_DYLIB_PATH is not set: run the tests with scripts/test");
-    assert!(
-        Path::new(&library).is_file(),
-        "ORT_DYLIB_PATH {library:?} does not exist: run scripts/setup"
-    );
+    let library =
+        std::env::var_os("ORT_DYLIB_PATH").expect("ORT_DYLIB_PATH is not set: run the tests with scripts/test");
+    assert!(Path::new(&library).is_file(), "ORT_DYLIB_PATH {library:?} does not exist: run scripts/setup");
 }
 
 /// The codecs the tests serve.
@@ -54,28 +45,13 @@ pub const FOOTAGE_FPS: u32 = 10;
 /// (people walking: the detector finds persons): 12 s, 10 fps, keyframe every 2 s, no B-frames.
 pub fn annex_b_footage(codec: Codec) -> PathBuf {
     static MAKING: Mutex<()> = Mutex::new(());
-    let _guard = MAKING
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _guard = MAKING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let directory = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("footage");
     std::fs::create_dir_all(&directory).unwrap();
     let (name, codec_args): (&str, &[&str]) = match codec {
         Codec::H264 => (
             "plaza.h264",
-            &[
-                "-c:v",
-                "libx264",
-                "-preset",
-                "veryfast",
-                "-g",
-                "20",
-                "-bf",
-                "0",
-                "-x264-params",
-                "aud=1",
-                "-f",
-                "h264",
-            ],
+            &["-c:v", "libx264", "-preset", "veryfast", "-g", "20", "-bf", "0", "-x264-params", "aud=1", "-f", "h264"],
         ),
         Codec::H265 => (
             "plaza.h265",
@@ -100,15 +76,7 @@ pub fn annex_b_footage(codec: Codec) -> PathBuf {
     let status = Command::new("ffmpeg")
         .args(["-loglevel", "error", "-y", "-i"])
         .arg(&source)
-        .args([
-            "-t",
-            "12",
-            "-an",
-            "-r",
-            &FOOTAGE_FPS.to_string(),
-            "-pix_fmt",
-            "yuv420p",
-        ])
+        .args(["-t", "12", "-an", "-r", &FOOTAGE_FPS.to_string(), "-pix_fmt", "yuv420p"])
         .args(codec_args)
         .arg(&partial)
         .status()
@@ -135,11 +103,7 @@ impl RtspServer {
     /// Starts a server on a free loopback port, with Digest auth when `authenticated`.
     pub fn start(authenticated: bool) -> Self {
         let credentials = authenticated.then(|| (USER.to_string(), PASSWORD.to_string()));
-        let mut server = RtspServer {
-            child: None,
-            port: 0,
-            credentials,
-        };
+        let mut server = RtspServer { child: None, port: 0, credentials };
         server.spawn();
         server
     }
@@ -150,14 +114,7 @@ impl RtspServer {
         let mut command = Command::new("/usr/bin/python3");
         command
             .arg(project_root().join("tests/support/rtsp_server.py"))
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                &self.port.to_string(),
-                "--fps",
-                &FOOTAGE_FPS.to_string(),
-            ])
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--fps", &FOOTAGE_FPS.to_string()])
             .arg("--mount")
             .arg(format!("/h264={}:h264", h264.display()))
             .arg("--mount")
@@ -167,14 +124,10 @@ impl RtspServer {
         if let Some((user, password)) = &self.credentials {
             command.args(["--user", user, "--password", password]);
         }
-        let mut child = command
-            .spawn()
-            .expect("start tests/support/rtsp_server.py with /usr/bin/python3");
+        let mut child = command.spawn().expect("start tests/support/rtsp_server.py with /usr/bin/python3");
         let stdout = child.stdout.take().unwrap();
         let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read RTSP server readiness");
+        BufReader::new(stdout).read_line(&mut line).expect("read RTSP server readiness");
         let port = line
             .trim()
             .strip_prefix("READY port=")
@@ -207,9 +160,7 @@ impl RtspServer {
             let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.spawn()));
             match attempt {
                 Ok(()) => return,
-                Err(_) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(200))
-                }
+                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
                 Err(panic) => std::panic::resume_unwind(panic),
             }
         }

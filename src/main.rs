@@ -30,6 +30,20 @@ enum Command {
         /// Config file (TOML).
         file: PathBuf,
     },
+    /// Run footage through one camera's full pipeline as fast as possible; print incident events.
+    Replay {
+        /// Config file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// Camera whose zones and rules to use.
+        #[arg(long)]
+        camera: String,
+        /// One JSON object per event per line.
+        #[arg(long)]
+        json: bool,
+        /// Footage file: H.264/H.265 in MP4, MKV or Annex B.
+        footage: PathBuf,
+    },
     /// Run the configured detector on image files.
     Detect {
         /// Config file whose [detector] to use; default: the bundled model.
@@ -55,6 +69,7 @@ fn main() {
             .expect("tokio runtime")
             .block_on(cli::run::main(&config, run_for_secs.map(Duration::from_secs))),
         Command::CheckConfig { file } => cli::check_config::main(&file),
+        Command::Replay { config, camera, json, footage } => cli::replay::main(&config, &camera, json, &footage),
         Command::Detect { config, json, images } => cli::detect::main(config.as_deref(), json, &images),
     };
     std::process::exit(code);

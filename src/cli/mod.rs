@@ -3,6 +3,7 @@
 
 pub mod check_config;
 pub mod detect;
+pub mod replay;
 pub mod run;
 
 use std::path::Path;
@@ -18,12 +19,51 @@ pub const EXIT_CONFIG: i32 = 64;
 pub fn load_and_check(path: &Path) -> Result<(Config, Detector), ConfigProblems> {
     let config = config::load(path)?;
     match Detector::load(&config.detector) {
-        Ok(detector) => Ok((config, detector)),
+        Ok(detector) => {
+            let problems = class_problems(&config, &detector.model().manifest.classes);
+            if problems.is_empty() {
+                Ok((config, detector))
+            } else {
+                Err(ConfigProblems(problems))
+            }
+        }
         Err(error) => Err(ConfigProblems(vec![ConfigProblem {
             path: "detector.model".to_string(),
             message: format!("{error:#}"),
         }])),
     }
+}
+
+/// Loads the clean reference images of a camera's bin zones that have one configured.
+pub fn load_references(
+    camera: &crate::config::CameraConfig,
+) -> anyhow::Result<Vec<(String, crate::rules::trash_overflow::GreyFrame)>> {
+    use anyhow::Context;
+    let mut references = Vec::new();
+    for zone in &camera.zones {
+        if let crate::zones::ZoneRule::Trash(params) = &zone.rule {
+            let crate::zones::TrashSource::ReferenceDiff { reference: Some(path) } = &params.source else { continue };
+            let image = image::open(path).with_context(|| format!("cannot read reference image {}", path.display()))?;
+            references.push((zone.id.clone(), crate::rules::trash_overflow::GreyFrame::from_rgb(&image.to_rgb8())));
+        }
+    }
+    Ok(references)
+}
+
+/// Problems with zone class names, which only the model's class list can tell.
+fn class_problems(config: &Config, class_names: &[String]) -> Vec<ConfigProblem> {
+    let mut problems = Vec::new();
+    for camera in &config.cameras {
+        for (index, zone) in camera.zones.iter().enumerate() {
+            for class in zone.classes.iter().filter(|class| !class_names.contains(class)) {
+                problems.push(ConfigProblem {
+                    path: format!("cameras.{}.zones[{index}].classes", camera.id),
+                    message: format!("unknown class {class:?}: the model's classes are listed in its manifest"),
+                });
+            }
+        }
+    }
+    problems
 }
 
 /// Prints every problem, one per line, to stderr.

@@ -2,15 +2,19 @@
 //! (exit 64 on problems), then runs the pipeline until SIGINT/SIGTERM (or `--run-for-secs`),
 //! logging detections per analysed frame and a per-camera summary every `STATS_EVERY`.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use super::{load_and_check, print_problems, EXIT_CONFIG};
-use crate::detect::AnalysedFrame;
+use crate::config::{CameraConfig, CameraId, Config};
+use crate::detect::{AnalysedFrame, Model};
+use crate::engine::{observations, CameraEngine, EngineFrame};
+use crate::evidence;
 use crate::pipeline::Pipeline;
 
 /// How often the per-camera summary is logged.
@@ -23,6 +27,20 @@ pub async fn main(config_path: &Path, run_for: Option<Duration>) -> i32 {
         Ok((config, _checked_detector)) => config,
         Err(problems) => {
             print_problems(config_path, &problems);
+            return EXIT_CONFIG;
+        }
+    };
+    let model_classes = match crate::detect::Model::load(&config.detector.model_manifest) {
+        Ok(model) => model.manifest.classes,
+        Err(err) => {
+            eprintln!("detector.model: {err:#}");
+            return EXIT_CONFIG;
+        }
+    };
+    let mut engines = match build_engines(&config, &model_classes) {
+        Ok(engines) => engines,
+        Err(err) => {
+            eprintln!("{err:#}");
             return EXIT_CONFIG;
         }
     };
@@ -50,7 +68,10 @@ pub async fn main(config_path: &Path, run_for: Option<Duration>) -> i32 {
     loop {
         tokio::select! {
             frame = analysed.recv() => match frame {
-                Some(frame) => log_frame(&frame, &model),
+                Some(frame) => {
+                    log_frame(&frame, &model);
+                    handle_incidents(&mut engines, &config, &frame, &model);
+                }
                 None => break,
             },
             _ = stats.tick() => log_stats(&pipeline),
@@ -62,6 +83,77 @@ pub async fn main(config_path: &Path, run_for: Option<Duration>) -> i32 {
     pipeline.stop().await;
     info!("gateway stopped");
     0
+}
+
+/// Each camera's engine, restored from the state saved before a restart.
+fn build_engines(
+    config: &Config,
+    classes: &[String],
+) -> anyhow::Result<HashMap<CameraId, (CameraConfig, CameraEngine)>> {
+    let mut engines = HashMap::new();
+    for camera in &config.cameras {
+        let references = super::load_references(camera)?;
+        let mut engine = CameraEngine::new(camera, classes, &references);
+        if let Some(book) = evidence::load_book(&config.state_dir, camera.id.as_str())? {
+            let open = book.open_incidents().len();
+            engine.restore(book);
+            if open > 0 {
+                info!(camera = %camera.id, open, "restored open incidents");
+            }
+        }
+        engines.insert(camera.id.clone(), (camera.clone(), engine));
+    }
+    Ok(engines)
+}
+
+/// Runs a frame through its camera's engine; logs, records evidence and persists each event.
+fn handle_incidents(
+    engines: &mut HashMap<CameraId, (CameraConfig, CameraEngine)>,
+    config: &Config,
+    frame: &AnalysedFrame,
+    model: &Model,
+) {
+    let Some((camera, engine)) = engines.get_mut(&frame.camera) else { return };
+    let received = SystemTime::now() - frame.received_at.elapsed();
+    let now_ms = received.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    let events = engine.update(EngineFrame {
+        now_ms,
+        observations: observations(&frame.detections, frame.frame_width, frame.frame_height),
+        picture: Some(&frame.picture),
+    });
+    if events.is_empty() {
+        return;
+    }
+    for event in &events {
+        let snapshot = if event.event == crate::incident::EventKind::Cleared {
+            None
+        } else {
+            match evidence::write_evidence(&config.state_dir, camera, event, &frame.picture, &model.manifest) {
+                Ok(path) => Some(path.display().to_string()),
+                Err(err) => {
+                    error!(error = format!("{err:#}"), "cannot write evidence");
+                    None
+                }
+            }
+        };
+        info!(
+            camera = %camera.id,
+            incident_id = %event.incident_id,
+            seq = event.seq,
+            event = ?event.event,
+            kind = event.kind.as_str(),
+            zone = %event.zone,
+            grid = %camera.place.grid,
+            steward = %camera.place.steward,
+            score = format!("{:.2}", event.score),
+            detail = %event.detail,
+            snapshot = snapshot.unwrap_or_default(),
+            "incident"
+        );
+    }
+    if let Err(err) = evidence::save_book(&config.state_dir, camera.id.as_str(), engine.book()) {
+        error!(error = format!("{err:#}"), "cannot persist incident state: open incidents would be lost on restart");
+    }
 }
 
 fn log_frame(frame: &AnalysedFrame, model: &crate::detect::Model) {

@@ -7,6 +7,7 @@
 
 pub mod raw;
 mod validate;
+mod zones;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -63,6 +64,8 @@ pub struct Config {
     pub decode: DecodeConfig,
     /// The detector.
     pub detector: DetectorConfig,
+    /// Incident state and evidence.
+    pub state_dir: PathBuf,
     /// Enabled cameras, sorted by id.
     pub cameras: Vec<CameraConfig>,
 }
@@ -278,6 +281,8 @@ pub struct CameraConfig {
     pub analysis_interval: Duration,
     /// Keyframes only, or every frame.
     pub decode_mode: DecodeMode,
+    /// Zones and their rules.
+    pub zones: Vec<crate::zones::Zone>,
 }
 
 /// Reads and validates a config file. Errors are all the problems found, with key paths.

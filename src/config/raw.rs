@@ -22,6 +22,9 @@ pub struct RawConfig {
     /// Hard limits that protect the box.
     #[serde(default)]
     pub limits: RawLimits,
+    /// Where incident state and evidence are kept.
+    #[serde(default)]
+    pub storage: RawStorage,
     /// Cameras keyed by id (`[cameras.gate-3]`). Ids appear in logs, metrics and MQTT topics.
     #[serde(default)]
     pub cameras: BTreeMap<String, RawCamera>,
@@ -86,6 +89,16 @@ pub struct RawLimits {
     pub max_cameras: Option<usize>,
 }
 
+/// `[storage]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStorage {
+    /// Directory for incident state (`incidents/`) and evidence (`evidence/`), relative to
+    /// this config file. Default: `$STATE_DIRECTORY` (set by systemd's `StateDirectory=`),
+    /// else `/var/lib/street-gateway`.
+    pub state_dir: Option<String>,
+}
+
 /// `[cameras.<id>]`
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -117,4 +130,64 @@ pub struct RawCamera {
     pub decode: Option<String>,
     /// `false` keeps the camera in the file but does not connect. Default true.
     pub enabled: Option<bool>,
+    /// Zones drawn on this camera (`[[cameras.<id>.zones]]`). Default none: detections only.
+    #[serde(default)]
+    pub zones: Vec<RawZone>,
+}
+
+/// `[[cameras.<id>.zones]]`: a polygon and the rule it carries. Keys that do not apply to the
+/// zone's kind are refused. Defaults are per kind (see `config/examples/`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawZone {
+    /// Unique within the camera: `[A-Za-z0-9_-]{1,64}`. Required.
+    pub id: Option<String>,
+    /// `no_parking`, `bin_area`, `fall_watch` or `mask`. Required.
+    pub kind: Option<String>,
+    /// Points `[x, y]` normalised 0–1 (origin top-left), at least 3. Required.
+    pub polygon: Option<Vec<[f32; 2]>>,
+    /// Detector classes considered. Default `["bicycle", "motorcycle"]` (no_parking),
+    /// `["person"]` (fall_watch).
+    pub classes: Option<Vec<String>>,
+    /// Minimum detection score in this zone. Default 0.4.
+    pub min_score: Option<f32>,
+    /// Minimum box area, share of the frame. Default 0.0003 (no_parking), 0.001 (fall_watch).
+    pub min_area: Option<f32>,
+    /// Maximum box area, share of the frame. Default 0.25 (no_parking), 0.6 (fall_watch).
+    pub max_area: Option<f32>,
+    /// Clear an incident once its problem has been absent this long. Default 120000
+    /// (no_parking), 600000 (bin_area), 30000 (fall_watch).
+    pub clear_after_ms: Option<i64>,
+    /// After a clear, no new incident in this zone for this long. Default 600000 (no_parking),
+    /// 1800000 (bin_area), 300000 (fall_watch).
+    pub cooldown_ms: Option<i64>,
+    /// Re-send an open incident at least this often. Default 1800000 (no_parking), 3600000
+    /// (bin_area), 300000 (fall_watch).
+    pub heartbeat_ms: Option<i64>,
+    /// no_parking: a bike stationary this long raises. Default 300000.
+    pub dwell_ms: Option<i64>,
+    /// no_parking: this many stationary bikes raise a pile-up. Default 5.
+    pub pile_up_count: Option<usize>,
+    /// no_parking: how long the pile-up's bikes must be stationary. Default 60000.
+    pub pile_up_dwell_ms: Option<i64>,
+    /// bin_area: raise after reading "overflowing" this long. Default 600000.
+    pub raise_after_ms: Option<i64>,
+    /// bin_area: changed share that reads "overflowing". Default 0.25.
+    pub overflow_share: Option<f32>,
+    /// bin_area: changed share that reads "normal" again. Default 0.12.
+    pub normal_share: Option<f32>,
+    /// bin_area: clean reference image (from `gateway reference`), relative to the config
+    /// file. Default: the first analysed frame is the reference.
+    pub reference: Option<String>,
+    /// fall_watch: a person down this long raises. Default 20000.
+    pub down_ms: Option<i64>,
+    /// fall_watch: width ÷ height at or above which a person is lying. Default 1.0.
+    pub lying_aspect: Option<f32>,
+    /// fall_watch: height share of the upright height below which a person collapsed.
+    /// Default 0.5.
+    pub collapse_ratio: Option<f32>,
+    /// fall_watch: a person vanishing while down counts as down this long. Default 30000.
+    pub vanish_hold_ms: Option<i64>,
+    /// fall_watch: also detect on the frame rotated ±90°. Default false.
+    pub rotated_pass: Option<bool>,
 }

@@ -12,15 +12,15 @@ use super::{
 
 /// Collects problems with their key paths.
 #[derive(Default)]
-struct Problems(Vec<ConfigProblem>);
+pub(super) struct Problems(pub(super) Vec<ConfigProblem>);
 
 impl Problems {
-    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.0.push(ConfigProblem { path: path.into(), message: message.into() });
     }
 
     /// A `u64` millisecond value within `min..=max`, or the default.
-    fn millis(&mut self, path: &str, value: Option<u64>, default: u64, min: u64, max: u64) -> Duration {
+    pub(super) fn millis(&mut self, path: &str, value: Option<u64>, default: u64, min: u64, max: u64) -> Duration {
         let millis = value.unwrap_or(default);
         if !(min..=max).contains(&millis) {
             self.push(path, format!("{millis} is out of range {min}..={max} (milliseconds)"));
@@ -29,7 +29,7 @@ impl Problems {
     }
 
     /// A count within `min..=max`, or the default.
-    fn count(&mut self, path: &str, value: Option<usize>, default: usize, min: usize, max: usize) -> usize {
+    pub(super) fn count(&mut self, path: &str, value: Option<usize>, default: usize, min: usize, max: usize) -> usize {
         let count = value.unwrap_or(default);
         if !(min..=max).contains(&count) {
             self.push(path, format!("{count} is out of range {min}..={max}"));
@@ -38,7 +38,7 @@ impl Problems {
     }
 
     /// A fraction in the open-closed interval (0, 1], or the default.
-    fn fraction(&mut self, path: &str, value: Option<f32>, default: f32) -> f32 {
+    pub(super) fn fraction(&mut self, path: &str, value: Option<f32>, default: f32) -> f32 {
         let fraction = value.unwrap_or(default);
         if !(fraction > 0.0 && fraction <= 1.0) {
             self.push(path, format!("{fraction} must be in (0, 1]"));
@@ -158,8 +158,20 @@ pub fn validate(
         }
     }
 
+    let state_dir = match raw.storage.state_dir.as_deref() {
+        Some("") => {
+            problems.push("storage.state_dir", "must not be empty");
+            PathBuf::new()
+        }
+        Some(dir) => resolve(base_dir, dir),
+        None => env("STATE_DIRECTORY")
+            .filter(|dir| !dir.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/var/lib/street-gateway")),
+    };
+
     if problems.0.is_empty() {
-        Ok(Config { base_dir: base_dir.to_path_buf(), ingest, decode, detector, cameras })
+        Ok(Config { base_dir: base_dir.to_path_buf(), ingest, decode, detector, state_dir, cameras })
     } else {
         Err(ConfigProblems(problems.0))
     }
@@ -183,9 +195,25 @@ fn validate_camera(
         }
         Some(url) => validate_source(url, raw, path, base_dir, env, problems),
     };
-    let analysis_interval =
-        problems.millis(&format!("{path}.analysis_interval_ms"), raw.analysis_interval_ms, 2000, 40, 3_600_000);
+    let zones = super::zones::validate_zones(&raw.zones, path, base_dir, problems);
+    // Fall-watch cameras are sampled at least once a second, which needs every frame decoded.
+    let fall_watch = zones.iter().any(|zone| zone.kind == crate::zones::ZoneKind::FallWatch);
+    let default_interval_ms = if fall_watch { 1000 } else { 2000 };
+    let analysis_interval = problems.millis(
+        &format!("{path}.analysis_interval_ms"),
+        raw.analysis_interval_ms,
+        default_interval_ms,
+        40,
+        3_600_000,
+    );
+    if fall_watch && analysis_interval > Duration::from_millis(1000) {
+        problems.push(
+            format!("{path}.analysis_interval_ms"),
+            "cameras with fall_watch zones need at most 1000 (one analysed frame per second)",
+        );
+    }
     let decode_mode = match raw.decode.as_deref() {
+        None if fall_watch => DecodeMode::EveryFrame,
         None | Some("keyframes") => DecodeMode::Keyframes,
         Some("every_frame") => DecodeMode::EveryFrame,
         Some(other) => {
@@ -205,7 +233,7 @@ fn validate_camera(
     if problems.0.len() > before || raw.enabled == Some(false) {
         return None;
     }
-    Some(CameraConfig { id: camera_id?, source: source?, place, analysis_interval, decode_mode })
+    Some(CameraConfig { id: camera_id?, source: source?, place, analysis_interval, decode_mode, zones })
 }
 
 /// Validates a camera's `url` and the credential and transport keys that go with it.
@@ -314,7 +342,7 @@ fn validate_source(
 }
 
 /// Resolves a config path against the config file's directory.
-fn resolve(base_dir: &Path, path: &str) -> PathBuf {
+pub(super) fn resolve(base_dir: &Path, path: &str) -> PathBuf {
     let path = Path::new(path);
     if path.is_absolute() {
         path.to_path_buf()

@@ -113,6 +113,20 @@ impl VideoLetterboxer {
         bgr_rows_to_tensor(&letterbox, self.scaled.data(0), self.scaled.stride(0), tensor);
         Ok(letterbox)
     }
+
+    /// The scaled picture of the last `run` (the model's view, before padding), as RGB: what
+    /// bin-area readings and evidence snapshots use.
+    pub fn scaled_picture(&self) -> image::RgbImage {
+        let (width, height) = (self.scaled.width(), self.scaled.height());
+        let (data, stride) = (self.scaled.data(0), self.scaled.stride(0));
+        let mut rgb = Vec::with_capacity(width as usize * height as usize * 3);
+        for y in 0..height as usize {
+            for pixel in data[y * stride..y * stride + 3 * width as usize].chunks_exact(3) {
+                rgb.extend_from_slice(&[pixel[2], pixel[1], pixel[0]]);
+            }
+        }
+        image::RgbImage::from_raw(width, height, rgb).expect("buffer matches size")
+    }
 }
 
 /// Letterboxes a still image (RGB) for the `detect` command and tests.

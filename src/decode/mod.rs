@@ -58,6 +58,8 @@ pub struct PreparedFrame {
     pub tensor: Vec<f32>,
     /// Decode + preprocess time.
     pub decode_time: Duration,
+    /// The scaled picture (the model's view), for bin-area readings and evidence.
+    pub picture: Arc<image::RgbImage>,
 }
 
 /// Decides which frames are analysed: one per interval of footage time, on average exactly.
@@ -240,6 +242,7 @@ fn offer_prepared(
             return;
         }
     };
+    let picture = Arc::new(letterboxer.scaled_picture());
     let decode_time = started.elapsed();
     camera.counters.decode_us_total.fetch_add(decode_time.as_micros() as u64, Ordering::Relaxed);
     let frame = PreparedFrame {
@@ -249,6 +252,7 @@ fn offer_prepared(
         letterbox,
         tensor,
         decode_time,
+        picture,
     };
     if let Err(TrySendError::Full(_)) = prepared.try_send(frame) {
         camera.counters.skipped_detector_busy.fetch_add(1, Ordering::Relaxed);

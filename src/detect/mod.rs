@@ -59,6 +59,8 @@ pub struct AnalysedFrame {
     pub decode_time: Duration,
     /// Inference + postprocess time.
     pub inference_time: Duration,
+    /// The scaled picture the detector saw.
+    pub picture: Arc<image::RgbImage>,
 }
 
 /// Loads the ONNX Runtime library once per process and returns its environment.
@@ -272,6 +274,7 @@ fn detector_worker(
             detections,
             decode_time: frame.decode_time,
             inference_time,
+            picture: frame.picture,
         };
         if analysed.blocking_send(result).is_err() {
             return; // The pipeline is shutting down.

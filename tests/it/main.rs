@@ -2,5 +2,7 @@
 //! `gateway` binary. One test binary, a module per area.
 
 mod cli;
+mod replay;
 mod rtsp;
+mod scenarios;
 mod support;

@@ -192,8 +192,10 @@ pub async fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) ->
     condition()
 }
 
-/// Config text for tests: quick reconnects, the bundled model, the given camera tables.
+/// Config text for tests: quick reconnects, the bundled model, state in a fresh temporary
+/// directory, the given camera tables.
 pub fn config_text(cameras: &str) -> String {
+    let state_dir = tempfile::tempdir().unwrap().keep();
     format!(
         r#"
 [ingest]
@@ -205,8 +207,12 @@ connect_timeout_ms = 3000
 [detector]
 model = "{}"
 
+[storage]
+state_dir = "{}"
+
 {cameras}
 "#,
-        project_root().join("models/yolox_nano.toml").display()
+        project_root().join("models/yolox_nano.toml").display(),
+        state_dir.display()
     )
 }

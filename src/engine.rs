@@ -1,0 +1,159 @@
+//! The per-camera core: detections → track → zone rules → incident lifecycle. Pure and
+//! deterministic: the live service and `gateway replay` feed it the same way, with time passed
+//! in (wall-clock ms live, footage ms in replay), so both give the same incidents on the same
+//! frames.
+
+use crate::config::CameraConfig;
+use crate::geometry::{BoxNorm, Polygon};
+use crate::incident::{IncidentBook, IncidentEvent};
+use crate::rules::fallen_person::FallWatch;
+use crate::rules::trash_overflow::{changed_share, GreyFrame, TrashWatch};
+use crate::rules::{misparked_bike, IncidentKind};
+use crate::track::{Observation, Track, Tracker, TrackerConfig};
+use crate::zones::{Zone, ZoneRule};
+
+/// Classes masked out of the trash reading: they move through bin areas without being rubbish.
+const TRANSIENT_CLASSES: [&str; 6] = ["person", "bicycle", "car", "motorcycle", "bus", "truck"];
+
+enum RuleState {
+    Misparked,
+    Trash { watch: TrashWatch, reference: Option<GreyFrame> },
+    Fall(FallWatch),
+    Mask,
+}
+
+struct ZoneRuntime {
+    zone: Zone,
+    class_ids: Vec<u16>,
+    state: RuleState,
+}
+
+/// One analysed frame, as the engine needs it.
+pub struct EngineFrame<'a> {
+    /// The camera clock, ms.
+    pub now_ms: i64,
+    /// Detections, boxes normalised.
+    pub observations: Vec<Observation>,
+    /// The analysed picture (for bin-area readings); any resolution.
+    pub picture: Option<&'a image::RgbImage>,
+}
+
+/// Tracker, zones, rules and incidents of one camera.
+pub struct CameraEngine {
+    tracker: Tracker,
+    zones: Vec<ZoneRuntime>,
+    masks: Vec<Polygon>,
+    transient_class_ids: Vec<u16>,
+    book: IncidentBook,
+}
+
+/// Detections in frame pixels → tracker observations with normalised boxes.
+pub fn observations(detections: &[crate::detect::Detection], width: u32, height: u32) -> Vec<Observation> {
+    detections
+        .iter()
+        .map(|d| Observation {
+            class_id: d.class_id,
+            score: d.score,
+            bbox: BoxNorm::from_pixels(d.box_px, width, height),
+        })
+        .collect()
+}
+
+/// Resolves class names to ids in the model's class list (unknown names are dropped; config
+/// validation reports them).
+pub fn class_ids(names: &[String], class_names: &[String]) -> Vec<u16> {
+    names.iter().filter_map(|name| class_names.iter().position(|c| c == name)).map(|id| id as u16).collect()
+}
+
+impl CameraEngine {
+    /// An engine for `camera`. `references` gives the clean reference image of each bin zone
+    /// that has one configured (by zone id); bin zones without one take their first frame.
+    pub fn new(camera: &CameraConfig, class_names: &[String], references: &[(String, GreyFrame)]) -> Self {
+        let zones = camera
+            .zones
+            .iter()
+            .map(|zone| ZoneRuntime {
+                class_ids: class_ids(&zone.classes, class_names),
+                state: match &zone.rule {
+                    ZoneRule::Misparked(_) => RuleState::Misparked,
+                    ZoneRule::Trash(_) => RuleState::Trash {
+                        watch: TrashWatch::default(),
+                        reference: references.iter().find(|(id, _)| *id == zone.id).map(|(_, r)| r.clone()),
+                    },
+                    ZoneRule::Fall(_) => RuleState::Fall(FallWatch::default()),
+                    ZoneRule::Mask => RuleState::Mask,
+                },
+                zone: zone.clone(),
+            })
+            .collect::<Vec<_>>();
+        let masks =
+            zones.iter().filter(|z| matches!(z.state, RuleState::Mask)).map(|z| z.zone.polygon.clone()).collect();
+        let transient: Vec<String> = TRANSIENT_CLASSES.iter().map(|c| c.to_string()).collect();
+        CameraEngine {
+            tracker: Tracker::new(TrackerConfig::default()),
+            zones,
+            masks,
+            transient_class_ids: class_ids(&transient, class_names),
+            book: IncidentBook::new(camera.id.as_str()),
+        }
+    }
+
+    /// The incident state, for persisting.
+    pub fn book(&self) -> &IncidentBook {
+        &self.book
+    }
+
+    /// Restores incident state saved before a restart.
+    pub fn restore(&mut self, book: IncidentBook) {
+        self.book = book;
+    }
+
+    /// Live tracks.
+    pub fn tracks(&self) -> &[Track] {
+        self.tracker.tracks()
+    }
+
+    /// Feeds one analysed frame; returns the incident events it causes.
+    pub fn update(&mut self, frame: EngineFrame<'_>) -> Vec<IncidentEvent> {
+        let now_ms = frame.now_ms;
+        let observations: Vec<Observation> = frame
+            .observations
+            .into_iter()
+            .filter(|o| !self.masks.iter().any(|mask| mask.contains(o.bbox.anchor())))
+            .collect();
+        let transient_boxes: Vec<BoxNorm> =
+            observations.iter().filter(|o| self.transient_class_ids.contains(&o.class_id)).map(|o| o.bbox).collect();
+        self.tracker.update(now_ms, &observations);
+        let tracks = self.tracker.tracks();
+        let grey = frame.picture.map(GreyFrame::from_rgb);
+        let mut events = Vec::new();
+        for runtime in &mut self.zones {
+            let zone = &runtime.zone;
+            let (kind, signal) = match (&mut runtime.state, &zone.rule) {
+                (RuleState::Misparked, ZoneRule::Misparked(params)) => (
+                    IncidentKind::MisparkedBike,
+                    misparked_bike::evaluate(zone, &runtime.class_ids, params, tracks, now_ms),
+                ),
+                (RuleState::Trash { watch, reference }, ZoneRule::Trash(params)) => {
+                    let share = match (&grey, reference.as_ref()) {
+                        (Some(grey), Some(reference)) => {
+                            changed_share(grey, reference, &zone.polygon, &transient_boxes)
+                        }
+                        (Some(grey), None) => {
+                            *reference = Some(grey.clone());
+                            None
+                        }
+                        (None, _) => None,
+                    };
+                    (IncidentKind::TrashOverflow, watch.evaluate(params, share, now_ms))
+                }
+                (RuleState::Fall(watch), ZoneRule::Fall(params)) => {
+                    (IncidentKind::FallenPerson, watch.evaluate(zone, &runtime.class_ids, params, tracks, now_ms))
+                }
+                _ => continue,
+            };
+            events.extend(self.book.update(now_ms, &zone.id, kind, &signal, &zone.lifecycle));
+        }
+        events
+    }
+}

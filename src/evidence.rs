@@ -1,0 +1,142 @@
+//! Evidence and incident state on disk (the shell around the pure incident core):
+//! - per `opened`/`updated` event, a JPEG of the analysed frame with the zone (yellow) and the
+//!   supporting boxes (red) drawn, plus a JSON sidecar with the event, the rule and its
+//!   parameters, the model's name and version, and the camera's place labels;
+//! - per camera, the incident book (`incidents/<camera>.json`), written atomically after every
+//!   event so open incidents, sequence numbers and cool-downs survive a restart.
+//!
+//! Snapshots are at the model's view resolution (416 px wide for YOLOX-Nano).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use image::{Rgb, RgbImage};
+use serde::Serialize;
+
+use crate::config::CameraConfig;
+use crate::geometry::{BoxNorm, Polygon};
+use crate::incident::{IncidentBook, IncidentEvent};
+
+/// Writes `bytes` to `path` atomically: temporary file, fsync, rename, fsync of the directory.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let directory = path.parent().context("path has no directory")?;
+    std::fs::create_dir_all(directory).with_context(|| format!("create {}", directory.display()))?;
+    let temporary = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&temporary).with_context(|| format!("create {}", temporary.display()))?;
+    file.write_all(bytes).and_then(|()| file.sync_all()).with_context(|| format!("write {}", temporary.display()))?;
+    std::fs::rename(&temporary, path).with_context(|| format!("rename to {}", path.display()))?;
+    std::fs::File::open(directory)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("sync {}", directory.display()))?;
+    Ok(())
+}
+
+fn book_path(state_dir: &Path, camera: &str) -> PathBuf {
+    state_dir.join("incidents").join(format!("{camera}.json"))
+}
+
+/// Saves a camera's incident book.
+pub fn save_book(state_dir: &Path, camera: &str, book: &IncidentBook) -> anyhow::Result<()> {
+    let json = serde_json::to_vec_pretty(book).expect("incident book serialises");
+    write_atomically(&book_path(state_dir, camera), &json)
+}
+
+/// Loads a camera's incident book saved before a restart, if any. A corrupt file is an error
+/// (never silently replaced: it holds open incidents).
+pub fn load_book(state_dir: &Path, camera: &str) -> anyhow::Result<Option<IncidentBook>> {
+    let path = book_path(state_dir, camera);
+    match std::fs::read(&path) {
+        Ok(bytes) => Ok(Some(
+            serde_json::from_slice(&bytes).with_context(|| format!("corrupt incident state {}", path.display()))?,
+        )),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(error).with_context(|| format!("read {}", path.display())),
+    }
+}
+
+#[derive(Serialize)]
+struct Sidecar<'a> {
+    event: &'a IncidentEvent,
+    street: &'a str,
+    community: &'a str,
+    grid: &'a str,
+    steward: &'a str,
+    rule: String,
+    model: &'a str,
+    model_version: &'a str,
+    snapshot: String,
+}
+
+/// Writes the snapshot and sidecar of an event; returns the JPEG's path.
+pub fn write_evidence(
+    state_dir: &Path,
+    camera: &CameraConfig,
+    event: &IncidentEvent,
+    picture: &RgbImage,
+    model: &crate::detect::model::ModelManifest,
+) -> anyhow::Result<PathBuf> {
+    let zone = camera.zones.iter().find(|z| z.id == event.zone);
+    let mut snapshot = picture.clone();
+    if let Some(zone) = zone {
+        draw_polygon(&mut snapshot, &zone.polygon, Rgb([255, 220, 0]));
+    }
+    for object in &event.objects {
+        draw_box(&mut snapshot, &object.bbox, Rgb([230, 30, 30]));
+    }
+    let stem = format!("{}-{}", event.incident_id.replace([':', '/'], "_"), event.seq);
+    let directory = state_dir.join("evidence");
+    let jpeg_path = directory.join(format!("{stem}.jpg"));
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 85)
+        .encode_image(&snapshot)
+        .context("encode snapshot")?;
+    write_atomically(&jpeg_path, &jpeg)?;
+    let sidecar = Sidecar {
+        event,
+        street: &camera.place.street,
+        community: &camera.place.community,
+        grid: &camera.place.grid,
+        steward: &camera.place.steward,
+        rule: zone.map(|z| format!("{:?} {:?}", z.rule, z.lifecycle)).unwrap_or_default(),
+        model: &model.name,
+        model_version: &model.version,
+        snapshot: jpeg_path.file_name().unwrap_or_default().to_string_lossy().into_owned(),
+    };
+    write_atomically(
+        &directory.join(format!("{stem}.json")),
+        &serde_json::to_vec_pretty(&sidecar).expect("sidecar serialises"),
+    )?;
+    Ok(jpeg_path)
+}
+
+fn draw_line(image: &mut RgbImage, from: (f32, f32), to: (f32, f32), colour: Rgb<u8>) {
+    let (width, height) = (image.width() as f32, image.height() as f32);
+    let (x0, y0, x1, y1) = (from.0 * width, from.1 * height, to.0 * width, to.1 * height);
+    let steps = (x1 - x0).abs().max((y1 - y0).abs()).ceil().max(1.0) as usize;
+    for step in 0..=steps {
+        let t = step as f32 / steps as f32;
+        let (x, y) = (x0 + (x1 - x0) * t, y0 + (y1 - y0) * t);
+        for (dx, dy) in [(0, 0), (1, 0), (0, 1)] {
+            let (px, py) = (x as i64 + dx, y as i64 + dy);
+            if px >= 0 && py >= 0 && (px as u32) < image.width() && (py as u32) < image.height() {
+                image.put_pixel(px as u32, py as u32, colour);
+            }
+        }
+    }
+}
+
+fn draw_box(image: &mut RgbImage, bbox: &BoxNorm, colour: Rgb<u8>) {
+    let corners = [(bbox.x1, bbox.y1), (bbox.x2, bbox.y1), (bbox.x2, bbox.y2), (bbox.x1, bbox.y2)];
+    for i in 0..4 {
+        draw_line(image, corners[i], corners[(i + 1) % 4], colour);
+    }
+}
+
+fn draw_polygon(image: &mut RgbImage, polygon: &Polygon, colour: Rgb<u8>) {
+    let points = &polygon.points;
+    for i in 0..points.len() {
+        let (a, b) = (points[i], points[(i + 1) % points.len()]);
+        draw_line(image, (a.x, a.y), (b.x, b.y), colour);
+    }
+}

@@ -1,0 +1,217 @@
+//! The incident lifecycle: one incident per real-world problem. Per (zone, kind) a slot opens
+//! an incident when its rule raises (and no cool-down is running), sends `updated` only when
+//! the number of objects changes or a heartbeat is due, and clears once the problem has been
+//! absent for `clear_after_ms`; a cool-down then keeps the same zone from flapping. Ids are
+//! stable: `camera:zone:kind:start_ms`, with a sequence number per event so consumers can
+//! de-duplicate by (incident_id, seq). The whole book serialises, so incidents survive a
+//! restart. Pure: time is passed in.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::rules::{IncidentKind, ObjectRef, ZoneSignal};
+use crate::zones::LifecycleParams;
+
+/// What happened to an incident.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A new incident.
+    Opened,
+    /// Still there; significantly changed, or a heartbeat.
+    Updated,
+    /// Gone.
+    Cleared,
+}
+
+/// One incident event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IncidentEvent {
+    /// Stable id: `camera:zone:kind:start_ms`.
+    pub incident_id: String,
+    /// 1 for `opened`, then +1 per event.
+    pub seq: u32,
+    /// What happened.
+    pub event: EventKind,
+    /// Kind of incident.
+    pub kind: IncidentKind,
+    /// Camera id.
+    pub camera: String,
+    /// Zone id.
+    pub zone: String,
+    /// Time of the event on the camera's clock (wall-clock ms live, footage ms in replay).
+    pub t_ms: i64,
+    /// When the incident opened, same clock.
+    pub started_ms: i64,
+    /// Confidence, 0–1.
+    pub score: f32,
+    /// Objects supporting it.
+    pub count: usize,
+    /// One line for people.
+    pub detail: String,
+    /// The supporting objects (boxes normalised).
+    pub objects: Vec<ObjectRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct OpenIncident {
+    id: String,
+    started_ms: i64,
+    seq: u32,
+    last_present_ms: i64,
+    last_sent_ms: i64,
+    last_count: usize,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct Slot {
+    open: Option<OpenIncident>,
+    cooldown_until_ms: i64,
+}
+
+/// All incident slots of one camera.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct IncidentBook {
+    camera: String,
+    slots: BTreeMap<String, Slot>,
+}
+
+impl IncidentBook {
+    /// An empty book for `camera`.
+    pub fn new(camera: &str) -> Self {
+        IncidentBook { camera: camera.to_string(), slots: BTreeMap::new() }
+    }
+
+    /// Ids of the open incidents.
+    pub fn open_incidents(&self) -> Vec<&str> {
+        self.slots.values().filter_map(|slot| slot.open.as_ref().map(|open| open.id.as_str())).collect()
+    }
+
+    /// Applies a zone's signal at `now_ms`; returns the event it causes, if any.
+    pub fn update(
+        &mut self,
+        now_ms: i64,
+        zone: &str,
+        kind: IncidentKind,
+        signal: &ZoneSignal,
+        params: &LifecycleParams,
+    ) -> Option<IncidentEvent> {
+        let camera = self.camera.clone();
+        let slot = self.slots.entry(format!("{zone}/{}", kind.as_str())).or_default();
+        let event = |open: &OpenIncident, event: EventKind| IncidentEvent {
+            incident_id: open.id.clone(),
+            seq: open.seq,
+            event,
+            kind,
+            camera: camera.clone(),
+            zone: zone.to_string(),
+            t_ms: now_ms,
+            started_ms: open.started_ms,
+            score: signal.score,
+            count: signal.count,
+            detail: signal.detail.clone(),
+            objects: signal.objects.clone(),
+        };
+        match slot.open.as_mut() {
+            None => {
+                if !signal.raise || now_ms < slot.cooldown_until_ms {
+                    return None;
+                }
+                let open = OpenIncident {
+                    id: format!("{camera}:{zone}:{}:{now_ms}", kind.as_str()),
+                    started_ms: now_ms,
+                    seq: 1,
+                    last_present_ms: now_ms,
+                    last_sent_ms: now_ms,
+                    last_count: signal.count,
+                };
+                let opened = event(&open, EventKind::Opened);
+                slot.open = Some(open);
+                Some(opened)
+            }
+            Some(open) if signal.present || signal.raise => {
+                open.last_present_ms = now_ms;
+                let changed = signal.count != open.last_count;
+                let heartbeat = now_ms - open.last_sent_ms >= params.heartbeat_ms;
+                if !changed && !heartbeat {
+                    return None;
+                }
+                open.seq += 1;
+                open.last_sent_ms = now_ms;
+                open.last_count = signal.count;
+                Some(event(open, EventKind::Updated))
+            }
+            Some(open) => {
+                if now_ms - open.last_present_ms < params.clear_after_ms {
+                    return None;
+                }
+                open.seq += 1;
+                let cleared = event(open, EventKind::Cleared);
+                slot.open = None;
+                slot.cooldown_until_ms = now_ms + params.cooldown_ms;
+                Some(cleared)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PARAMS: LifecycleParams =
+        LifecycleParams { clear_after_ms: 60_000, cooldown_ms: 300_000, heartbeat_ms: 600_000 };
+
+    fn signal(raise: bool, present: bool, count: usize) -> ZoneSignal {
+        ZoneSignal { raise, present, score: 0.8, count, ..ZoneSignal::default() }
+    }
+
+    #[test]
+    fn one_incident_per_problem_with_hysteresis_heartbeat_and_cooldown() {
+        let mut book = IncidentBook::new("gate-3");
+        // (t, raise, present, count, expected event and seq)
+        let table: &[(i64, bool, bool, usize, Option<(EventKind, u32)>)] = &[
+            (0, false, true, 1, None), // present but not yet raised (dwell running)
+            (10_000, true, true, 1, Some((EventKind::Opened, 1))),
+            (20_000, true, true, 1, None),                            // unchanged: silence
+            (30_000, true, true, 2, Some((EventKind::Updated, 2))),   // a second bike
+            (40_000, false, false, 0, None),                          // gone, but not for long
+            (50_000, false, true, 2, None),                           // back (detector flicker)
+            (630_000, false, true, 2, Some((EventKind::Updated, 3))), // heartbeat after 10 min
+            (640_000, false, false, 0, None),
+            (689_999, false, false, 0, None),
+            (690_000, false, false, 0, Some((EventKind::Cleared, 4))), // absent 60 s since last seen at 630 s
+            (710_000, true, true, 1, None),                            // cool-down
+            (1_000_000, true, true, 1, Some((EventKind::Opened, 1))),  // a new incident
+        ];
+        let mut ids = Vec::new();
+        for &(t, raise, present, count, expected) in table {
+            let event =
+                book.update(t, "pavement", IncidentKind::MisparkedBike, &signal(raise, present, count), &PARAMS);
+            assert_eq!(event.as_ref().map(|e| (e.event, e.seq)), expected, "at {t} ms");
+            if let Some(event) = event {
+                ids.push(event.incident_id);
+            }
+        }
+        assert_eq!(ids[0], "gate-3:pavement:misparked_bike:10000");
+        assert!(ids[..4].iter().all(|id| *id == ids[0]), "one id for the whole incident: {ids:?}");
+        assert_eq!(ids[4], "gate-3:pavement:misparked_bike:1000000");
+    }
+
+    #[test]
+    fn survives_a_restart_through_serialisation() {
+        let mut book = IncidentBook::new("yard");
+        book.update(0, "bins", IncidentKind::TrashOverflow, &signal(true, true, 0), &PARAMS).unwrap();
+        let saved = serde_json::to_string(&book).unwrap();
+        let mut restored: IncidentBook = serde_json::from_str(&saved).unwrap();
+        assert_eq!(restored, book);
+        assert_eq!(restored.update(5_000, "bins", IncidentKind::TrashOverflow, &signal(true, true, 0), &PARAMS), None);
+        let cleared = restored.update(70_000, "bins", IncidentKind::TrashOverflow, &signal(false, false, 0), &PARAMS);
+        let cleared = cleared.unwrap();
+        assert_eq!(
+            (cleared.event, cleared.seq, cleared.incident_id.as_str()),
+            (EventKind::Cleared, 2, "yard:bins:trash_overflow:0")
+        );
+    }
+}

@@ -58,10 +58,10 @@ pub enum TrashSource {
 pub struct TrashParams {
     /// Raise after the zone has read "overflowing" this long. Default 10 min.
     pub raise_after_ms: i64,
-    /// A changed share at or above this reads "overflowing". Default 0.25.
+    /// A changed share at or above this reads "overflowing". Default 0.15.
     pub overflow_share: f32,
     /// A changed share at or below this reads "normal"; between the two, the reading holds
-    /// (hysteresis). Default 0.12.
+    /// (hysteresis). Default 0.06.
     pub normal_share: f32,
     /// The reading's source.
     pub source: TrashSource,

@@ -172,9 +172,10 @@ pub struct RawZone {
     pub pile_up_dwell_ms: Option<i64>,
     /// bin_area: raise after reading "overflowing" this long. Default 600000.
     pub raise_after_ms: Option<i64>,
-    /// bin_area: changed share that reads "overflowing". Default 0.25.
+    /// bin_area: changed share that reads "overflowing". Default 0.15: rubbish over a third
+    /// of a street scene read 0.21, the same scene clean under ±8% flicker 0.00.
     pub overflow_share: Option<f32>,
-    /// bin_area: changed share that reads "normal" again. Default 0.12.
+    /// bin_area: changed share that reads "normal" again. Default 0.06.
     pub normal_share: Option<f32>,
     /// bin_area: clean reference image (from `gateway reference`), relative to the config
     /// file. Default: the first analysed frame is the reference.

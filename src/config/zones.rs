@@ -115,8 +115,8 @@ fn validate_zone(raw: &RawZone, path: &str, base_dir: &Path, problems: &mut Prob
             pile_up_dwell_ms: millis(problems, "pile_up_dwell_ms", raw.pile_up_dwell_ms, 60_000),
         }),
         ZoneKind::BinArea => {
-            let overflow_share = fraction(problems, "overflow_share", raw.overflow_share, 0.25);
-            let normal_share = fraction(problems, "normal_share", raw.normal_share, 0.12);
+            let overflow_share = fraction(problems, "overflow_share", raw.overflow_share, 0.15);
+            let normal_share = fraction(problems, "normal_share", raw.normal_share, 0.06);
             if normal_share >= overflow_share {
                 problems
                     .push(format!("{path}.normal_share"), "must be below overflow_share (the gap is the hysteresis)");

@@ -9,7 +9,7 @@ use serde_json::Value;
 use crate::support::{self, project_root, shared_media};
 
 /// Makes (once per test run) a clip with ffmpeg; `args` go between the inputs and the output.
-fn make_clip(name: &str, inputs: &[&str], filter: &str, seconds: u32) -> PathBuf {
+pub fn make_clip(name: &str, inputs: &[&str], filter: &str, seconds: u32) -> PathBuf {
     let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("footage").join(name);
     if path.is_file() {
         return path;
@@ -65,27 +65,17 @@ fn summary(events: &[Value]) -> Vec<(String, String, String, i64)> {
         .collect()
 }
 
+/// The demo photo's bicycle (0.4x) on a plain 640x360 pavement for 340 s, then gone.
+pub fn parked_bike_clip() -> PathBuf {
+    let dog = shared_media("images/yolox_assets_dog.jpg");
+    let inputs = ["-f", "lavfi", "-i", "color=c=0x808080:s=640x360:r=5", "-framerate", "5", "-loop", "1", "-i"];
+    let inputs: Vec<&str> = inputs.iter().copied().chain([dog.to_str().unwrap()]).collect();
+    make_clip("parked_bike.mp4", &inputs, "[1]scale=iw*0.4:-2[bike];[0][bike]overlay=100:50:enable='lt(t,340)'", 520)
+}
+
 #[test]
 fn a_bike_left_in_the_zone_opens_one_incident_after_the_dwell_and_clears_after_removal() {
-    // The demo photo's bicycle (0.4x) on a plain 640x360 pavement for 340 s, then gone.
-    let dog = shared_media("images/yolox_assets_dog.jpg");
-    let footage = make_clip(
-        "parked_bike.mp4",
-        &[
-            "-f",
-            "lavfi",
-            "-i",
-            "color=c=0x808080:s=640x360:r=5",
-            "-framerate",
-            "5",
-            "-loop",
-            "1",
-            "-i",
-            dog.to_str().unwrap(),
-        ],
-        "[1]scale=iw*0.4:-2[bike];[0][bike]overlay=100:50:enable='lt(t,340)'",
-        520,
-    );
+    let footage = parked_bike_clip();
     let events = replay(&project_root().join("config/examples/misparked_bikes.toml"), &footage);
     let events = summary(&events);
     assert_eq!(events.len(), 2, "exactly one incident, opened then cleared: {events:?}");

@@ -36,6 +36,8 @@ pub struct EngineFrame<'a> {
     pub observations: Vec<Observation>,
     /// The analysed picture (for bin-area readings); any resolution.
     pub picture: Option<&'a image::RgbImage>,
+    /// Frame width ÷ height: box shapes in pixels (fall rule) need it.
+    pub frame_aspect: f32,
 }
 
 /// Tracker, zones, rules and incidents of one camera.
@@ -147,9 +149,10 @@ impl CameraEngine {
                     };
                     (IncidentKind::TrashOverflow, watch.evaluate(params, share, now_ms))
                 }
-                (RuleState::Fall(watch), ZoneRule::Fall(params)) => {
-                    (IncidentKind::FallenPerson, watch.evaluate(zone, &runtime.class_ids, params, tracks, now_ms))
-                }
+                (RuleState::Fall(watch), ZoneRule::Fall(params)) => (
+                    IncidentKind::FallenPerson,
+                    watch.evaluate(zone, &runtime.class_ids, params, tracks, frame.frame_aspect, now_ms),
+                ),
                 _ => continue,
             };
             events.extend(self.book.update(now_ms, &zone.id, kind, &signal, &zone.lifecycle));

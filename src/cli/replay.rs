@@ -59,6 +59,7 @@ pub fn main(config_path: &Path, camera_id: &str, json: bool, footage: &Path) -> 
     let mut replay = Replay {
         sampler: Sampler::new(camera.analysis_interval),
         every_frame: camera.decode_mode == DecodeMode::EveryFrame,
+        rotated_pass: camera.rotated_pass(),
         letterboxer: {
             let (width, height) = detector.input_size();
             VideoLetterboxer::new(width, height)
@@ -83,6 +84,7 @@ pub fn main(config_path: &Path, camera_id: &str, json: bool, footage: &Path) -> 
 struct Replay {
     sampler: Sampler,
     every_frame: bool,
+    rotated_pass: bool,
     letterboxer: VideoLetterboxer,
     detector: Detector,
     decoder: Option<Decoder>,
@@ -127,10 +129,21 @@ impl Replay {
         let letterbox = self.letterboxer.run(&picture, &mut tensor)?;
         let detections = self.detector.detect(&tensor, &letterbox)?;
         let scaled = Arc::new(self.letterboxer.scaled_picture());
+        let detections = if self.rotated_pass {
+            self.detector.detect_with_rotations(detections, &scaled, &letterbox)?
+        } else {
+            detections
+        };
+        tracing::debug!(
+            t_ms = frame.media_time_ms,
+            detections = ?detections.iter().map(|d| (d.class_id, (d.score * 100.0).round() / 100.0, d.box_px.map(f32::round))).collect::<Vec<_>>(),
+            "analysed"
+        );
         let events = self.engine.update(EngineFrame {
             now_ms: frame.media_time_ms,
             observations: observations(&detections, letterbox.frame_width, letterbox.frame_height),
             picture: Some(&scaled),
+            frame_aspect: letterbox.frame_width as f32 / letterbox.frame_height.max(1) as f32,
         });
         for event in events {
             self.print(&event);

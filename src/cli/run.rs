@@ -120,6 +120,7 @@ fn handle_incidents(
         now_ms,
         observations: observations(&frame.detections, frame.frame_width, frame.frame_height),
         picture: Some(&frame.picture),
+        frame_aspect: frame.frame_width as f32 / frame.frame_height.max(1) as f32,
     });
     if events.is_empty() {
         return;

@@ -285,6 +285,13 @@ pub struct CameraConfig {
     pub zones: Vec<crate::zones::Zone>,
 }
 
+impl CameraConfig {
+    /// Whether any fall-watch zone asks for the rotated second detector pass.
+    pub fn rotated_pass(&self) -> bool {
+        self.zones.iter().any(|zone| matches!(&zone.rule, crate::zones::ZoneRule::Fall(params) if params.rotated_pass))
+    }
+}
+
 /// Reads and validates a config file. Errors are all the problems found, with key paths.
 pub fn load(path: &Path) -> Result<Config, ConfigProblems> {
     let text = std::fs::read_to_string(path).map_err(|error| {

@@ -60,6 +60,8 @@ pub struct PreparedFrame {
     pub decode_time: Duration,
     /// The scaled picture (the model's view), for bin-area readings and evidence.
     pub picture: Arc<image::RgbImage>,
+    /// Also detect on the picture rotated ±90° (fall-watch cameras that ask for it).
+    pub rotated_pass: bool,
 }
 
 /// Decides which frames are analysed: one per interval of footage time, on average exactly.
@@ -109,6 +111,7 @@ impl Sampler {
 struct KeyframeJob {
     camera: Arc<CameraHealth>,
     frame: EncodedFrame,
+    rotated_pass: bool,
 }
 
 /// The shared keyframe decoder pool.
@@ -145,12 +148,16 @@ impl DecodePool {
     /// The sink a camera's ingest task pushes into.
     pub fn sink_for(&self, camera: &CameraConfig, health: Arc<CameraHealth>) -> Box<dyn FrameSink> {
         let sampler = Sampler::new(camera.analysis_interval);
+        let rotated_pass = camera.rotated_pass();
         match camera.decode_mode {
-            DecodeMode::Keyframes => {
-                Box::new(KeyframeRouter { jobs: self.jobs.clone().expect("pool is running"), camera: health, sampler })
-            }
+            DecodeMode::Keyframes => Box::new(KeyframeRouter {
+                jobs: self.jobs.clone().expect("pool is running"),
+                camera: health,
+                sampler,
+                rotated_pass,
+            }),
             DecodeMode::EveryFrame => {
-                Box::new(EveryFrameRouter::start(health, sampler, self.prepared.clone(), self.input_size))
+                Box::new(EveryFrameRouter::start(health, sampler, rotated_pass, self.prepared.clone(), self.input_size))
             }
         }
     }
@@ -174,6 +181,7 @@ struct KeyframeRouter {
     jobs: Sender<KeyframeJob>,
     camera: Arc<CameraHealth>,
     sampler: Sampler,
+    rotated_pass: bool,
 }
 
 impl FrameSink for KeyframeRouter {
@@ -183,7 +191,7 @@ impl FrameSink for KeyframeRouter {
             return;
         }
         let media_time_ms = frame.media_time_ms;
-        match self.jobs.try_send(KeyframeJob { camera: self.camera.clone(), frame }) {
+        match self.jobs.try_send(KeyframeJob { camera: self.camera.clone(), frame, rotated_pass: self.rotated_pass }) {
             Ok(()) => self.sampler.mark_taken(media_time_ms),
             Err(TrySendError::Full(_)) => {
                 self.camera.counters.skipped_decoder_busy.fetch_add(1, Ordering::Relaxed);
@@ -220,12 +228,14 @@ fn keyframe_worker(jobs: Receiver<KeyframeJob>, prepared: Sender<PreparedFrame>,
             }
         };
         job.camera.counters.frames_decoded.fetch_add(1, Ordering::Relaxed);
-        offer_prepared(&prepared, &mut letterboxer, &picture, &job.camera, &job.frame, started);
+        offer_prepared(job.rotated_pass, &prepared, &mut letterboxer, &picture, &job.camera, &job.frame, started);
     }
 }
 
 /// Letterboxes a decoded picture and offers it to the detector queue (skip when full).
+#[allow(clippy::too_many_arguments)]
 fn offer_prepared(
+    rotated_pass: bool,
     prepared: &Sender<PreparedFrame>,
     letterboxer: &mut VideoLetterboxer,
     picture: &ffmpeg_next::frame::Video,
@@ -253,6 +263,7 @@ fn offer_prepared(
         tensor,
         decode_time,
         picture,
+        rotated_pass,
     };
     if let Err(TrySendError::Full(_)) = prepared.try_send(frame) {
         camera.counters.skipped_detector_busy.fetch_add(1, Ordering::Relaxed);
@@ -273,6 +284,7 @@ impl EveryFrameRouter {
     fn start(
         camera: Arc<CameraHealth>,
         sampler: Sampler,
+        rotated_pass: bool,
         prepared: Sender<PreparedFrame>,
         input_size: (u32, u32),
     ) -> Self {
@@ -280,7 +292,7 @@ impl EveryFrameRouter {
         let worker_camera = camera.clone();
         std::thread::Builder::new()
             .name(format!("decode-{}", camera.id))
-            .spawn(move || every_frame_worker(receiver, worker_camera, sampler, prepared, input_size))
+            .spawn(move || every_frame_worker(receiver, worker_camera, sampler, rotated_pass, prepared, input_size))
             .expect("spawn decoder thread");
         EveryFrameRouter { frames, camera, awaiting_keyframe: true }
     }
@@ -309,6 +321,7 @@ fn every_frame_worker(
     frames: Receiver<(EncodedFrame, bool)>,
     camera: Arc<CameraHealth>,
     mut sampler: Sampler,
+    rotated_pass: bool,
     prepared: Sender<PreparedFrame>,
     input_size: (u32, u32),
 ) {
@@ -334,7 +347,7 @@ fn every_frame_worker(
                 camera.counters.frames_decoded.fetch_add(1, Ordering::Relaxed);
                 if sampler.is_due(frame.media_time_ms) {
                     sampler.mark_taken(frame.media_time_ms);
-                    offer_prepared(&prepared, &mut letterboxer, &picture, &camera, &frame, started);
+                    offer_prepared(rotated_pass, &prepared, &mut letterboxer, &picture, &camera, &frame, started);
                 }
             }
             Ok(None) => {}

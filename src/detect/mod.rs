@@ -170,11 +170,66 @@ impl Detector {
         Ok(rows.to_vec())
     }
 
+    /// The second pass for fall-watch cameras: runs the model on the picture (the scaled
+    /// frame the first pass saw) rotated by +90° and −90°, keeps the persons found, maps their
+    /// boxes back to frame pixels and merges them with `upright` by class-wise NMS. Lying people
+    /// are often missed by a detector trained on upright ones.
+    pub fn detect_with_rotations(
+        &mut self,
+        upright: Vec<Detection>,
+        picture: &image::RgbImage,
+        letterbox: &Letterbox,
+    ) -> anyhow::Result<Vec<Detection>> {
+        let Some(person) = self.model.manifest.classes.iter().position(|c| c == "person") else { return Ok(upright) };
+        let (input_width, input_height) = self.input_size();
+        let mut merged = upright;
+        for rotation in [Rotation::Clockwise, Rotation::CounterClockwise] {
+            let rotated = match rotation {
+                Rotation::Clockwise => image::imageops::rotate90(picture),
+                Rotation::CounterClockwise => image::imageops::rotate270(picture),
+            };
+            let mut tensor = Vec::new();
+            let rotated_letterbox =
+                crate::decode::letterbox::letterbox_image(&rotated, input_width, input_height, &mut tensor);
+            for detection in self.detect(&tensor, &rotated_letterbox)? {
+                if usize::from(detection.class_id) != person {
+                    continue;
+                }
+                let in_picture =
+                    unrotate_box(detection.box_px, rotation, picture.width() as f32, picture.height() as f32);
+                let box_px = in_picture.map(|v| v / letterbox.scale);
+                merged.push(Detection { box_px, ..detection });
+            }
+        }
+        Ok(yolox::non_max_suppression(merged, self.nms_iou_threshold))
+    }
+
     /// YOLOX box decode and class-wise NMS on raw output rows.
     pub fn postprocess(&self, rows: &[f32], letterbox: &Letterbox) -> Vec<Detection> {
         let classes = self.model.manifest.classes.len();
         let candidates = yolox::decode(rows, classes, &self.grid, letterbox, self.score_threshold);
         yolox::non_max_suppression(candidates, self.nms_iou_threshold)
+    }
+}
+
+/// A quarter turn of a picture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rotation {
+    /// 90° clockwise (`image::imageops::rotate90`).
+    Clockwise,
+    /// 90° counter-clockwise (`image::imageops::rotate270`).
+    CounterClockwise,
+}
+
+/// Maps a box found on a picture of `width`×`height` rotated by `rotation` back onto the
+/// unrotated picture. Pure.
+pub fn unrotate_box(rotated: [f32; 4], rotation: Rotation, width: f32, height: f32) -> [f32; 4] {
+    let [x1, y1, x2, y2] = rotated;
+    match rotation {
+        // (x, y) → (height − y, x): so x = y', y = height − x'.
+        Rotation::Clockwise => [y1, height - x2, y2, height - x1],
+        // (x, y) → (y, width − x): so x = width − y', y = x'.
+        Rotation::CounterClockwise => [width - y2, x1, width - y1, x2],
     }
 }
 
@@ -254,7 +309,14 @@ fn detector_worker(
     for frame in prepared {
         let _span = tracing::debug_span!("camera", camera = %frame.camera.id).entered();
         let started = Instant::now();
-        let detections = match detector.detect(&frame.tensor, &frame.letterbox) {
+        let detected = detector.detect(&frame.tensor, &frame.letterbox).and_then(|upright| {
+            if frame.rotated_pass {
+                detector.detect_with_rotations(upright, &frame.picture, &frame.letterbox)
+            } else {
+                Ok(upright)
+            }
+        });
+        let detections = match detected {
             Ok(detections) => detections,
             Err(error) => {
                 warn!(error = format!("{error:#}"), "inference failed");
@@ -278,6 +340,37 @@ fn detector_worker(
         };
         if analysed.blocking_send(result).is_err() {
             return; // The pipeline is shutting down.
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotated_boxes_map_back_onto_the_picture() {
+        // A 40x20 picture with a box [2, 3, 12, 8] (x1, y1, x2, y2).
+        let original = [2.0, 3.0, 12.0, 8.0];
+        let picture = image::RgbImage::from_fn(40, 20, |x, y| {
+            let inside = (2..12).contains(&x) && (3..8).contains(&y);
+            image::Rgb(if inside { [255, 255, 255] } else { [0, 0, 0] })
+        });
+        for rotation in [Rotation::Clockwise, Rotation::CounterClockwise] {
+            let rotated = match rotation {
+                Rotation::Clockwise => image::imageops::rotate90(&picture),
+                Rotation::CounterClockwise => image::imageops::rotate270(&picture),
+            };
+            // Where the white box lies in the rotated picture.
+            let white: Vec<(u32, u32)> =
+                rotated.enumerate_pixels().filter(|(_, _, p)| p[0] == 255).map(|(x, y, _)| (x, y)).collect();
+            let found = [
+                white.iter().map(|p| p.0).min().unwrap() as f32,
+                white.iter().map(|p| p.1).min().unwrap() as f32,
+                white.iter().map(|p| p.0).max().unwrap() as f32 + 1.0,
+                white.iter().map(|p| p.1).max().unwrap() as f32 + 1.0,
+            ];
+            assert_eq!(unrotate_box(found, rotation, 40.0, 20.0), original, "{rotation:?}");
         }
     }
 }

@@ -29,12 +29,15 @@ pub struct FallWatch {
 }
 
 /// Whether a box looks like a person down, given their upright height if known.
-pub fn is_down(bbox: &BoxNorm, upright_height: Option<f32>, params: &FallParams) -> bool {
-    if bbox.aspect() >= params.lying_aspect {
+/// `frame_aspect` (width ÷ height of the frame) turns the normalised box into its shape in
+/// pixels: on a 16:9 frame a box as wide as tall in pixels is 0.56 wide in normalised units.
+pub fn is_down(bbox: &BoxNorm, upright_height: Option<f32>, frame_aspect: f32, params: &FallParams) -> bool {
+    let aspect = bbox.aspect() * frame_aspect;
+    if aspect >= params.lying_aspect {
         return true;
     }
     let collapsed = upright_height.is_some_and(|upright| bbox.height() <= params.collapse_ratio * upright);
-    collapsed && bbox.aspect() >= 0.7
+    collapsed && aspect >= 0.7
 }
 
 impl FallWatch {
@@ -45,6 +48,7 @@ impl FallWatch {
         class_ids: &[u16],
         params: &FallParams,
         tracks: &[Track],
+        frame_aspect: f32,
         now_ms: i64,
     ) -> ZoneSignal {
         for track in tracks.iter().filter(|t| t.confirmed && t.seen_at(now_ms)) {
@@ -61,12 +65,12 @@ impl FallWatch {
             });
             person.last_seen_ms = now_ms;
             person.last = object;
-            if is_down(&track.bbox, person.upright_height, params) {
+            if is_down(&track.bbox, person.upright_height, frame_aspect, params) {
                 person.down_since_ms.get_or_insert(now_ms);
             } else {
                 person.down_since_ms = None;
                 // Upright: learn the height (slow average, so a crouch does not reset it).
-                if track.bbox.aspect() < 0.7 {
+                if track.bbox.aspect() * frame_aspect < 0.7 {
                     let height = track.bbox.height();
                     person.upright_height = Some(match person.upright_height {
                         Some(previous) => 0.8 * previous + 0.2 * height,

@@ -142,3 +142,36 @@ fn people_walking_across_a_plaza_raise_no_fall() {
     );
     assert!(events.is_empty(), "false fall incidents: {events:?}");
 }
+
+#[test]
+fn a_resident_who_falls_and_stays_down_raises_one_incident_with_and_without_the_rotated_pass() {
+    // A person cut from the demo photo stands for 10 s, then lies (the same cut-out turned 90°)
+    // until 60 s, then is gone (helped up and away).
+    let demo = shared_media("images/yolox_assets_demo.png");
+    let inputs = ["-f", "lavfi", "-i", "color=c=0x707070:s=640x360:r=5", "-framerate", "5", "-loop", "1", "-i"];
+    let inputs: Vec<&str> = inputs.iter().copied().chain([demo.to_str().unwrap()]).collect();
+    let footage = make_clip(
+        "fall.mp4",
+        &inputs,
+        "[1]crop=150:335:610:38,split[s][l];[s]scale=-2:200[standing];[l]transpose=1[lying];\
+         [0][standing]overlay=250:100:enable='lt(t,10)'[a];[a][lying]overlay=150:200:enable='between(t,10,60)'",
+        130,
+    );
+    let example = std::fs::read_to_string(project_root().join("config/examples/fall_watch.toml")).unwrap();
+    let model = format!("model = {:?}", project_root().join("models/yolox_nano.toml"));
+    let dir = tempfile::tempdir().unwrap();
+    for rotated_pass in [false, true] {
+        let config = dir.path().join(format!("fall-{rotated_pass}.toml"));
+        let text = example.replace("model = \"../../models/yolox_nano.toml\"", &model)
+            + &format!("rotated_pass = {rotated_pass}\n");
+        std::fs::write(&config, text).unwrap();
+        let events = summary(&replay(&config, &footage));
+        assert_eq!(events.len(), 2, "rotated_pass = {rotated_pass}: one incident, opened then cleared: {events:?}");
+        assert_eq!((events[0].0.as_str(), events[0].1.as_str()), ("opened", "fallen_person"));
+        // Down from 10 s; the lying box is a new track, confirmed at 11 s; down_ms = 20 s.
+        assert!((30_000..=32_000).contains(&events[0].3), "rotated_pass = {rotated_pass}: {events:?}");
+        // Last seen lying at 60 s; vanish hold 30 s; clear after 30 s.
+        assert_eq!(events[1].0, "cleared");
+        assert!((119_000..=122_000).contains(&events[1].3), "rotated_pass = {rotated_pass}: {events:?}");
+    }
+}

@@ -25,6 +25,9 @@ struct Scenario {
     description: String,
     #[serde(default)]
     restart_at_ms: Option<i64>,
+    /// Frame width ÷ height. Default 16/9.
+    #[serde(default)]
+    frame_aspect: Option<f32>,
     segment: Vec<Segment>,
     #[serde(default)]
     expect: Vec<Expected>,
@@ -148,7 +151,12 @@ fn run(path: &Path) -> Vec<Expected> {
                 _ => 1.0,
             };
             let image = segment.picture.as_deref().map(|kind| picture(kind, brightness));
-            for event in engine.update(EngineFrame { now_ms, observations, picture: image.as_ref() }) {
+            for event in engine.update(EngineFrame {
+                now_ms,
+                observations,
+                picture: image.as_ref(),
+                frame_aspect: scenario.frame_aspect.unwrap_or(16.0 / 9.0),
+            }) {
                 events.push(Expected {
                     event: format!("{:?}", event.event).to_lowercase(),
                     kind: event.kind.as_str().to_string(),

@@ -44,6 +44,24 @@ enum Command {
         /// Footage file: H.264/H.265 in MP4, MKV or Annex B.
         footage: PathBuf,
     },
+    /// Capture a clean reference picture of a camera's view for its bin areas.
+    Reference {
+        /// Config file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// Camera to capture.
+        #[arg(long)]
+        camera: String,
+        /// Image file to write (PNG or JPEG, by extension).
+        #[arg(long)]
+        output: PathBuf,
+        /// Take it from this footage instead of the camera.
+        #[arg(long)]
+        from: Option<PathBuf>,
+        /// Footage time of the first keyframe to consider.
+        #[arg(long, default_value_t = 0.0)]
+        at_secs: f64,
+    },
     /// Run the configured detector on image files.
     Detect {
         /// Config file whose [detector] to use; default: the bundled model.
@@ -70,6 +88,9 @@ fn main() {
             .block_on(cli::run::main(&config, run_for_secs.map(Duration::from_secs))),
         Command::CheckConfig { file } => cli::check_config::main(&file),
         Command::Replay { config, camera, json, footage } => cli::replay::main(&config, &camera, json, &footage),
+        Command::Reference { config, camera, output, from, at_secs } => {
+            cli::reference::main(&config, &camera, &output, from.as_deref(), at_secs)
+        }
         Command::Detect { config, json, images } => cli::detect::main(config.as_deref(), json, &images),
     };
     std::process::exit(code);

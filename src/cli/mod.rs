@@ -3,6 +3,7 @@
 
 pub mod check_config;
 pub mod detect;
+pub mod reference;
 pub mod replay;
 pub mod run;
 

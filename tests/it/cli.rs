@@ -252,3 +252,37 @@ clear_after_ms = 60000
     let book = std::fs::read_to_string(state_dir.join("incidents/example.json")).unwrap();
     assert!(book.contains(&incident_id), "{book}");
 }
+
+#[test]
+fn a_reference_picture_is_captured_from_a_live_camera_and_then_validates_in_the_config() {
+    let server = crate::support::RtspServer::start(true);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("password"), format!("{}\n", crate::support::PASSWORD)).unwrap();
+    let camera = format!(
+        "[cameras.yard]\nurl = \"{}\"\nusername = \"{}\"\npassword_file = \"{}\"\n",
+        server.url("h264"),
+        crate::support::USER,
+        dir.path().join("password").display()
+    );
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, config_text(&camera)).unwrap();
+    let reference = dir.path().join("yard-bins.png");
+    let output = gateway()
+        .args(["reference", "--camera", "yard", "--config"])
+        .arg(&path)
+        .arg("--output")
+        .arg(&reference)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let picture = image::open(&reference).unwrap();
+    assert_eq!((picture.width(), picture.height()), (768, 576), "full-resolution frame of the camera");
+
+    let with_zone = format!(
+        "{camera}[[cameras.yard.zones]]\nid = \"bins\"\nkind = \"bin_area\"\npolygon = [[0.1, 0.5], [0.4, 0.5], [0.4, 0.9], [0.1, 0.9]]\nreference = \"{}\"\n",
+        reference.display()
+    );
+    std::fs::write(&path, config_text(&with_zone)).unwrap();
+    let output = gateway().arg("check-config").arg(&path).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+}

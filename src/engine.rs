@@ -127,7 +127,9 @@ impl CameraEngine {
             observations.iter().filter(|o| self.transient_class_ids.contains(&o.class_id)).map(|o| o.bbox).collect();
         self.tracker.update(now_ms, &observations);
         let tracks = self.tracker.tracks();
-        let grey = frame.picture.map(GreyFrame::from_rgb);
+        // Only bin areas read pixels; other cameras skip the conversion.
+        let needs_pixels = self.zones.iter().any(|z| matches!(z.state, RuleState::Trash { .. }));
+        let grey = frame.picture.filter(|_| needs_pixels).map(GreyFrame::from_rgb);
         let mut events = Vec::new();
         for runtime in &mut self.zones {
             let zone = &runtime.zone;

@@ -42,7 +42,6 @@ fn picture() -> image::RgbImage {
 }
 
 fn engine(c: &mut Criterion) {
-    let config = config::parse(CAMERA, std::path::Path::new(".")).unwrap();
     let classes = classes();
     // 20 objects (bikes and people) spread over the frame, a busy street.
     let observations: Vec<Observation> = (0..20)
@@ -57,34 +56,21 @@ fn engine(c: &mut Criterion) {
         })
         .collect();
     let picture = picture();
-    let mut engine = CameraEngine::new(&config.cameras[0], &classes, &[]);
-    let mut now_ms = 0;
-    c.bench_function("engine_update/20_objects_3_zones", |b| {
-        b.iter(|| {
-            now_ms += 2000;
-            engine.update(EngineFrame {
-                now_ms,
-                observations: observations.clone(),
-                picture: Some(&picture),
-                frame_aspect: 16.0 / 9.0,
+    let bench_update = |c: &mut Criterion, name: &str, camera: &str| {
+        let config = config::parse(camera, std::path::Path::new(".")).unwrap();
+        let mut engine = CameraEngine::new(&config.cameras[0], &classes, &[]);
+        let mut now_ms = 0;
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                now_ms += 2000;
+                let observations = observations.clone();
+                engine.update(EngineFrame { now_ms, observations, picture: Some(&picture), frame_aspect: 16.0 / 9.0 })
             })
-        })
-    });
+        });
+    };
+    bench_update(c, "engine_update/20_objects_3_zones", CAMERA);
     // The same street without the bin area: no pixel reading at all.
-    let without_bins = CAMERA.replace("kind = \"bin_area\"", "kind = \"mask\"");
-    let config = config::parse(&without_bins, std::path::Path::new(".")).unwrap();
-    let mut engine = CameraEngine::new(&config.cameras[0], &classes, &[]);
-    c.bench_function("engine_update/20_objects_no_bin_area", |b| {
-        b.iter(|| {
-            now_ms += 2000;
-            engine.update(EngineFrame {
-                now_ms,
-                observations: observations.clone(),
-                picture: Some(&picture),
-                frame_aspect: 16.0 / 9.0,
-            })
-        })
-    });
+    bench_update(c, "engine_update/20_objects_no_bin_area", &CAMERA.replace("kind = \"bin_area\"", "kind = \"mask\""));
     let grey = GreyFrame::from_rgb(&picture);
     let zone = Polygon::whole_frame();
     c.bench_function("bin_area_reading/416x234_whole_frame", |b| b.iter(|| changed_share(&grey, &grey, &zone, &[])));

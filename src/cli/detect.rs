@@ -42,7 +42,7 @@ pub fn main(config_path: Option<&Path>, json: bool, images: &[PathBuf]) -> i32 {
             }
         },
         None => {
-            let base_dir = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+            let base_dir = default_model_base();
             match Detector::load(&DetectorConfig::default_in(&base_dir)) {
                 Ok(detector) => detector,
                 Err(error) => {
@@ -64,6 +64,19 @@ pub fn main(config_path: Option<&Path>, json: bool, images: &[PathBuf]) -> i32 {
         }
     }
     i32::from(failed)
+}
+
+/// Where the bundled model is looked for without `--config`: the working directory, else the
+/// project the binary was built in (`target/<profile>/gateway` → `../..`), else the install
+/// prefix (`bin/gateway` → `../share/street-gateway`).
+fn default_model_base() -> PathBuf {
+    let current = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    let mut candidates = vec![current.clone()];
+    if let Some(binary_dir) = std::env::current_exe().ok().and_then(|exe| exe.parent().map(Path::to_path_buf)) {
+        candidates.push(binary_dir.join("../.."));
+        candidates.push(binary_dir.join("../share/street-gateway"));
+    }
+    candidates.into_iter().find(|dir| dir.join(crate::config::DEFAULT_MODEL_MANIFEST).is_file()).unwrap_or(current)
 }
 
 struct Outcome {

@@ -1,7 +1,9 @@
 //! Evidence and incident state on disk (the shell around the pure incident core):
 //! - per `opened`/`updated` event, a JPEG of the analysed frame with the zone (yellow) and the
-//!   supporting boxes (red) drawn, plus a JSON sidecar with the event, the rule and its
-//!   parameters, the model's name and version, and the camera's place labels;
+//!   supporting boxes (red) drawn, a JPEG crop of the supporting objects (unannotated, with a
+//!   margin; the zone's bounds when there are no objects, as for bin areas), and a JSON sidecar
+//!   with the event, the rule and its parameters, the model's name and version, and the
+//!   camera's place labels;
 //! - per camera, the incident book (`incidents/<camera>.json`), written atomically after every
 //!   event so open incidents, sequence numbers and cool-downs survive a restart.
 //!
@@ -66,6 +68,7 @@ struct Sidecar<'a> {
     model: &'a str,
     model_version: &'a str,
     snapshot: String,
+    crop: String,
 }
 
 /// Writes the snapshot and sidecar of an event; returns the JPEG's path.
@@ -87,11 +90,12 @@ pub fn write_evidence(
     let stem = format!("{}-{}", event.incident_id.replace([':', '/'], "_"), event.seq);
     let directory = state_dir.join("evidence");
     let jpeg_path = directory.join(format!("{stem}.jpg"));
-    let mut jpeg = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 85)
-        .encode_image(&snapshot)
-        .context("encode snapshot")?;
-    write_atomically(&jpeg_path, &jpeg)?;
+    write_atomically(&jpeg_path, &encode_jpeg(&snapshot)?)?;
+    let region = crop_region(event, zone.map(|z| &z.polygon));
+    let crop_path = directory.join(format!("{stem}-crop.jpg"));
+    if let Some(crop) = crop(picture, &region) {
+        write_atomically(&crop_path, &encode_jpeg(&crop)?)?;
+    }
     let sidecar = Sidecar {
         event,
         street: &camera.place.street,
@@ -102,12 +106,45 @@ pub fn write_evidence(
         model: &model.name,
         model_version: &model.version,
         snapshot: jpeg_path.file_name().unwrap_or_default().to_string_lossy().into_owned(),
+        crop: crop_path.file_name().unwrap_or_default().to_string_lossy().into_owned(),
     };
     write_atomically(
         &directory.join(format!("{stem}.json")),
         &serde_json::to_vec_pretty(&sidecar).expect("sidecar serialises"),
     )?;
     Ok(jpeg_path)
+}
+
+fn encode_jpeg(image: &RgbImage) -> anyhow::Result<Vec<u8>> {
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 85).encode_image(image).context("encode JPEG")?;
+    Ok(jpeg)
+}
+
+/// The union of the supporting objects' boxes with a 25% margin, or the zone's bounds.
+fn crop_region(event: &IncidentEvent, zone: Option<&Polygon>) -> BoxNorm {
+    let union = event.objects.iter().map(|o| o.bbox).reduce(|a, b| BoxNorm {
+        x1: a.x1.min(b.x1),
+        y1: a.y1.min(b.y1),
+        x2: a.x2.max(b.x2),
+        y2: a.y2.max(b.y2),
+    });
+    match union {
+        Some(b) => {
+            let (mx, my) = (b.width() * 0.25, b.height() * 0.25);
+            BoxNorm { x1: b.x1 - mx, y1: b.y1 - my, x2: b.x2 + mx, y2: b.y2 + my }
+        }
+        None => zone.map(Polygon::bounds).unwrap_or(BoxNorm { x1: 0.0, y1: 0.0, x2: 1.0, y2: 1.0 }),
+    }
+}
+
+fn crop(image: &RgbImage, region: &BoxNorm) -> Option<RgbImage> {
+    let (width, height) = (image.width() as f32, image.height() as f32);
+    let x1 = (region.x1.clamp(0.0, 1.0) * width) as u32;
+    let y1 = (region.y1.clamp(0.0, 1.0) * height) as u32;
+    let x2 = (region.x2.clamp(0.0, 1.0) * width).ceil() as u32;
+    let y2 = (region.y2.clamp(0.0, 1.0) * height).ceil() as u32;
+    (x2 > x1 && y2 > y1).then(|| image::imageops::crop_imm(image, x1, y1, x2 - x1, y2 - y1).to_image())
 }
 
 fn draw_line(image: &mut RgbImage, from: (f32, f32), to: (f32, f32), colour: Rgb<u8>) {

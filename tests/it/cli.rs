@@ -243,6 +243,8 @@ clear_after_ms = 60000
     assert_eq!(sidecar["steward"], "steward-wang");
     assert_eq!(sidecar["model"], "yolox_nano");
     assert_eq!(sidecar["event"]["seq"], 1);
+    let crop = image::open(snapshot.parent().unwrap().join(sidecar["crop"].as_str().unwrap())).expect("crop written");
+    assert!(crop.width() < 416 && crop.width() > 20, "a crop around the bike, not the frame: {}", crop.width());
     let incident_id = fields["incident_id"].as_str().unwrap().to_string();
 
     // Restart: the open incident is restored, not opened again.

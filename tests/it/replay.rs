@@ -9,7 +9,10 @@ use serde_json::Value;
 use crate::support::{self, project_root, shared_media};
 
 /// Makes (once per test run) a clip with ffmpeg; `args` go between the inputs and the output.
+/// Tests that share a clip may ask for it at the same time: one makes it, the other waits.
 pub fn make_clip(name: &str, inputs: &[&str], filter: &str, seconds: u32) -> PathBuf {
+    static MAKING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = MAKING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("footage").join(name);
     if path.is_file() {
         return path;
@@ -32,6 +35,8 @@ pub fn make_clip(name: &str, inputs: &[&str], filter: &str, seconds: u32) -> Pat
 /// A still, busy texture no detector class matches (a Mandelbrot render), standing in for
 /// bags of rubbish.
 fn rubbish_texture() -> String {
+    static MAKING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = MAKING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("footage").join("rubbish.png");
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     let status = Command::new("ffmpeg")

@@ -183,3 +183,38 @@ async fn unreachable_camera_is_reported_offline() {
     );
     running.pipeline.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_camera_hits_the_no_frame_timeout_and_recovers_when_it_wakes() {
+    let server = RtspServer::start(false);
+    let running = Running::start(&camera("stalled", &server.url("h264"), None, "")).await;
+    assert!(eventually(LIVENESS, || running.analysed("stalled").len() >= 2).await, "no frames at first");
+    server.signal("-STOP");
+    assert!(
+        eventually(LIVENESS, || running.state("stalled").1.is_some_and(|r| r.contains("no video frame for 3s"))).await,
+        "the no-frame timeout did not fire: {:?}",
+        running.state("stalled")
+    );
+    server.signal("-CONT");
+    let before = running.analysed("stalled").len();
+    assert!(
+        eventually(LIVENESS, || running.analysed("stalled").len() >= before + 2).await,
+        "did not recover after the camera woke up: {:?}",
+        running.state("stalled")
+    );
+    running.pipeline.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_annex_b_footage_file_plays_as_a_camera() {
+    for (id, codec) in [("annexb-h264", support::Codec::H264), ("annexb-h265", support::Codec::H265)] {
+        let footage = support::annex_b_footage(codec);
+        let running = Running::start(&camera(id, &format!("file:{}", footage.display()), None, "")).await;
+        assert!(
+            eventually(LIVENESS, || running.frames_with_person(id) >= 2).await,
+            "{id}: no person detections from the raw stream: {:?}",
+            running.state(id)
+        );
+        running.pipeline.stop().await;
+    }
+}

@@ -151,6 +151,14 @@ impl RtspServer {
         }
     }
 
+    /// Freezes (`SIGSTOP`) or thaws (`SIGCONT`) the server: a hung camera whose TCP session
+    /// stays open while nothing flows.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("server running").id();
+        let status = Command::new("kill").args([signal, &pid.to_string()]).status().unwrap();
+        assert!(status.success());
+    }
+
     /// Starts it again on the same port.
     pub fn restart(&mut self) {
         self.kill();

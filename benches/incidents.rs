@@ -64,7 +64,13 @@ fn engine(c: &mut Criterion) {
             b.iter(|| {
                 now_ms += 2000;
                 let observations = observations.clone();
-                engine.update(EngineFrame { now_ms, observations, picture: Some(&picture), frame_aspect: 16.0 / 9.0 })
+                engine.update(EngineFrame {
+                    now_ms,
+                    observations,
+                    picture: Some(&picture),
+                    frame_aspect: 16.0 / 9.0,
+                    zone_readings: &[],
+                })
             })
         });
     };

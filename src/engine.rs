@@ -17,7 +17,7 @@ const TRANSIENT_CLASSES: [&str; 6] = ["person", "bicycle", "car", "motorcycle", 
 
 enum RuleState {
     Misparked,
-    Trash { watch: TrashWatch, reference: Option<GreyFrame> },
+    Trash { watch: TrashWatch, reference: Option<GreyFrame>, classified: bool },
     Fall(FallWatch),
     Mask,
 }
@@ -38,6 +38,9 @@ pub struct EngineFrame<'a> {
     pub picture: Option<&'a image::RgbImage>,
     /// Frame width ÷ height: box shapes in pixels (fall rule) need it.
     pub frame_aspect: f32,
+    /// Readings of bin zones that use a classifier, by zone id (computed by the caller, which
+    /// owns the ONNX sessions).
+    pub zone_readings: &'a [(String, f32)],
 }
 
 /// Tracker, zones, rules and incidents of one camera.
@@ -78,9 +81,10 @@ impl CameraEngine {
                 class_ids: class_ids(&zone.classes, class_names),
                 state: match &zone.rule {
                     ZoneRule::Misparked(_) => RuleState::Misparked,
-                    ZoneRule::Trash(_) => RuleState::Trash {
+                    ZoneRule::Trash(params) => RuleState::Trash {
                         watch: TrashWatch::default(),
                         reference: references.iter().find(|(id, _)| *id == zone.id).map(|(_, r)| r.clone()),
+                        classified: matches!(params.source, crate::zones::TrashSource::Classifier { .. }),
                     },
                     ZoneRule::Fall(_) => RuleState::Fall(FallWatch::default()),
                     ZoneRule::Mask => RuleState::Mask,
@@ -128,7 +132,7 @@ impl CameraEngine {
         self.tracker.update(now_ms, &observations);
         let tracks = self.tracker.tracks();
         // Only bin areas read pixels; other cameras skip the conversion.
-        let needs_pixels = self.zones.iter().any(|z| matches!(z.state, RuleState::Trash { .. }));
+        let needs_pixels = self.zones.iter().any(|z| matches!(z.state, RuleState::Trash { classified: false, .. }));
         let grey = frame.picture.filter(|_| needs_pixels).map(GreyFrame::from_rgb);
         let mut events = Vec::new();
         for runtime in &mut self.zones {
@@ -138,7 +142,11 @@ impl CameraEngine {
                     IncidentKind::MisparkedBike,
                     misparked_bike::evaluate(zone, &runtime.class_ids, params, tracks, now_ms),
                 ),
-                (RuleState::Trash { watch, reference }, ZoneRule::Trash(params)) => {
+                (RuleState::Trash { watch, classified: true, .. }, ZoneRule::Trash(params)) => {
+                    let reading = frame.zone_readings.iter().find(|(id, _)| *id == zone.id).map(|(_, r)| *r);
+                    (IncidentKind::TrashOverflow, watch.evaluate(params, reading, now_ms))
+                }
+                (RuleState::Trash { watch, reference, .. }, ZoneRule::Trash(params)) => {
                     let share = match (&grey, reference.as_ref()) {
                         (Some(grey), Some(reference)) => {
                             changed_share(grey, reference, &zone.polygon, &transient_boxes)

@@ -51,6 +51,11 @@ pub enum TrashSource {
         /// PNG/JPEG of the clean bin area, same camera view.
         reference: Option<std::path::PathBuf>,
     },
+    /// An ONNX classifier on the zone's crop; the reading is P(overflow classes).
+    Classifier {
+        /// The classifier's manifest.
+        manifest: std::path::PathBuf,
+    },
 }
 
 /// Trash-overflow rule parameters.

@@ -21,7 +21,15 @@ pub fn load_and_check(path: &Path) -> Result<(Config, Detector), ConfigProblems>
     let config = config::load(path)?;
     match Detector::load(&config.detector) {
         Ok(detector) => {
-            let problems = class_problems(&config, &detector.model().manifest.classes);
+            let mut problems = class_problems(&config, &detector.model().manifest.classes);
+            for camera in &config.cameras {
+                if let Err(error) = ZoneClassifiers::load(camera, &config.detector) {
+                    problems.push(ConfigProblem {
+                        path: format!("cameras.{}.zones", camera.id),
+                        message: format!("{error:#}"),
+                    });
+                }
+            }
             if problems.is_empty() {
                 Ok((config, detector))
             } else {
@@ -49,6 +57,45 @@ pub fn load_references(
         }
     }
     Ok(references)
+}
+
+/// The classifiers of a camera's bin zones that use one, with the zones' bounds.
+pub struct ZoneClassifiers(Vec<(String, crate::geometry::BoxNorm, crate::detect::classifier::ZoneClassifier)>);
+
+impl ZoneClassifiers {
+    /// Loads every classifier a camera's zones name.
+    pub fn load(
+        camera: &crate::config::CameraConfig,
+        detector: &crate::config::DetectorConfig,
+    ) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let mut classifiers = Vec::new();
+        for zone in &camera.zones {
+            if let crate::zones::ZoneRule::Trash(params) = &zone.rule {
+                if let crate::zones::TrashSource::Classifier { manifest } = &params.source {
+                    let classifier = crate::detect::classifier::ZoneClassifier::load(manifest, detector)
+                        .with_context(|| format!("zone {} classifier", zone.id))?;
+                    classifiers.push((zone.id.clone(), zone.polygon.bounds(), classifier));
+                }
+            }
+        }
+        Ok(ZoneClassifiers(classifiers))
+    }
+
+    /// Each classified zone's reading on `picture`; a zone whose classifier fails gives none
+    /// this frame (logged), and its state holds.
+    pub fn read(&mut self, picture: &image::RgbImage) -> Vec<(String, f32)> {
+        self.0
+            .iter_mut()
+            .filter_map(|(zone, bounds, classifier)| match classifier.overflow_probability(picture, bounds) {
+                Ok(probability) => Some((zone.clone(), probability)),
+                Err(error) => {
+                    tracing::warn!(zone = %zone, error = format!("{error:#}"), "zone classifier failed");
+                    None
+                }
+            })
+            .collect()
+    }
 }
 
 /// Problems with zone class names, which only the model's class list can tell.

@@ -56,6 +56,13 @@ pub fn main(config_path: &Path, camera_id: &str, json: bool, footage: &Path) -> 
         }
     };
     let engine = CameraEngine::new(camera, &detector.model().manifest.classes, &references);
+    let classifiers = match super::ZoneClassifiers::load(camera, &config.detector) {
+        Ok(classifiers) => classifiers,
+        Err(error) => {
+            eprintln!("{error:#}");
+            return EXIT_CONFIG;
+        }
+    };
     let mut replay = Replay {
         sampler: Sampler::new(camera.analysis_interval),
         every_frame: camera.decode_mode == DecodeMode::EveryFrame,
@@ -67,6 +74,7 @@ pub fn main(config_path: &Path, camera_id: &str, json: bool, footage: &Path) -> 
         detector,
         decoder: None,
         engine,
+        classifiers,
         json,
         error: None,
     };
@@ -89,6 +97,7 @@ struct Replay {
     detector: Detector,
     decoder: Option<Decoder>,
     engine: CameraEngine,
+    classifiers: super::ZoneClassifiers,
     json: bool,
     error: Option<anyhow::Error>,
 }
@@ -139,11 +148,13 @@ impl Replay {
             detections = ?detections.iter().map(|d| (d.class_id, (d.score * 100.0).round() / 100.0, d.box_px.map(f32::round))).collect::<Vec<_>>(),
             "analysed"
         );
+        let zone_readings = self.classifiers.read(&scaled);
         let events = self.engine.update(EngineFrame {
             now_ms: frame.media_time_ms,
             observations: observations(&detections, letterbox.frame_width, letterbox.frame_height),
             picture: Some(&scaled),
             frame_aspect: letterbox.frame_width as f32 / letterbox.frame_height.max(1) as f32,
+            zone_readings: &zone_readings,
         });
         for event in events {
             self.print(&event);

@@ -89,7 +89,7 @@ pub async fn main(config_path: &Path, run_for: Option<Duration>) -> i32 {
 fn build_engines(
     config: &Config,
     classes: &[String],
-) -> anyhow::Result<HashMap<CameraId, (CameraConfig, CameraEngine)>> {
+) -> anyhow::Result<HashMap<CameraId, (CameraConfig, CameraEngine, super::ZoneClassifiers)>> {
     let mut engines = HashMap::new();
     for camera in &config.cameras {
         let references = super::load_references(camera)?;
@@ -101,19 +101,22 @@ fn build_engines(
                 info!(camera = %camera.id, open, "restored open incidents");
             }
         }
-        engines.insert(camera.id.clone(), (camera.clone(), engine));
+        let classifiers = super::ZoneClassifiers::load(camera, &config.detector)?;
+        engines.insert(camera.id.clone(), (camera.clone(), engine, classifiers));
     }
     Ok(engines)
 }
 
 /// Runs a frame through its camera's engine; logs, records evidence and persists each event.
 fn handle_incidents(
-    engines: &mut HashMap<CameraId, (CameraConfig, CameraEngine)>,
+    engines: &mut HashMap<CameraId, (CameraConfig, CameraEngine, super::ZoneClassifiers)>,
     config: &Config,
     frame: &AnalysedFrame,
     model: &Model,
 ) {
-    let Some((camera, engine)) = engines.get_mut(&frame.camera) else { return };
+    let Some((camera, engine, classifiers)) = engines.get_mut(&frame.camera) else { return };
+    // Small crops, ~1 ms each; only cameras whose bin zones use a classifier pay it.
+    let zone_readings = tokio::task::block_in_place(|| classifiers.read(&frame.picture));
     let received = SystemTime::now() - frame.received_at.elapsed();
     let now_ms = received.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
     let events = engine.update(EngineFrame {
@@ -121,6 +124,7 @@ fn handle_incidents(
         observations: observations(&frame.detections, frame.frame_width, frame.frame_height),
         picture: Some(&frame.picture),
         frame_aspect: frame.frame_width as f32 / frame.frame_height.max(1) as f32,
+        zone_readings: &zone_readings,
     });
     if events.is_empty() {
         return;

@@ -180,6 +180,10 @@ pub struct RawZone {
     /// bin_area: clean reference image (from `gateway reference`), relative to the config
     /// file. Default: the first analysed frame is the reference.
     pub reference: Option<String>,
+    /// bin_area: an ONNX classifier manifest (relative to this config file) whose reading —
+    /// the probability of its overflow classes on the zone's crop — replaces the reference
+    /// difference. With it, overflow_share and normal_share default to 0.6 and 0.4.
+    pub classifier: Option<String>,
     /// fall_watch: a person down this long raises. Default 20000.
     pub down_ms: Option<i64>,
     /// fall_watch: width ÷ height at or above which a person is lying. Default 1.0.

@@ -115,8 +115,9 @@ fn validate_zone(raw: &RawZone, path: &str, base_dir: &Path, problems: &mut Prob
             pile_up_dwell_ms: millis(problems, "pile_up_dwell_ms", raw.pile_up_dwell_ms, 60_000),
         }),
         ZoneKind::BinArea => {
-            let overflow_share = fraction(problems, "overflow_share", raw.overflow_share, 0.15);
-            let normal_share = fraction(problems, "normal_share", raw.normal_share, 0.06);
+            let (overflow_default, normal_default) = if raw.classifier.is_some() { (0.6, 0.4) } else { (0.15, 0.06) };
+            let overflow_share = fraction(problems, "overflow_share", raw.overflow_share, overflow_default);
+            let normal_share = fraction(problems, "normal_share", raw.normal_share, normal_default);
             if normal_share >= overflow_share {
                 problems
                     .push(format!("{path}.normal_share"), "must be below overflow_share (the gap is the hysteresis)");
@@ -130,11 +131,25 @@ fn validate_zone(raw: &RawZone, path: &str, base_dir: &Path, problems: &mut Prob
                     );
                 }
             }
+            let source = match (&raw.classifier, reference) {
+                (Some(_), Some(_)) => {
+                    problems.push(format!("{path}.classifier"), "set either classifier or reference, not both");
+                    TrashSource::ReferenceDiff { reference: None }
+                }
+                (Some(classifier), None) => {
+                    let manifest = resolve(base_dir, classifier);
+                    if !manifest.is_file() {
+                        problems.push(format!("{path}.classifier"), format!("{} does not exist", manifest.display()));
+                    }
+                    TrashSource::Classifier { manifest }
+                }
+                (None, reference) => TrashSource::ReferenceDiff { reference },
+            };
             ZoneRule::Trash(TrashParams {
                 raise_after_ms: millis(problems, "raise_after_ms", raw.raise_after_ms, 600_000),
                 overflow_share,
                 normal_share,
-                source: TrashSource::ReferenceDiff { reference },
+                source,
             })
         }
         ZoneKind::FallWatch => ZoneRule::Fall(FallParams {
@@ -184,7 +199,8 @@ fn validate_polygon(points: Option<&[[f32; 2]]>, path: &str, problems: &mut Prob
 /// Refuses keys that belong to another kind of zone, so a typo'd kind never silently ignores
 /// the parameters an ops person set.
 fn refuse_foreign_keys(raw: &RawZone, kind: ZoneKind, path: &str, problems: &mut Problems) {
-    let keys: [(&str, bool, &[ZoneKind]); 16] = [
+    let keys: [(&str, bool, &[ZoneKind]); 17] = [
+        ("classifier", raw.classifier.is_some(), &[ZoneKind::BinArea]),
         ("classes", raw.classes.is_some(), &[ZoneKind::NoParking, ZoneKind::FallWatch]),
         ("min_score", raw.min_score.is_some(), &[ZoneKind::NoParking, ZoneKind::FallWatch]),
         ("min_area", raw.min_area.is_some(), &[ZoneKind::NoParking, ZoneKind::FallWatch]),

@@ -6,6 +6,7 @@
 //! config or `ORT_DYLIB_PATH` names; scripts/setup installs the pinned version. A missing or
 //! wrong library or model is a clear error at start, never a panic.
 
+pub mod classifier;
 pub mod model;
 pub mod yolox;
 
@@ -64,7 +65,7 @@ pub struct AnalysedFrame {
 }
 
 /// Loads the ONNX Runtime library once per process and returns its environment.
-fn runtime(library: Option<&Path>) -> anyhow::Result<ort::environment::Environment> {
+pub(crate) fn runtime(library: Option<&Path>) -> anyhow::Result<ort::environment::Environment> {
     static ENVIRONMENT: OnceLock<Mutex<Option<ort::environment::Environment>>> = OnceLock::new();
     let slot = ENVIRONMENT.get_or_init(|| Mutex::new(None));
     let mut environment = slot.lock().unwrap();
@@ -235,7 +236,7 @@ pub fn unrotate_box(rotated: [f32; 4], rotation: Rotation, width: f32, height: f
 
 /// Checks that the graph has `name` as an input (or output) of float tensors of `shape`
 /// (dynamic dimensions in the graph match anything).
-fn check_outlet(session: &Session, input: bool, name: &str, shape: &[i64]) -> anyhow::Result<()> {
+pub(crate) fn check_outlet(session: &Session, input: bool, name: &str, shape: &[i64]) -> anyhow::Result<()> {
     let (kind, outlets) = if input { ("input", session.inputs()) } else { ("output", session.outputs()) };
     let outlet = outlets.iter().find(|outlet| outlet.name() == name).with_context(|| {
         let names: Vec<&str> = outlets.iter().map(|outlet| outlet.name()).collect();

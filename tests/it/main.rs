@@ -1,6 +1,7 @@
 //! Integration tests against real things: GStreamer's RTSP server, the real model, the
 //! `gateway` binary. One test binary, a module per area.
 
+mod classifier;
 mod cli;
 mod replay;
 mod rtsp;

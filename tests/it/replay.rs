@@ -48,7 +48,7 @@ fn rubbish_texture() -> String {
     path.display().to_string()
 }
 
-fn replay(config: &Path, footage: &Path) -> Vec<Value> {
+pub fn replay(config: &Path, footage: &Path) -> Vec<Value> {
     support::require_runtime();
     let output = Command::new(env!("CARGO_BIN_EXE_gateway"))
         .args(["replay", "--json", "--camera", "example", "--config"])
@@ -60,7 +60,7 @@ fn replay(config: &Path, footage: &Path) -> Vec<Value> {
     String::from_utf8(output.stdout).unwrap().lines().map(|line| serde_json::from_str(line).unwrap()).collect()
 }
 
-fn summary(events: &[Value]) -> Vec<(String, String, String, i64)> {
+pub fn summary(events: &[Value]) -> Vec<(String, String, String, i64)> {
     events
         .iter()
         .map(|e| {

@@ -80,14 +80,8 @@ pub fn write_evidence(
     model: &crate::detect::model::ModelManifest,
 ) -> anyhow::Result<PathBuf> {
     let zone = camera.zones.iter().find(|z| z.id == event.zone);
-    let mut snapshot = picture.clone();
-    if let Some(zone) = zone {
-        draw_polygon(&mut snapshot, &zone.polygon, Rgb([255, 220, 0]));
-    }
-    for object in &event.objects {
-        draw_box(&mut snapshot, &object.bbox, Rgb([230, 30, 30]));
-    }
-    let stem = format!("{}-{}", event.incident_id.replace([':', '/'], "_"), event.seq);
+    let snapshot = annotate(picture, camera, event);
+    let stem = stem(event);
     let directory = state_dir.join("evidence");
     let jpeg_path = directory.join(format!("{stem}.jpg"));
     write_atomically(&jpeg_path, &encode_jpeg(&snapshot)?)?;
@@ -113,6 +107,36 @@ pub fn write_evidence(
         &serde_json::to_vec_pretty(&sidecar).expect("sidecar serialises"),
     )?;
     Ok(jpeg_path)
+}
+
+fn stem(event: &IncidentEvent) -> String {
+    format!("{}-{}", event.incident_id.replace([':', '/'], "_"), event.seq)
+}
+
+/// The picture with the event's zone (yellow) and supporting boxes (red) drawn; coordinates
+/// are normalised, so any resolution of the same view works.
+fn annotate(picture: &RgbImage, camera: &CameraConfig, event: &IncidentEvent) -> RgbImage {
+    let mut snapshot = picture.clone();
+    if let Some(zone) = camera.zones.iter().find(|z| z.id == event.zone) {
+        draw_polygon(&mut snapshot, &zone.polygon, Rgb([255, 220, 0]));
+    }
+    for object in &event.objects {
+        draw_box(&mut snapshot, &object.bbox, Rgb([230, 30, 30]));
+    }
+    snapshot
+}
+
+/// Writes the main-stream snapshot of an event (`<stem>-main.jpg`), annotated like the
+/// analysed one; returns its path.
+pub fn write_main_snapshot(
+    state_dir: &Path,
+    camera: &CameraConfig,
+    event: &IncidentEvent,
+    picture: &RgbImage,
+) -> anyhow::Result<PathBuf> {
+    let path = state_dir.join("evidence").join(format!("{}-main.jpg", stem(event)));
+    write_atomically(&path, &encode_jpeg(&annotate(picture, camera, event))?)?;
+    Ok(path)
 }
 
 fn encode_jpeg(image: &RgbImage) -> anyhow::Result<Vec<u8>> {

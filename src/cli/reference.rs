@@ -7,14 +7,11 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use anyhow::{bail, Context};
-use ffmpeg_next as ffmpeg;
+use anyhow::Context;
 
 use super::EXIT_CONFIG;
 use crate::config::{self, SourceSpec};
-use crate::decode::{Decoder, DecoderKey};
 use crate::ingest::file::{play, Pace};
 use crate::ingest::{EncodedFrame, FrameSink};
 
@@ -56,7 +53,7 @@ pub fn main(config_path: &Path, camera_id: &str, output: &Path, from: Option<&Pa
             play(path, Pace::AsFastAsPossible, None, &mut sink, &|| done.load(Ordering::Relaxed))
         }
         (None, SourceSpec::Rtsp { url, credentials, transport }) => {
-            capture_rtsp(&config.ingest, url, credentials.as_ref(), *transport, sink, &done)
+            capture_rtsp(&config.ingest, url, credentials.as_ref(), *transport, sink)
         }
     };
     let result = captured.and_then(|()| {
@@ -84,48 +81,16 @@ fn capture_rtsp(
     url: &url::Url,
     credentials: Option<&config::RtspCredentials>,
     transport: config::RtspTransport,
-    mut sink: FirstKeyframe,
-    done: &AtomicBool,
+    sink: FirstKeyframe,
 ) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    runtime.block_on(async {
-        let group = Arc::new(retina::client::SessionGroup::default());
-        let health = crate::health::HealthRegistry::default().camera(&config::CameraId::try_new("reference").unwrap());
-        let target = crate::ingest::rtsp::RtspTarget { url, credentials, transport };
-        let limit = ingest.connect_timeout + ingest.no_frame_timeout;
-        let streaming = crate::ingest::rtsp::stream(&target, ingest, &group, &health, &mut sink);
-        tokio::pin!(streaming);
-        let deadline = tokio::time::sleep(limit);
-        tokio::pin!(deadline);
-        loop {
-            tokio::select! {
-                result = &mut streaming => return result,
-                () = &mut deadline => bail!("no keyframe from {url} within {limit:?}"),
-                () = tokio::time::sleep(Duration::from_millis(50)) => if done.load(Ordering::Relaxed) { return Ok(()) },
-            }
-        }
-    })
+    let target = crate::ingest::rtsp::RtspTarget { url, credentials, transport };
+    let frame = runtime.block_on(crate::ingest::rtsp::first_keyframe(&target, ingest))?;
+    *sink.found.lock().unwrap() = Some(frame);
+    Ok(())
 }
 
 fn save(frame: &EncodedFrame, output: &Path) -> anyhow::Result<()> {
-    let mut decoder = Decoder::open(DecoderKey { codec: frame.codec, extradata: frame.extradata.clone() })?;
-    let picture = decoder.decode_keyframe(&frame.data)?;
-    let mut scaler = ffmpeg::software::scaling::Context::get(
-        picture.format(),
-        picture.width(),
-        picture.height(),
-        ffmpeg::format::Pixel::RGB24,
-        picture.width(),
-        picture.height(),
-        ffmpeg::software::scaling::Flags::BILINEAR,
-    )?;
-    let mut rgb = ffmpeg::frame::Video::empty();
-    scaler.run(&picture, &mut rgb)?;
-    let (width, height, stride) = (rgb.width() as usize, rgb.height() as usize, rgb.stride(0));
-    let mut pixels = Vec::with_capacity(width * height * 3);
-    for y in 0..height {
-        pixels.extend_from_slice(&rgb.data(0)[y * stride..y * stride + width * 3]);
-    }
-    let image = image::RgbImage::from_raw(width as u32, height as u32, pixels).context("picture size")?;
+    let image = crate::decode::picture_rgb(frame)?;
     image.save(output).with_context(|| format!("write {}", output.display()))
 }

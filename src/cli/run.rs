@@ -141,6 +141,9 @@ fn handle_incidents(
                 }
             }
         };
+        if event.event == crate::incident::EventKind::Opened {
+            spawn_main_stream_snapshot(config, camera, event);
+        }
         info!(
             camera = %camera.id,
             incident_id = %event.incident_id,
@@ -159,6 +162,35 @@ fn handle_incidents(
     if let Err(err) = evidence::save_book(&config.state_dir, camera.id.as_str(), engine.book()) {
         error!(error = format!("{err:#}"), "cannot persist incident state: open incidents would be lost on restart");
     }
+}
+
+/// For a camera analysed on its substream: fetch a main-stream keyframe and write it as the
+/// incident's full-resolution snapshot, in the background (nothing waits on the camera).
+fn spawn_main_stream_snapshot(config: &Config, camera: &CameraConfig, event: &crate::incident::IncidentEvent) {
+    let (Some(url), crate::config::SourceSpec::Rtsp { credentials, transport, .. }) =
+        (&camera.snapshot_url, &camera.source)
+    else {
+        return;
+    };
+    let (url, credentials, transport) = (url.clone(), credentials.clone(), *transport);
+    let (ingest, state_dir, camera, event) =
+        (config.ingest.clone(), config.state_dir.clone(), camera.clone(), event.clone());
+    tokio::spawn(async move {
+        let target = crate::ingest::rtsp::RtspTarget { url: &url, credentials: credentials.as_ref(), transport };
+        let written = match crate::ingest::rtsp::first_keyframe(&target, &ingest).await {
+            Ok(frame) => tokio::task::spawn_blocking(move || {
+                let picture = crate::decode::picture_rgb(&frame)?;
+                evidence::write_main_snapshot(&state_dir, &camera, &event, &picture)
+            })
+            .await
+            .unwrap_or_else(|panic| Err(anyhow::anyhow!("snapshot task panicked: {panic}"))),
+            Err(err) => Err(err),
+        };
+        match written {
+            Ok(path) => info!(snapshot = %path.display(), "main-stream snapshot"),
+            Err(err) => error!(error = format!("{err:#}"), url = %url, "main-stream snapshot failed"),
+        }
+    });
 }
 
 fn log_frame(frame: &AnalysedFrame, model: &crate::detect::Model) {

@@ -283,6 +283,8 @@ pub struct CameraConfig {
     pub decode_mode: DecodeMode,
     /// Zones and their rules.
     pub zones: Vec<crate::zones::Zone>,
+    /// Main stream for incident snapshots, when `source` is the substream.
+    pub snapshot_url: Option<url::Url>,
 }
 
 impl CameraConfig {

@@ -128,6 +128,9 @@ pub struct RawCamera {
     /// `keyframes` (default: decode only the keyframes the interval needs) or `every_frame`
     /// (a dedicated decoder; for cameras sampled faster than their GOP).
     pub decode: Option<String>,
+    /// The camera's main stream, when `url` is its substream: an opened incident's snapshot
+    /// is then taken from a main-stream keyframe too (same credentials). Default none.
+    pub snapshot_url: Option<String>,
     /// `false` keeps the camera in the file but does not connect. Default true.
     pub enabled: Option<bool>,
     /// Zones drawn on this camera (`[[cameras.<id>.zones]]`). Default none: detections only.

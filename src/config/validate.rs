@@ -230,10 +230,32 @@ fn validate_camera(
         grid: raw.grid.clone().unwrap_or_default(),
         steward: raw.steward.clone().unwrap_or_default(),
     };
+    let snapshot_url = raw.snapshot_url.as_deref().and_then(|text| {
+        let key = format!("{path}.snapshot_url");
+        if !matches!(source, Some(SourceSpec::Rtsp { .. })) {
+            problems.push(key, "applies only to rtsp:// cameras");
+            return None;
+        }
+        match url::Url::parse(text) {
+            Ok(url) if url.scheme() != "rtsp" => {
+                problems.push(key, format!("unsupported scheme {:?}; expected \"rtsp\"", url.scheme()));
+                None
+            }
+            Ok(url) if !url.username().is_empty() || url.password().is_some() => {
+                problems.push(key, "must not contain credentials; the camera's username and password are used");
+                None
+            }
+            Ok(url) => Some(url),
+            Err(error) => {
+                problems.push(key, format!("not a URL ({error})"));
+                None
+            }
+        }
+    });
     if problems.0.len() > before || raw.enabled == Some(false) {
         return None;
     }
-    Some(CameraConfig { id: camera_id?, source: source?, place, analysis_interval, decode_mode, zones })
+    Some(CameraConfig { id: camera_id?, source: source?, place, analysis_interval, decode_mode, zones, snapshot_url })
 }
 
 /// Validates a camera's `url` and the credential and transport keys that go with it.

@@ -44,6 +44,31 @@ pub fn init_ffmpeg() {
     });
 }
 
+/// Decodes a self-contained keyframe to a full-resolution RGB picture (snapshots, references).
+pub fn picture_rgb(frame: &EncodedFrame) -> anyhow::Result<image::RgbImage> {
+    use anyhow::Context;
+    use ffmpeg_next as ffmpeg;
+    let mut decoder = Decoder::open(DecoderKey { codec: frame.codec, extradata: frame.extradata.clone() })?;
+    let picture = decoder.decode_keyframe(&frame.data)?;
+    let (width, height) = (picture.width(), picture.height());
+    let mut scaler = ffmpeg::software::scaling::Context::get(
+        picture.format(),
+        width,
+        height,
+        ffmpeg::format::Pixel::RGB24,
+        width,
+        height,
+        ffmpeg::software::scaling::Flags::BILINEAR,
+    )?;
+    let mut rgb = ffmpeg::frame::Video::empty();
+    scaler.run(&picture, &mut rgb)?;
+    let stride = rgb.stride(0);
+    let row = width as usize * 3;
+    let pixels: Vec<u8> =
+        (0..height as usize).flat_map(|y| rgb.data(0)[y * stride..y * stride + row].iter().copied()).collect();
+    image::RgbImage::from_raw(width, height, pixels).context("picture size")
+}
+
 /// A frame ready for the detector.
 pub struct PreparedFrame {
     /// The camera it came from (id and counters).

@@ -142,3 +142,30 @@ async fn connect(
         .context("demuxing")?;
     Ok((playing, codec))
 }
+
+/// Connects, waits for the first keyframe, and disconnects: for main-stream snapshots and
+/// reference captures. Bounded by `connect_timeout + no_frame_timeout`.
+pub async fn first_keyframe(target: &RtspTarget<'_>, ingest: &IngestConfig) -> anyhow::Result<EncodedFrame> {
+    struct First(Option<tokio::sync::oneshot::Sender<EncodedFrame>>);
+    impl FrameSink for First {
+        fn push(&mut self, frame: EncodedFrame) {
+            if frame.is_keyframe {
+                if let Some(sender) = self.0.take() {
+                    let _ = sender.send(frame);
+                }
+            }
+        }
+    }
+    let (sender, receiver) = tokio::sync::oneshot::channel();
+    let mut sink = First(Some(sender));
+    let group = Arc::new(SessionGroup::default());
+    let health = crate::health::HealthRegistry::default()
+        .camera(&crate::config::CameraId::try_new("snapshot").expect("valid id"));
+    let limit = ingest.connect_timeout + ingest.no_frame_timeout;
+    let streaming = stream(target, ingest, &group, &health, &mut sink);
+    tokio::select! {
+        result = streaming => Err(result.err().unwrap_or_else(|| anyhow::anyhow!("session ended"))),
+        frame = receiver => frame.context("no keyframe"),
+        () = tokio::time::sleep(limit) => bail!("no keyframe from {} within {limit:?}", target.url),
+    }
+}

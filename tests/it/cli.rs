@@ -288,3 +288,42 @@ fn a_reference_picture_is_captured_from_a_live_camera_and_then_validates_in_the_
     let output = gateway().arg("check-config").arg(&path).output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
 }
+
+#[test]
+fn an_incident_on_a_substream_camera_gets_a_main_stream_snapshot() {
+    let server = crate::support::RtspServer::start(false);
+    let dir = tempfile::tempdir().unwrap();
+    // People count as "misparked" here with no dwell, so that an incident opens at once.
+    let camera = format!(
+        r#"[cameras.gate]
+url = "{}"
+snapshot_url = "{}"
+
+[[cameras.gate.zones]]
+id = "plaza"
+kind = "no_parking"
+polygon = [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]
+classes = ["person"]
+dwell_ms = 0
+"#,
+        server.url("h264"),
+        server.url("main")
+    );
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, config_text(&camera)).unwrap();
+    let output = gateway()
+        .args(["run", "--run-for-secs", "10", "--config"])
+        .arg(&path)
+        .env("GATEWAY_LOG_FORMAT", "json")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(output.status.success(), "{stderr}");
+    let snapshots = log_events(&stderr, "main-stream snapshot");
+    assert!(!snapshots.is_empty(), "no main-stream snapshot:\n{stderr}");
+    let main = image::open(snapshots[0]["fields"]["snapshot"].as_str().unwrap()).unwrap();
+    assert_eq!((main.width(), main.height()), (1280, 720), "taken from the main stream");
+    let analysed = log_events(&stderr, "incident");
+    let substream = image::open(analysed[0]["fields"]["snapshot"].as_str().unwrap()).unwrap();
+    assert!(substream.width() < 1280, "the analysed snapshot is the substream's view");
+}

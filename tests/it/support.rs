@@ -36,6 +36,8 @@ pub fn require_runtime() {
 pub enum Codec {
     H264,
     H265,
+    /// H.264 at 1280x720: a camera's main stream beside its 768x576 "substream".
+    H264Main,
 }
 
 /// Frame rate of the test footage; keyframe every 2 s.
@@ -52,6 +54,25 @@ pub fn annex_b_footage(codec: Codec) -> PathBuf {
         Codec::H264 => (
             "plaza.h264",
             &["-c:v", "libx264", "-preset", "veryfast", "-g", "20", "-bf", "0", "-x264-params", "aud=1", "-f", "h264"],
+        ),
+        Codec::H264Main => (
+            "plaza_main.h264",
+            &[
+                "-vf",
+                "scale=1280:720",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "veryfast",
+                "-g",
+                "20",
+                "-bf",
+                "0",
+                "-x264-params",
+                "aud=1",
+                "-f",
+                "h264",
+            ],
         ),
         Codec::H265 => (
             "plaza.h265",
@@ -111,6 +132,7 @@ impl RtspServer {
     fn spawn(&mut self) {
         let h264 = annex_b_footage(Codec::H264);
         let h265 = annex_b_footage(Codec::H265);
+        let main = annex_b_footage(Codec::H264Main);
         let mut command = Command::new("/usr/bin/python3");
         command
             .arg(project_root().join("tests/support/rtsp_server.py"))
@@ -119,6 +141,8 @@ impl RtspServer {
             .arg(format!("/h264={}:h264", h264.display()))
             .arg("--mount")
             .arg(format!("/h265={}:h265", h265.display()))
+            .arg("--mount")
+            .arg(format!("/main={}:h264", main.display()))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         if let Some((user, password)) = &self.credentials {

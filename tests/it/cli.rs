@@ -194,9 +194,6 @@ fn the_live_service_raises_an_incident_with_evidence_and_keeps_it_across_a_resta
     let path = dir.path().join("gateway.toml");
     let camera = format!(
         r#"
-[storage]
-state_dir = "{}"
-
 [cameras.example]
 url = "file:{}"
 grid = "lixia-07"
@@ -209,14 +206,9 @@ polygon = [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]
 dwell_ms = 4000
 clear_after_ms = 60000
 "#,
-        state_dir.display(),
         footage.display()
     );
-    // config_text has its own [storage]; this test's comes first and a duplicate table is an
-    // error, so build the config by hand.
-    let text = config_text("").replace("[storage]", "[unused_storage]");
-    let text = text.split("[unused_storage]").next().unwrap().to_string() + &camera;
-    std::fs::write(&path, text).unwrap();
+    std::fs::write(&path, crate::support::config_text_in(&state_dir, &camera)).unwrap();
     let run = |seconds: &str| {
         let output = gateway()
             .args(["run", "--run-for-secs", seconds, "--config"])

@@ -227,7 +227,11 @@ pub async fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) ->
 /// Config text for tests: quick reconnects, the bundled model, state in a fresh temporary
 /// directory, the given camera tables.
 pub fn config_text(cameras: &str) -> String {
-    let state_dir = tempfile::tempdir().unwrap().keep();
+    config_text_in(&tempfile::tempdir().unwrap().keep(), cameras)
+}
+
+/// [`config_text`] with state kept in `state_dir`.
+pub fn config_text_in(state_dir: &Path, cameras: &str) -> String {
     format!(
         r#"
 [ingest]

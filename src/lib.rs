@@ -30,6 +30,7 @@ pub mod health;
 pub mod incident;
 pub mod ingest;
 pub mod logging;
+pub mod outbox;
 pub mod pipeline;
 pub mod rules;
 pub mod track;

@@ -44,6 +44,22 @@ pub async fn main(config_path: &Path, run_for: Option<Duration>) -> i32 {
             return EXIT_CONFIG;
         }
     };
+    let outbox_path = config.state_dir.join("outbox.redb");
+    let outbox = match crate::outbox::Outbox::open(&outbox_path, config.outbox_max_entries) {
+        Ok(outbox) => outbox,
+        Err(err) => {
+            error!(
+                error = format!("{err:#}"),
+                "cannot open the outbox: refusing to run without somewhere to keep incidents"
+            );
+            return 1;
+        }
+    };
+    match outbox.depth() {
+        Ok(0) => {}
+        Ok(depth) => info!(depth, path = %outbox_path.display(), "outbox holds undelivered events"),
+        Err(err) => error!(error = format!("{err:#}"), "cannot read the outbox"),
+    }
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone());
     if let Some(run_for) = run_for {
@@ -70,7 +86,7 @@ pub async fn main(config_path: &Path, run_for: Option<Duration>) -> i32 {
             frame = analysed.recv() => match frame {
                 Some(frame) => {
                     log_frame(&frame, &model);
-                    handle_incidents(&mut engines, &config, &frame, &model);
+                    handle_incidents(&mut engines, &config, &frame, &model, &outbox);
                 }
                 None => break,
             },
@@ -113,6 +129,7 @@ fn handle_incidents(
     config: &Config,
     frame: &AnalysedFrame,
     model: &Model,
+    outbox: &crate::outbox::Outbox,
 ) {
     let Some((camera, engine, classifiers)) = engines.get_mut(&frame.camera) else { return };
     // Small crops, ~1 ms each; only cameras whose bin zones use a classifier pay it.
@@ -158,6 +175,30 @@ fn handle_incidents(
             snapshot = snapshot.unwrap_or_default(),
             "incident"
         );
+    }
+    let records: Vec<crate::outbox::OutboxRecord> = events
+        .iter()
+        .map(|event| crate::outbox::OutboxRecord {
+            schema: crate::outbox::RECORD_SCHEMA,
+            event: event.clone(),
+            street: camera.place.street.clone(),
+            community: camera.place.community.clone(),
+            grid: camera.place.grid.clone(),
+            steward: camera.place.steward.clone(),
+        })
+        .collect();
+    match outbox.enqueue(&records) {
+        Ok(enqueued) if enqueued.compacted > 0 => {
+            tracing::warn!(
+                depth = enqueued.depth,
+                compacted = enqueued.compacted,
+                "outbox over its cap: oldest updates compacted"
+            )
+        }
+        Ok(enqueued) => info!(depth = enqueued.depth, ids = ?enqueued.ids, "incident events committed to the outbox"),
+        Err(err) => {
+            error!(error = format!("{err:#}"), "cannot commit incident events to the outbox: they will be lost")
+        }
     }
     if let Err(err) = evidence::save_book(&config.state_dir, camera.id.as_str(), engine.book()) {
         error!(error = format!("{err:#}"), "cannot persist incident state: open incidents would be lost on restart");

@@ -64,8 +64,10 @@ pub struct Config {
     pub decode: DecodeConfig,
     /// The detector.
     pub detector: DetectorConfig,
-    /// Incident state and evidence.
+    /// Incident state, evidence and the outbox (`outbox.redb`).
     pub state_dir: PathBuf,
+    /// Outbox cap (see `[outbox] max_entries`).
+    pub outbox_max_entries: u64,
     /// Enabled cameras, sorted by id.
     pub cameras: Vec<CameraConfig>,
 }

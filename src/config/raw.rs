@@ -25,6 +25,9 @@ pub struct RawConfig {
     /// Where incident state and evidence are kept.
     #[serde(default)]
     pub storage: RawStorage,
+    /// The durable outbox of incident events.
+    #[serde(default)]
+    pub outbox: RawOutbox,
     /// Cameras keyed by id (`[cameras.gate-3]`). Ids appear in logs, metrics and MQTT topics.
     #[serde(default)]
     pub cameras: BTreeMap<String, RawCamera>,
@@ -97,6 +100,15 @@ pub struct RawStorage {
     /// this config file. Default: `$STATE_DIRECTORY` (set by systemd's `StateDirectory=`),
     /// else `/var/lib/street-gateway`.
     pub state_dir: Option<String>,
+}
+
+/// `[outbox]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutbox {
+    /// Events kept for delivery before the oldest `updated` events are compacted away
+    /// (`opened` and `cleared` are never dropped). Default 100000 (about 100 MB of JSON).
+    pub max_entries: Option<u64>,
 }
 
 /// `[cameras.<id>]`

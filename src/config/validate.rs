@@ -170,8 +170,21 @@ pub fn validate(
             .unwrap_or_else(|| PathBuf::from("/var/lib/street-gateway")),
     };
 
+    let outbox_max_entries = raw.outbox.max_entries.unwrap_or(100_000);
+    if !(100..=100_000_000).contains(&outbox_max_entries) {
+        problems.push("outbox.max_entries", format!("{outbox_max_entries} is out of range 100..=100000000"));
+    }
+
     if problems.0.is_empty() {
-        Ok(Config { base_dir: base_dir.to_path_buf(), ingest, decode, detector, state_dir, cameras })
+        Ok(Config {
+            base_dir: base_dir.to_path_buf(),
+            ingest,
+            decode,
+            detector,
+            state_dir,
+            outbox_max_entries,
+            cameras,
+        })
     } else {
         Err(ConfigProblems(problems.0))
     }

@@ -245,6 +245,14 @@ clear_after_ms = 60000
     assert!(log_events(&second, "incident").is_empty(), "no new incident after the restart:\n{second}");
     let book = std::fs::read_to_string(state_dir.join("incidents/example.json")).unwrap();
     assert!(book.contains(&incident_id), "{book}");
+    // The event is in the durable outbox, waiting for delivery, with its place labels.
+    let outbox = gateway::outbox::Outbox::open(&state_dir.join("outbox.redb"), 1000).unwrap();
+    let pending = outbox.pending(0, 10).unwrap();
+    assert_eq!(pending.len(), 1, "exactly the one opened event");
+    assert_eq!(
+        (pending[0].1.event.incident_id.as_str(), pending[0].1.grid.as_str()),
+        (incident_id.as_str(), "lixia-07")
+    );
 }
 
 #[test]

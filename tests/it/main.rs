@@ -3,6 +3,7 @@
 
 mod classifier;
 mod cli;
+mod outbox;
 mod replay;
 mod rtsp;
 mod scenarios;

@@ -218,3 +218,26 @@ async fn an_annex_b_footage_file_plays_as_a_camera() {
         running.pipeline.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_camera_that_demands_basic_auth_streams_and_a_wrong_password_is_refused() {
+    let server = RtspServer::start_basic_auth();
+    let cameras = [
+        camera("basic-good", &server.url("h264"), Some("password"), ""),
+        camera("basic-bad", &server.url("h264"), Some("wrong-password"), ""),
+    ]
+    .concat();
+    let running = Running::start(&cameras).await;
+    assert!(
+        eventually(LIVENESS, || running.frames_with_person("basic-good") >= 2).await,
+        "no detections over Basic auth: {:?}",
+        running.state("basic-good")
+    );
+    assert!(
+        eventually(LIVENESS, || running.state("basic-bad").1.is_some_and(|r| r.contains("authentication failed (401")))
+            .await,
+        "wrong password over Basic auth not reported: {:?}",
+        running.state("basic-bad")
+    );
+    running.pipeline.stop().await;
+}

@@ -113,6 +113,7 @@ pub struct RtspServer {
     /// The port it listens on (kept across restarts).
     pub port: u16,
     credentials: Option<(String, String)>,
+    basic_auth: bool,
 }
 
 /// User name and password the authenticated test server accepts.
@@ -124,7 +125,15 @@ impl RtspServer {
     /// Starts a server on a free loopback port, with Digest auth when `authenticated`.
     pub fn start(authenticated: bool) -> Self {
         let credentials = authenticated.then(|| (USER.to_string(), PASSWORD.to_string()));
-        let mut server = RtspServer { child: None, port: 0, credentials };
+        let mut server = RtspServer { child: None, port: 0, credentials, basic_auth: false };
+        server.spawn();
+        server
+    }
+
+    /// Starts a server that demands Basic authentication (older cameras).
+    pub fn start_basic_auth() -> Self {
+        let credentials = Some((USER.to_string(), PASSWORD.to_string()));
+        let mut server = RtspServer { child: None, port: 0, credentials, basic_auth: true };
         server.spawn();
         server
     }
@@ -147,6 +156,9 @@ impl RtspServer {
             .stderr(Stdio::inherit());
         if let Some((user, password)) = &self.credentials {
             command.args(["--user", user, "--password", password]);
+            if self.basic_auth {
+                command.args(["--auth-method", "basic"]);
+            }
         }
         let mut child = command.spawn().expect("start tests/support/rtsp_server.py with /usr/bin/python3");
         let stdout = child.stdout.take().unwrap();

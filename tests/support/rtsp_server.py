@@ -20,6 +20,7 @@ Usage:
 
 Once listening it prints exactly one line ``READY port=<port>`` to stdout.
 With --user/--password every request must use RTSP Digest authentication
+(or Basic, with --auth-method basic)
 (wrong or missing credentials get 401).  SIGTERM/SIGINT exit with status 0.
 
 Must run with Debian's /usr/bin/python3 (python3-gi + gir1.2-gst-rtsp-server).
@@ -196,6 +197,8 @@ def main():
     ap.add_argument("--bind", default="127.0.0.1")
     ap.add_argument("--user")
     ap.add_argument("--password")
+    ap.add_argument("--auth-method", choices=["digest", "basic"], default="digest",
+                    help="RTSP authentication the server demands (digest)")
     ap.add_argument("--fps", type=int, default=25, help="frame rate (25)")
     ap.add_argument("--mount", type=parse_mount, action="append",
                     required=True, metavar="PATH=FILE:CODEC",
@@ -219,8 +222,13 @@ def main():
         token = GstRtspServer.RTSPToken()
         token.set_string("media.factory.role", "tester")
         auth = GstRtspServer.RTSPAuth()
-        auth.set_supported_methods(GstRtsp.RTSPAuthMethod.DIGEST)
-        auth.add_digest(args.user, args.password, token)
+        if args.auth_method == "basic":
+            # Basic: the credentials travel base64-encoded; some older cameras only do this.
+            auth.set_supported_methods(GstRtsp.RTSPAuthMethod.BASIC)
+            auth.add_basic(GstRtspServer.RTSPAuth.make_basic(args.user, args.password), token)
+        else:
+            auth.set_supported_methods(GstRtsp.RTSPAuthMethod.DIGEST)
+            auth.add_digest(args.user, args.password, token)
         server.set_auth(auth)
         role, _ = Gst.Structure.from_string(
             "tester, media.factory.access=(boolean)true, "

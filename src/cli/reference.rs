@@ -6,7 +6,6 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 
@@ -15,20 +14,28 @@ use crate::config::{self, SourceSpec};
 use crate::ingest::file::{play, Pace};
 use crate::ingest::{EncodedFrame, FrameSink};
 
-/// Keeps the first keyframe at or after `from_ms`.
-struct FirstKeyframe {
+/// Keeps the first keyframe at or after `from_ms`, then asks the reader to stop.
+struct FirstKeyframe<'a> {
     from_ms: i64,
-    found: Arc<Mutex<Option<EncodedFrame>>>,
-    done: Arc<AtomicBool>,
+    found: Option<EncodedFrame>,
+    done: &'a AtomicBool,
 }
 
-impl FrameSink for FirstKeyframe {
+impl FrameSink for FirstKeyframe<'_> {
     fn push(&mut self, frame: EncodedFrame) {
-        if frame.is_keyframe && frame.media_time_ms >= self.from_ms && !self.done.load(Ordering::Relaxed) {
-            *self.found.lock().unwrap() = Some(frame);
+        if frame.is_keyframe && frame.media_time_ms >= self.from_ms && self.found.is_none() {
+            self.found = Some(frame);
             self.done.store(true, Ordering::Relaxed);
         }
     }
+}
+
+/// The first keyframe of a footage file at or after `from_ms`.
+fn first_keyframe_in(path: &Path, from_ms: i64) -> anyhow::Result<EncodedFrame> {
+    let done = AtomicBool::new(false);
+    let mut sink = FirstKeyframe { from_ms, found: None, done: &done };
+    play(path, Pace::AsFastAsPossible, None, &mut sink, &|| done.load(Ordering::Relaxed))?;
+    sink.found.context("no keyframe found (footage shorter than --at-secs?)")
 }
 
 /// Runs the subcommand.
@@ -44,21 +51,23 @@ pub fn main(config_path: &Path, camera_id: &str, output: &Path, from: Option<&Pa
         eprintln!("--camera: no enabled camera {camera_id:?} in {}", config_path.display());
         return EXIT_CONFIG;
     };
-    let found = Arc::new(Mutex::new(None));
-    let done = Arc::new(AtomicBool::new(false));
-    let mut sink = FirstKeyframe { from_ms: (at_secs * 1000.0) as i64, found: found.clone(), done: done.clone() };
-    let captured = match (from, &camera.source) {
-        (Some(footage), _) => play(footage, Pace::AsFastAsPossible, None, &mut sink, &|| done.load(Ordering::Relaxed)),
-        (None, SourceSpec::File { path }) => {
-            play(path, Pace::AsFastAsPossible, None, &mut sink, &|| done.load(Ordering::Relaxed))
-        }
+    let from_ms = (at_secs * 1000.0) as i64;
+    let frame = match (from, &camera.source) {
+        (Some(footage), _) => first_keyframe_in(footage, from_ms),
+        (None, SourceSpec::File { path }) => first_keyframe_in(path, from_ms),
         (None, SourceSpec::Rtsp { url, credentials, transport }) => {
-            capture_rtsp(&config.ingest, url, credentials.as_ref(), *transport, sink)
+            let target =
+                crate::ingest::rtsp::RtspTarget { url, credentials: credentials.as_ref(), transport: *transport };
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("tokio runtime")
+                .and_then(|runtime| runtime.block_on(crate::ingest::rtsp::first_keyframe(&target, &config.ingest)))
         }
     };
-    let result = captured.and_then(|()| {
-        let frame = found.lock().unwrap().take().context("no keyframe found (footage shorter than --at-secs?)")?;
-        save(&frame, output)
+    let result = frame.and_then(|frame| {
+        let image = crate::decode::picture_rgb(&frame)?;
+        image.save(output).with_context(|| format!("write {}", output.display()))
     });
     match result {
         Ok(()) => {
@@ -74,23 +83,4 @@ pub fn main(config_path: &Path, camera_id: &str, output: &Path, from: Option<&Pa
             1
         }
     }
-}
-
-fn capture_rtsp(
-    ingest: &config::IngestConfig,
-    url: &url::Url,
-    credentials: Option<&config::RtspCredentials>,
-    transport: config::RtspTransport,
-    sink: FirstKeyframe,
-) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let target = crate::ingest::rtsp::RtspTarget { url, credentials, transport };
-    let frame = runtime.block_on(crate::ingest::rtsp::first_keyframe(&target, ingest))?;
-    *sink.found.lock().unwrap() = Some(frame);
-    Ok(())
-}
-
-fn save(frame: &EncodedFrame, output: &Path) -> anyhow::Result<()> {
-    let image = crate::decode::picture_rgb(frame)?;
-    image.save(output).with_context(|| format!("write {}", output.display()))
 }

@@ -136,13 +136,8 @@ impl Replay {
         self.sampler.mark_taken(frame.media_time_ms);
         let mut tensor = Vec::new();
         let letterbox = self.letterboxer.run(&picture, &mut tensor)?;
-        let detections = self.detector.detect(&tensor, &letterbox)?;
         let scaled = Arc::new(self.letterboxer.scaled_picture());
-        let detections = if self.rotated_pass {
-            self.detector.detect_with_rotations(detections, &scaled, &letterbox)?
-        } else {
-            detections
-        };
+        let detections = self.detector.detect_frame(&tensor, &letterbox, &scaled, self.rotated_pass)?;
         tracing::debug!(
             t_ms = frame.media_time_ms,
             detections = ?detections.iter().map(|d| (d.class_id, (d.score * 100.0).round() / 100.0, d.box_px.map(f32::round))).collect::<Vec<_>>(),

@@ -23,17 +23,10 @@ const STATS_EVERY: Duration = Duration::from_secs(10);
 /// Runs the subcommand.
 pub async fn main(config_path: &Path, run_for: Option<Duration>) -> i32 {
     // Validate everything (model included) before binding anything.
-    let config = match load_and_check(config_path) {
-        Ok((config, _checked_detector)) => config,
+    let (config, model_classes) = match load_and_check(config_path) {
+        Ok((config, checked)) => (config, checked.model().manifest.classes.clone()),
         Err(problems) => {
             print_problems(config_path, &problems);
-            return EXIT_CONFIG;
-        }
-    };
-    let model_classes = match crate::detect::Model::load(&config.detector.model_manifest) {
-        Ok(model) => model.manifest.classes,
-        Err(err) => {
-            eprintln!("detector.model: {err:#}");
             return EXIT_CONFIG;
         }
     };

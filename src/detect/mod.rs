@@ -171,6 +171,23 @@ impl Detector {
         Ok(rows.to_vec())
     }
 
+    /// One analysed frame: the upright pass, then the rotated passes when the camera asks for
+    /// them. The live detector threads and `replay` both go through here.
+    pub fn detect_frame(
+        &mut self,
+        tensor: &[f32],
+        letterbox: &Letterbox,
+        picture: &image::RgbImage,
+        rotated_pass: bool,
+    ) -> anyhow::Result<Vec<Detection>> {
+        let upright = self.detect(tensor, letterbox)?;
+        if rotated_pass {
+            self.detect_with_rotations(upright, picture, letterbox)
+        } else {
+            Ok(upright)
+        }
+    }
+
     /// The second pass for fall-watch cameras: runs the model on the picture (the scaled
     /// frame the first pass saw) rotated by +90° and −90°, keeps the persons found, maps their
     /// boxes back to frame pixels and merges them with `upright` by class-wise NMS. Lying people
@@ -310,13 +327,7 @@ fn detector_worker(
     for frame in prepared {
         let _span = tracing::debug_span!("camera", camera = %frame.camera.id).entered();
         let started = Instant::now();
-        let detected = detector.detect(&frame.tensor, &frame.letterbox).and_then(|upright| {
-            if frame.rotated_pass {
-                detector.detect_with_rotations(upright, &frame.picture, &frame.letterbox)
-            } else {
-                Ok(upright)
-            }
-        });
+        let detected = detector.detect_frame(&frame.tensor, &frame.letterbox, &frame.picture, frame.rotated_pass);
         let detections = match detected {
             Ok(detections) => detections,
             Err(error) => {

@@ -29,6 +29,8 @@ fn record() -> OutboxRecord {
         community: "Heping Road No. 3 compound".into(),
         grid: "lixia-heping-02".into(),
         steward: "steward-wang".into(),
+        snapshot: None,
+        followup: None,
     }
 }
 
@@ -37,10 +39,10 @@ fn outbox(c: &mut Criterion) {
     let path = dir.path().join("outbox.redb");
     let outbox = Outbox::open(&path, u64::MAX).unwrap();
     let one = [record()];
-    c.bench_function("outbox/enqueue_one_event_fsync", |b| b.iter(|| outbox.enqueue(&one).unwrap()));
+    c.bench_function("outbox/enqueue_one_event_fsync", |b| b.iter(|| outbox.enqueue(&one, 0).unwrap()));
     c.bench_function("outbox/enqueue_and_acknowledge", |b| {
         b.iter(|| {
-            let id = outbox.enqueue(&one).unwrap().ids[0];
+            let id = outbox.enqueue(&one, 0).unwrap().ids[0];
             outbox.acknowledge(id).unwrap()
         })
     });
@@ -49,7 +51,7 @@ fn outbox(c: &mut Criterion) {
     let path = dir.path().join("cycled.redb");
     let outbox = Outbox::open(&path, u64::MAX).unwrap();
     for _ in 0..20_000 {
-        let id = outbox.enqueue(&one).unwrap().ids[0];
+        let id = outbox.enqueue(&one, 0).unwrap().ids[0];
         outbox.acknowledge(id).unwrap();
     }
     let bytes = std::fs::metadata(&path).unwrap().len();

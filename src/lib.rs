@@ -18,13 +18,18 @@
 //! - [`detect`]: ONNX Runtime sessions, YOLOX decode, class-wise NMS.
 //! - [`health`]: per-camera state and counters shared by the stages.
 //! - [`pipeline`]: wires the stages for `gateway run`.
+//! - [`outbox`]: incident events on disk (redb) until the broker acknowledges them, with the
+//!   follow-up timers of [`followup`] (the pure reminder/escalation core).
+//! - [`deliver`]: outbox → MQTT (QoS 1, PUBACK-matched), stewards' answers back.
 
 pub mod cli;
 pub mod config;
 pub mod decode;
+pub mod deliver;
 pub mod detect;
 pub mod engine;
 pub mod evidence;
+pub mod followup;
 pub mod geometry;
 pub mod health;
 pub mod incident;

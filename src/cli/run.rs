@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
@@ -12,6 +13,7 @@ use tracing::{error, info};
 
 use super::{load_and_check, print_problems, EXIT_CONFIG};
 use crate::config::{CameraConfig, CameraId, Config};
+use crate::deliver::{Delivery, DeliverySettings, SystemClock};
 use crate::detect::{AnalysedFrame, Model};
 use crate::engine::{observations, CameraEngine, EngineFrame};
 use crate::evidence;
@@ -39,7 +41,7 @@ pub async fn main(config_path: &Path, run_for: Option<Duration>) -> i32 {
     };
     let outbox_path = config.state_dir.join("outbox.redb");
     let outbox = match crate::outbox::Outbox::open(&outbox_path, config.outbox_max_entries) {
-        Ok(outbox) => outbox,
+        Ok(outbox) => Arc::new(outbox),
         Err(err) => {
             error!(
                 error = format!("{err:#}"),
@@ -71,6 +73,28 @@ pub async fn main(config_path: &Path, run_for: Option<Duration>) -> i32 {
         }
     };
     let model = pipeline.model().clone();
+    let delivery = match &config.mqtt {
+        Some(mqtt) => {
+            let settings = DeliverySettings {
+                mqtt: mqtt.clone(),
+                escalation: config.escalation.clone(),
+                health: Some(pipeline.health.clone()),
+            };
+            match Delivery::start(settings, outbox.clone(), Arc::new(SystemClock), shutdown.clone()) {
+                Ok(delivery) => Some(delivery),
+                Err(err) => {
+                    error!(error = format!("{err:#}"), "cannot set up MQTT delivery");
+                    shutdown.cancel();
+                    pipeline.stop().await;
+                    return 1;
+                }
+            }
+        }
+        None => {
+            tracing::warn!("no [mqtt] in the config: incident events are kept in the outbox, not delivered");
+            None
+        }
+    };
     info!(cameras = config.cameras.len(), model = %model.manifest.name, "gateway running");
     let mut stats = tokio::time::interval(STATS_EVERY);
     stats.tick().await;
@@ -79,17 +103,25 @@ pub async fn main(config_path: &Path, run_for: Option<Duration>) -> i32 {
             frame = analysed.recv() => match frame {
                 Some(frame) => {
                     log_frame(&frame, &model);
-                    handle_incidents(&mut engines, &config, &frame, &model, &outbox);
+                    if handle_incidents(&mut engines, &config, &frame, &model, &outbox) {
+                        if let Some(delivery) = &delivery {
+                            delivery.wake();
+                        }
+                    }
                 }
                 None => break,
             },
-            _ = stats.tick() => log_stats(&pipeline),
+            _ = stats.tick() => log_stats(&pipeline, delivery.as_ref(), &outbox),
             () = shutdown.cancelled() => break,
         }
     }
     drop(analysed);
-    log_stats(&pipeline);
+    log_stats(&pipeline, delivery.as_ref(), &outbox);
+    shutdown.cancel();
     pipeline.stop().await;
+    if let Some(delivery) = delivery {
+        delivery.stopped().await;
+    }
     info!("gateway stopped");
     0
 }
@@ -116,15 +148,16 @@ fn build_engines(
     Ok(engines)
 }
 
-/// Runs a frame through its camera's engine; logs, records evidence and persists each event.
+/// Runs a frame through its camera's engine; logs, records evidence and commits each event to
+/// the outbox. True when events were committed.
 fn handle_incidents(
     engines: &mut HashMap<CameraId, (CameraConfig, CameraEngine, super::ZoneClassifiers)>,
     config: &Config,
     frame: &AnalysedFrame,
     model: &Model,
     outbox: &crate::outbox::Outbox,
-) {
-    let Some((camera, engine, classifiers)) = engines.get_mut(&frame.camera) else { return };
+) -> bool {
+    let Some((camera, engine, classifiers)) = engines.get_mut(&frame.camera) else { return false };
     // Small crops, ~1 ms each; only cameras whose bin zones use a classifier pay it.
     let zone_readings = tokio::task::block_in_place(|| classifiers.read(&frame.picture));
     let received = SystemTime::now() - frame.received_at.elapsed();
@@ -137,8 +170,9 @@ fn handle_incidents(
         zone_readings: &zone_readings,
     });
     if events.is_empty() {
-        return;
+        return false;
     }
+    let mut snapshots = Vec::with_capacity(events.len());
     for event in &events {
         let snapshot = if event.event == crate::incident::EventKind::Cleared {
             None
@@ -165,37 +199,47 @@ fn handle_incidents(
             steward = %camera.place.steward,
             score = format!("{:.2}", event.score),
             detail = %event.detail,
-            snapshot = snapshot.unwrap_or_default(),
+            snapshot = snapshot.clone().unwrap_or_default(),
             "incident"
         );
+        snapshots.push(snapshot);
     }
     let records: Vec<crate::outbox::OutboxRecord> = events
         .iter()
-        .map(|event| crate::outbox::OutboxRecord {
+        .zip(snapshots)
+        .map(|(event, snapshot)| crate::outbox::OutboxRecord {
             schema: crate::outbox::RECORD_SCHEMA,
             event: event.clone(),
             street: camera.place.street.clone(),
             community: camera.place.community.clone(),
             grid: camera.place.grid.clone(),
             steward: camera.place.steward.clone(),
+            snapshot,
+            followup: None,
         })
         .collect();
-    match outbox.enqueue(&records) {
-        Ok(enqueued) if enqueued.compacted > 0 => {
-            tracing::warn!(
-                depth = enqueued.depth,
-                compacted = enqueued.compacted,
-                "outbox over its cap: oldest updates compacted"
-            )
+    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    let committed = match outbox.enqueue(&records, now_ms) {
+        Ok(enqueued) => {
+            if enqueued.compacted > 0 {
+                tracing::warn!(
+                    depth = enqueued.depth,
+                    compacted = enqueued.compacted,
+                    "outbox over its cap: oldest updates compacted"
+                );
+            }
+            info!(depth = enqueued.depth, ids = ?enqueued.ids, "incident events committed to the outbox");
+            true
         }
-        Ok(enqueued) => info!(depth = enqueued.depth, ids = ?enqueued.ids, "incident events committed to the outbox"),
         Err(err) => {
-            error!(error = format!("{err:#}"), "cannot commit incident events to the outbox: they will be lost")
+            error!(error = format!("{err:#}"), "cannot commit incident events to the outbox: they will be lost");
+            false
         }
-    }
+    };
     if let Err(err) = evidence::save_book(&config.state_dir, camera.id.as_str(), engine.book()) {
         error!(error = format!("{err:#}"), "cannot persist incident state: open incidents would be lost on restart");
     }
+    committed
 }
 
 /// For a camera analysed on its substream: fetch a main-stream keyframe and write it as the
@@ -241,7 +285,26 @@ fn log_frame(frame: &AnalysedFrame, model: &crate::detect::Model) {
     );
 }
 
-fn log_stats(pipeline: &Pipeline) {
+fn log_stats(pipeline: &Pipeline, delivery: Option<&Delivery>, outbox: &crate::outbox::Outbox) {
+    let depth = outbox.depth().unwrap_or(0);
+    match delivery {
+        Some(delivery) => {
+            let s = &delivery.stats;
+            info!(
+                connected = s.connected.load(Ordering::Relaxed),
+                outbox_depth = depth,
+                published = s.published.load(Ordering::Relaxed),
+                acknowledged = s.acknowledged.load(Ordering::Relaxed),
+                connections = s.connections.load(Ordering::Relaxed),
+                answers = s.answers.load(Ordering::Relaxed),
+                answers_ignored = s.answers_ignored.load(Ordering::Relaxed),
+                followups_fired = s.followups_fired.load(Ordering::Relaxed),
+                "delivery stats"
+            );
+        }
+        None if depth > 0 => tracing::warn!(outbox_depth = depth, "undelivered events (no [mqtt] configured)"),
+        None => {}
+    }
     for camera in pipeline.health.cameras() {
         let (state, reason, _) = camera.snapshot();
         let c = &camera.counters;

@@ -5,6 +5,7 @@
 //! Relative paths in a config file are resolved against the file's own directory, so a config
 //! means the same thing whatever the working directory of the process is.
 
+pub mod delivery;
 pub mod raw;
 mod validate;
 mod zones;
@@ -68,6 +69,10 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Outbox cap (see `[outbox] max_entries`).
     pub outbox_max_entries: u64,
+    /// The broker; `None` keeps events in the outbox only.
+    pub mqtt: Option<delivery::MqttConfig>,
+    /// Reminder and escalation timers and topics.
+    pub escalation: delivery::EscalationConfig,
     /// Enabled cameras, sorted by id.
     pub cameras: Vec<CameraConfig>,
 }

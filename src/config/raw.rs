@@ -28,6 +28,12 @@ pub struct RawConfig {
     /// The durable outbox of incident events.
     #[serde(default)]
     pub outbox: RawOutbox,
+    /// The MQTT broker incidents are delivered to. Without it, events stay in the outbox
+    /// (and a warning says so at start).
+    pub mqtt: Option<super::delivery::RawMqtt>,
+    /// Reminders and escalation of unanswered incidents.
+    #[serde(default)]
+    pub escalation: super::delivery::RawEscalation,
     /// Cameras keyed by id (`[cameras.gate-3]`). Ids appear in logs, metrics and MQTT topics.
     #[serde(default)]
     pub cameras: BTreeMap<String, RawCamera>,

@@ -175,6 +175,9 @@ pub fn validate(
         problems.push("outbox.max_entries", format!("{outbox_max_entries} is out of range 100..=100000000"));
     }
 
+    let mqtt = raw.mqtt.as_ref().and_then(|mqtt| super::delivery::validate_mqtt(mqtt, base_dir, env, &mut problems));
+    let escalation = super::delivery::validate_escalation(&raw.escalation, &mut problems);
+
     if problems.0.is_empty() {
         Ok(Config {
             base_dir: base_dir.to_path_buf(),
@@ -183,6 +186,8 @@ pub fn validate(
             detector,
             state_dir,
             outbox_max_entries,
+            mqtt,
+            escalation,
             cameras,
         })
     } else {
@@ -243,6 +248,14 @@ fn validate_camera(
         grid: raw.grid.clone().unwrap_or_default(),
         steward: raw.steward.clone().unwrap_or_default(),
     };
+    for (key, label) in
+        [("street", &place.street), ("community", &place.community), ("grid", &place.grid), ("steward", &place.steward)]
+    {
+        if !label.is_empty() && !super::delivery::is_topic_level(label) {
+            problems
+                .push(format!("{path}.{key}"), format!("{label:?} cannot be an MQTT topic level (no '/', '+', '#')"));
+        }
+    }
     let snapshot_url = raw.snapshot_url.as_deref().and_then(|text| {
         let key = format!("{path}.snapshot_url");
         if !matches!(source, Some(SourceSpec::Rtsp { .. })) {
@@ -334,7 +347,34 @@ fn validate_source(
             RtspTransport::Tcp
         }
     };
-    let password = match (&raw.password_env, &raw.password_file) {
+    let password = secret(path, raw.password_env.as_deref(), raw.password_file.as_deref(), base_dir, env, problems);
+    let credentials = match (&raw.username, password) {
+        (Some(username), Some(password)) => {
+            Some(RtspCredentials { username: username.clone(), password: Secret::new(password) })
+        }
+        (Some(_), None) if raw.password_env.is_none() && raw.password_file.is_none() => {
+            problems.push(format!("{path}.username"), "needs password_env or password_file");
+            None
+        }
+        (None, Some(_)) => {
+            problems.push(format!("{path}.username"), "is required when a password is configured");
+            None
+        }
+        _ => None,
+    };
+    Some(SourceSpec::Rtsp { url, credentials, transport })
+}
+
+/// A password from `<path>.password_env` or `<path>.password_file` (first line), if set.
+pub(super) fn secret(
+    path: &str,
+    password_env: Option<&str>,
+    password_file: Option<&str>,
+    base_dir: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Problems,
+) -> Option<String> {
+    match (password_env, password_file) {
         (Some(_), Some(_)) => {
             problems.push(format!("{path}.password_env"), "set either password_env or password_file, not both");
             None
@@ -358,22 +398,7 @@ fn validate_source(
             }
         }
         (None, None) => None,
-    };
-    let credentials = match (&raw.username, password) {
-        (Some(username), Some(password)) => {
-            Some(RtspCredentials { username: username.clone(), password: Secret::new(password) })
-        }
-        (Some(_), None) if raw.password_env.is_none() && raw.password_file.is_none() => {
-            problems.push(format!("{path}.username"), "needs password_env or password_file");
-            None
-        }
-        (None, Some(_)) => {
-            problems.push(format!("{path}.username"), "is required when a password is configured");
-            None
-        }
-        _ => None,
-    };
-    Some(SourceSpec::Rtsp { url, credentials, transport })
+    }
 }
 
 /// Resolves a config path against the config file's directory.

@@ -129,6 +129,7 @@ fn the_example_config_validates() {
     let output = gateway()
         .args(["check-config", "config/gateway.example.toml"])
         .env("GATE3_RTSP_PASSWORD", "example")
+        .env("GATEWAY_MQTT_PASSWORD", "example")
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
@@ -136,6 +137,7 @@ fn the_example_config_validates() {
     let output = gateway()
         .args(["check-config", "config/gateway.example.toml"])
         .env_remove("GATE3_RTSP_PASSWORD")
+        .env("GATEWAY_MQTT_PASSWORD", "example")
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(64));

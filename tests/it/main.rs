@@ -1,8 +1,10 @@
-//! Integration tests against real things: GStreamer's RTSP server, the real model, the
-//! `gateway` binary. One test binary, a module per area.
+//! Integration tests against real things: GStreamer's RTSP server, mosquitto, the real model,
+//! the `gateway` binary. One test binary, a module per area.
 
+mod broker;
 mod classifier;
 mod cli;
+mod mqtt;
 mod outbox;
 mod replay;
 mod rtsp;

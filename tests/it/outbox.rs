@@ -31,6 +31,8 @@ fn record(seq: u32) -> OutboxRecord {
         community: "Heping Road No. 3".into(),
         grid: "lixia-heping-02".into(),
         steward: "steward-wang".into(),
+        snapshot: None,
+        followup: None,
     }
 }
 
@@ -40,7 +42,7 @@ fn crash_child() {
     let Some(path) = std::env::var_os("OUTBOX_CRASH_CHILD") else { return };
     let outbox = Outbox::open(path.as_ref(), u64::MAX).unwrap();
     for seq in 0.. {
-        let enqueued = outbox.enqueue(&[record(seq)]).unwrap();
+        let enqueued = outbox.enqueue(&[record(seq)], 0).unwrap();
         println!("committed {}", enqueued.ids[0]);
     }
 }

@@ -218,7 +218,6 @@ fn handle_incidents(
             followup: None,
         })
         .collect();
-    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
     let committed = match outbox.enqueue(&records, now_ms) {
         Ok(enqueued) => {
             if enqueued.compacted > 0 {

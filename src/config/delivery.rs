@@ -232,25 +232,10 @@ pub(super) fn validate_mqtt(
         }
         _ => None,
     };
-    let keep_alive =
-        Duration::from_secs(
-            problems.count("mqtt.keep_alive_secs", raw.keep_alive_secs.map(|s| s as usize), 30, 5, 3600) as u64,
-        );
+    let keep_alive = problems.secs("mqtt.keep_alive_secs", raw.keep_alive_secs, 30, 5, 3600);
     let inflight = problems.count("mqtt.inflight", raw.inflight, 32, 1, 64);
-    let ack_timeout = Duration::from_secs(problems.count(
-        "mqtt.ack_timeout_secs",
-        raw.ack_timeout_secs.map(|s| s as usize),
-        30,
-        1,
-        3600,
-    ) as u64);
-    let reconnect_max = Duration::from_secs(problems.count(
-        "mqtt.reconnect_max_secs",
-        raw.reconnect_max_secs.map(|s| s as usize),
-        30,
-        1,
-        3600,
-    ) as u64);
+    let ack_timeout = problems.secs("mqtt.ack_timeout_secs", raw.ack_timeout_secs, 30, 1, 3600);
+    let reconnect_max = problems.secs("mqtt.reconnect_max_secs", raw.reconnect_max_secs, 30, 1, 3600);
     let snapshot_max_bytes = problems.count("mqtt.snapshot_max_bytes", raw.snapshot_max_bytes, 262_144, 0, 8 << 20);
     if problems.0.len() > before {
         return None;
@@ -272,12 +257,9 @@ pub(super) fn validate_mqtt(
 
 pub(super) fn validate_escalation(raw: &RawEscalation, problems: &mut Problems) -> EscalationConfig {
     let defaults = EscalationConfig::default();
+    // 1 s to 30 days.
     let secs = |problems: &mut Problems, path: &str, value: Option<u64>, default: Duration| {
-        let value = value.unwrap_or(default.as_secs());
-        if !(1..=30 * 86_400).contains(&value) {
-            problems.push(path, format!("{value} is out of range 1..=2592000 (seconds)"));
-        }
-        Duration::from_secs(value)
+        problems.secs(path, value, default.as_secs(), 1, 30 * 86_400)
     };
     let renotify_after =
         secs(problems, "escalation.renotify_after_secs", raw.renotify_after_secs, defaults.renotify_after);
@@ -321,14 +303,7 @@ pub(super) fn validate_escalation(raw: &RawEscalation, problems: &mut Problems) 
 #[cfg(test)]
 mod tests {
     use crate::config::parse;
-
-    fn problems_of(text: &str) -> Vec<String> {
-        let dir = tempfile::tempdir().unwrap();
-        match parse(text, dir.path()) {
-            Ok(_) => vec![],
-            Err(problems) => problems.0.iter().map(ToString::to_string).collect(),
-        }
-    }
+    use crate::config::validate::problems_of;
 
     #[test]
     fn mqtt_defaults_and_tls_port() {

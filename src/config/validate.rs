@@ -28,6 +28,15 @@ impl Problems {
         Duration::from_millis(millis)
     }
 
+    /// A `u64` second value within `min..=max`, or the default.
+    pub(super) fn secs(&mut self, path: &str, value: Option<u64>, default: u64, min: u64, max: u64) -> Duration {
+        let secs = value.unwrap_or(default);
+        if !(min..=max).contains(&secs) {
+            self.push(path, format!("{secs} is out of range {min}..={max} (seconds)"));
+        }
+        Duration::from_secs(secs)
+    }
+
     /// A count within `min..=max`, or the default.
     pub(super) fn count(&mut self, path: &str, value: Option<usize>, default: usize, min: usize, max: usize) -> usize {
         let count = value.unwrap_or(default);
@@ -411,18 +420,20 @@ pub(super) fn resolve(base_dir: &Path, path: &str) -> PathBuf {
     }
 }
 
+/// Every problem `text` has, as printed; empty when it validates (for the config tests).
+#[cfg(test)]
+pub(super) fn problems_of(text: &str) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    match super::parse(text, dir.path()) {
+        Ok(_) => vec![],
+        Err(problems) => problems.0.iter().map(ToString::to_string).collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::parse;
-
-    fn problems_of(text: &str) -> Vec<String> {
-        let dir = tempfile::tempdir().unwrap();
-        match parse(text, dir.path()) {
-            Ok(_) => vec![],
-            Err(problems) => problems.0.iter().map(ToString::to_string).collect(),
-        }
-    }
 
     #[test]
     fn reports_every_problem_with_its_key_path() {

@@ -31,6 +31,7 @@ fn record() -> OutboxRecord {
         steward: "steward-wang".into(),
         snapshot: None,
         followup: None,
+        answer: None,
     }
 }
 

@@ -114,6 +114,26 @@ impl CameraEngine {
         self.book = book;
     }
 
+    /// Restores incident state from an engine built for the camera's previous config, and
+    /// clears the incidents of zones the new config no longer has (or gave another kind).
+    pub fn take_over(&mut self, book: IncidentBook, now_ms: i64) -> Vec<IncidentEvent> {
+        self.book = book;
+        let zones: Vec<(String, IncidentKind)> = self
+            .zones
+            .iter()
+            .filter_map(|runtime| {
+                let kind = match runtime.zone.rule {
+                    ZoneRule::Misparked(_) => IncidentKind::MisparkedBike,
+                    ZoneRule::Trash(_) => IncidentKind::TrashOverflow,
+                    ZoneRule::Fall(_) => IncidentKind::FallenPerson,
+                    ZoneRule::Mask => return None,
+                };
+                Some((runtime.zone.id.clone(), kind))
+            })
+            .collect();
+        self.book.retire(now_ms, &|zone, kind| zones.iter().any(|(id, k)| id == zone && *k == kind))
+    }
+
     /// Live tracks.
     pub fn tracks(&self) -> &[Track] {
         self.tracker.tracks()

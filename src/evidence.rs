@@ -139,7 +139,8 @@ pub fn write_main_snapshot(
     Ok(path)
 }
 
-fn encode_jpeg(image: &RgbImage) -> anyhow::Result<Vec<u8>> {
+/// Encodes a picture as a JPEG (quality as for snapshots).
+pub fn encode_jpeg(image: &RgbImage) -> anyhow::Result<Vec<u8>> {
     let mut jpeg = Vec::new();
     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 85).encode_image(image).context("encode JPEG")?;
     Ok(jpeg)

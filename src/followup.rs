@@ -126,9 +126,11 @@ impl Followup {
         }
     }
 
-    /// Records an answer.
+    /// Records an answer. A redelivery (the same answer again) and a repeat (the same person
+    /// saying the same thing as their latest answer, e.g. a double click) are duplicates.
     pub fn answer(&mut self, answer: Answer) -> Answered {
-        if self.answers.contains(&answer) {
+        let repeat = self.answers.last().is_some_and(|last| last.action == answer.action && last.by == answer.by);
+        if repeat || self.answers.contains(&answer) {
             return Answered::Duplicate;
         }
         let first_false_alarm =
@@ -176,7 +178,13 @@ mod tests {
         followup.sent(Due::Reminder);
         let answer = Answer { action: AckAction::Ack, by: "wang".into(), at_ms: 700_000 };
         assert_eq!(followup.answer(answer.clone()), Answered::Recorded { first_false_alarm: false });
-        assert_eq!(followup.answer(answer), Answered::Duplicate);
+        assert_eq!(followup.answer(answer.clone()), Answered::Duplicate);
+        // The same person pressing the same button again later is a repeat, not news; a
+        // change of answer is.
+        let again = Answer { at_ms: 705_000, ..answer.clone() };
+        assert_eq!(followup.answer(again), Answered::Duplicate);
+        let resolved = Answer { action: AckAction::Resolved, at_ms: 800_000, ..answer };
+        assert_eq!(followup.answer(resolved), Answered::Recorded { first_false_alarm: false });
         assert_eq!(followup.due(10_000_000, TIMERS), None);
     }
 

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::broadcast;
 
@@ -22,6 +22,9 @@ pub enum CameraState {
     Connecting,
     /// Frames are flowing.
     Online,
+    /// Frames are flowing but some are skipped (the reason says which stage was busy);
+    /// back to online once none has been skipped for [`DEGRADED_HOLD`].
+    Degraded,
     /// The last attempt failed; waiting to retry. The reason says why.
     Offline,
     /// Shut down.
@@ -35,8 +38,37 @@ impl CameraState {
             CameraState::Starting => "starting",
             CameraState::Connecting => "connecting",
             CameraState::Online => "online",
+            CameraState::Degraded => "degraded",
             CameraState::Offline => "offline",
             CameraState::Stopped => "stopped",
+        }
+    }
+}
+
+/// How long a camera stays degraded after its last skipped frame.
+pub const DEGRADED_HOLD: Duration = Duration::from_secs(30);
+
+/// Why a frame due for analysis was not analysed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkipReason {
+    /// The shared keyframe decoder queue was full.
+    DecoderBusy,
+    /// The detector queue was full.
+    DetectorBusy,
+    /// Waiting for a keyframe after a lost frame (`every_frame` mode).
+    AwaitingKeyframe,
+}
+
+impl SkipReason {
+    /// Every reason, for metrics.
+    pub const ALL: [SkipReason; 3] = [SkipReason::DecoderBusy, SkipReason::DetectorBusy, SkipReason::AwaitingKeyframe];
+
+    /// Label for metrics and status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::DecoderBusy => "decoder_busy",
+            SkipReason::DetectorBusy => "detector_busy",
+            SkipReason::AwaitingKeyframe => "awaiting_keyframe",
         }
     }
 }
@@ -95,6 +127,7 @@ pub struct CameraHealth {
     pub counters: CameraCounters,
     record: Mutex<StateRecord>,
     last_frame: Mutex<Option<Instant>>,
+    last_skip: Mutex<Option<Instant>>,
     changes: broadcast::Sender<StateChange>,
 }
 
@@ -131,6 +164,40 @@ impl CameraHealth {
             self.counters.keyframes_received.fetch_add(1, Ordering::Relaxed);
         }
         *self.last_frame.lock().unwrap() = Some(at);
+    }
+
+    /// Counts a frame that was due for analysis but skipped, and marks an online camera
+    /// degraded with the reason.
+    pub fn record_skip(&self, reason: SkipReason) {
+        let counter = match reason {
+            SkipReason::DecoderBusy => &self.counters.skipped_decoder_busy,
+            SkipReason::DetectorBusy => &self.counters.skipped_detector_busy,
+            SkipReason::AwaitingKeyframe => &self.counters.skipped_awaiting_keyframe,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        *self.last_skip.lock().unwrap() = Some(Instant::now());
+        if matches!(self.state(), CameraState::Online | CameraState::Degraded) {
+            self.set_state(
+                CameraState::Degraded,
+                Some(format!("frames skipped: {}", reason.as_str().replace('_', " "))),
+            );
+        }
+    }
+
+    /// Frames skipped, whatever the reason.
+    pub fn frames_skipped(&self) -> u64 {
+        let c = &self.counters;
+        c.skipped_decoder_busy.load(Ordering::Relaxed)
+            + c.skipped_detector_busy.load(Ordering::Relaxed)
+            + c.skipped_awaiting_keyframe.load(Ordering::Relaxed)
+    }
+
+    /// Back to online when degraded and nothing was skipped for `hold`.
+    pub fn recover(&self, hold: Duration) {
+        let quiet = self.last_skip.lock().unwrap().is_none_or(|last| last.elapsed() >= hold);
+        if quiet && self.state() == CameraState::Degraded {
+            self.set_state(CameraState::Online, None);
+        }
     }
 
     /// Counts a failed session.
@@ -179,6 +246,7 @@ impl HealthRegistry {
                         since: SystemTime::now(),
                     }),
                     last_frame: Mutex::new(None),
+                    last_skip: Mutex::new(None),
                     changes: self.changes.clone(),
                 })
             })
@@ -188,6 +256,19 @@ impl HealthRegistry {
     /// Every camera's health, by id.
     pub fn cameras(&self) -> Vec<Arc<CameraHealth>> {
         self.cameras.lock().unwrap().values().cloned().collect()
+    }
+
+    /// Stops tracking a camera removed from the config.
+    pub fn remove(&self, id: &CameraId) {
+        self.cameras.lock().unwrap().remove(id);
+    }
+
+    /// Moves degraded cameras back to online once they stopped skipping (see
+    /// [`CameraHealth::recover`]); called periodically.
+    pub fn recover_all(&self) {
+        for camera in self.cameras() {
+            camera.recover(DEGRADED_HOLD);
+        }
     }
 
     /// State changes from now on.

@@ -88,6 +88,43 @@ impl IncidentBook {
         self.slots.values().filter_map(|slot| slot.open.as_ref().map(|open| open.id.as_str())).collect()
     }
 
+    /// Clears the open incidents of zones that are gone (removed from the config, or given
+    /// another kind): `keep(zone, kind)` says which still exist. Their slots are forgotten, so
+    /// a zone re-added later starts afresh.
+    pub fn retire(&mut self, now_ms: i64, keep: &dyn Fn(&str, IncidentKind) -> bool) -> Vec<IncidentEvent> {
+        let mut events = Vec::new();
+        let camera = self.camera.clone();
+        self.slots.retain(|key, slot| {
+            let Some((zone, kind)) = key
+                .rsplit_once('/')
+                .and_then(|(zone, kind)| IncidentKind::from_name(kind).map(|kind| (zone.to_string(), kind)))
+            else {
+                return false;
+            };
+            if keep(&zone, kind) {
+                return true;
+            }
+            if let Some(open) = slot.open.take() {
+                events.push(IncidentEvent {
+                    incident_id: open.id,
+                    seq: open.seq + 1,
+                    event: EventKind::Cleared,
+                    kind,
+                    camera: camera.clone(),
+                    zone,
+                    t_ms: now_ms,
+                    started_ms: open.started_ms,
+                    score: 0.0,
+                    count: 0,
+                    detail: "zone removed from the config".to_string(),
+                    objects: Vec::new(),
+                });
+            }
+            false
+        });
+        events
+    }
+
     /// Applies a zone's signal at `now_ms`; returns the event it causes, if any.
     pub fn update(
         &mut self,
@@ -197,6 +234,26 @@ mod tests {
         assert_eq!(ids[0], "gate-3:pavement:misparked_bike:10000");
         assert!(ids[..4].iter().all(|id| *id == ids[0]), "one id for the whole incident: {ids:?}");
         assert_eq!(ids[4], "gate-3:pavement:misparked_bike:1000000");
+    }
+
+    #[test]
+    fn incidents_of_removed_zones_are_cleared_and_forgotten() {
+        let mut book = IncidentBook::new("gate-3");
+        let raise = signal(true, true, 1);
+        book.update(0, "pavement", IncidentKind::MisparkedBike, &raise, &PARAMS).unwrap();
+        book.update(0, "door", IncidentKind::MisparkedBike, &raise, &PARAMS).unwrap();
+        let events = book.retire(5_000, &|zone, _| zone == "door");
+        assert_eq!(events.len(), 1);
+        let cleared = &events[0];
+        assert_eq!(
+            (cleared.event, cleared.seq, cleared.zone.as_str(), cleared.incident_id.as_str(), cleared.t_ms),
+            (EventKind::Cleared, 2, "pavement", "gate-3:pavement:misparked_bike:0", 5_000)
+        );
+        assert_eq!(book.open_incidents(), vec!["gate-3:door:misparked_bike:0"]);
+        // Re-added, the zone has no cool-down left over: it starts afresh.
+        let reopened = book.update(6_000, "pavement", IncidentKind::MisparkedBike, &raise, &PARAMS).unwrap();
+        assert_eq!((reopened.event, reopened.seq), (EventKind::Opened, 1));
+        assert!(book.retire(7_000, &|_, _| true).is_empty());
     }
 
     #[test]

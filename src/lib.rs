@@ -24,6 +24,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod decode;
 pub mod deliver;
 pub mod detect;
@@ -35,6 +36,7 @@ pub mod health;
 pub mod incident;
 pub mod ingest;
 pub mod logging;
+pub mod notify;
 pub mod outbox;
 pub mod pipeline;
 pub mod rules;

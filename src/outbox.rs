@@ -60,6 +60,9 @@ pub struct OutboxRecord {
     /// Set on reminders and escalations: the follow-up this record carries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub followup: Option<Notice>,
+    /// Set on answer echoes: a steward's or operator's answer, told to everyone watching.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<Answer>,
 }
 
 /// Who a follow-up goes to.
@@ -90,6 +93,15 @@ pub struct Notice {
 struct Tracked {
     followup: Followup,
     latest: OutboxRecord,
+}
+
+/// An incident as the outbox follows it: its latest event and where its follow-up stands.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrackedIncident {
+    /// The latest event (with its place labels and snapshot).
+    pub latest: OutboxRecord,
+    /// Answers, reminders, escalation, clearing.
+    pub followup: Followup,
 }
 
 /// What became of a steward's answer.
@@ -131,6 +143,8 @@ pub struct Enqueued {
 pub struct Outbox {
     db: Database,
     max_entries: u64,
+    /// Ids of incidents whose follow-up state changed, sent after each commit.
+    changes: tokio::sync::broadcast::Sender<String>,
 }
 
 impl Outbox {
@@ -148,7 +162,7 @@ impl Outbox {
         txn.open_table(FALSE_ALARMS).context("false alarm table")?;
         txn.open_table(META).context("outbox meta table")?;
         txn.commit().context("outbox commit")?;
-        Ok(Outbox { db, max_entries: max_entries.max(1) })
+        Ok(Outbox { db, max_entries: max_entries.max(1), changes: tokio::sync::broadcast::channel(1024).0 })
     }
 
     /// Commits `records` in one transaction (durable when this returns), then compacts the
@@ -157,9 +171,10 @@ impl Outbox {
     /// becomes what reminders repeat, and a `cleared` one stops the chase.
     pub fn enqueue(&self, records: &[OutboxRecord], now_ms: i64) -> anyhow::Result<Enqueued> {
         let txn = self.db.begin_write().context("outbox write transaction")?;
+        let mut changed = Vec::new();
         {
             let mut followups = txn.open_table(FOLLOWUPS).context("followups table")?;
-            for record in records.iter().filter(|r| r.followup.is_none()) {
+            for record in records.iter().filter(|r| r.followup.is_none() && r.answer.is_none()) {
                 let id = record.event.incident_id.as_str();
                 let existing = followups.get(id).context("followups read")?.map(|v| v.value().to_vec());
                 let mut tracked = match (record.event.event, existing) {
@@ -170,12 +185,16 @@ impl Outbox {
                     },
                     (_, None) => continue,
                 };
+                // A cleared event has no snapshot: keep showing the last one taken.
+                let snapshot = record.snapshot.clone().or(tracked.latest.snapshot.take());
                 tracked.latest = record.clone();
+                tracked.latest.snapshot = snapshot;
                 if record.event.event == EventKind::Cleared {
                     tracked.followup.cleared_at_ms = Some(now_ms);
                 }
                 let bytes = serde_json::to_vec(&tracked).expect("followup serialises");
                 followups.insert(id, bytes.as_slice()).context("followups insert (disk full?)")?;
+                changed.push(id.to_string());
             }
         }
         let (ids, compacted, depth) = {
@@ -198,8 +217,11 @@ impl Outbox {
                     .context("outbox scan")?
                     .filter_map(Result::ok)
                     .filter(|(_, value)| {
-                        serde_json::from_slice::<OutboxRecord>(value.value())
-                            .is_ok_and(|record| record.event.event == EventKind::Updated && record.followup.is_none())
+                        serde_json::from_slice::<OutboxRecord>(value.value()).is_ok_and(|record| {
+                            record.event.event == EventKind::Updated
+                                && record.followup.is_none()
+                                && record.answer.is_none()
+                        })
                     })
                     .map(|(key, _)| key.value())
                     .take(excess as usize)
@@ -213,6 +235,7 @@ impl Outbox {
             (ids, compacted, depth)
         };
         txn.commit().context("outbox commit (disk full?)")?;
+        self.announce(changed);
         Ok(Enqueued { ids, compacted, depth })
     }
 
@@ -298,11 +321,14 @@ impl Outbox {
             set_next_id(&txn, next)?;
         }
         txn.commit().context("outbox commit (disk full?)")?;
+        self.announce(fired.fired.iter().map(|(id, _)| id.clone()).collect());
         Ok(fired)
     }
 
     /// Records a steward's answer to an incident (durably, before the broker is told it was
-    /// received). A first `false_alarm` counts towards its camera/zone.
+    /// received), and in the same transaction commits its echo: a record carrying the answer,
+    /// so everyone watching the incident learns who answered. A first `false_alarm` counts
+    /// towards its camera/zone.
     pub fn answer(&self, incident_id: &str, answer: Answer) -> anyhow::Result<AnswerOutcome> {
         let txn = self.db.begin_write().context("outbox write transaction")?;
         let outcome = {
@@ -311,11 +337,20 @@ impl Outbox {
             let Some(mut tracked) = existing.and_then(|bytes| serde_json::from_slice::<Tracked>(&bytes).ok()) else {
                 return Ok(AnswerOutcome::UnknownIncident);
             };
-            match tracked.followup.answer(answer) {
+            match tracked.followup.answer(answer.clone()) {
                 Answered::Duplicate => AnswerOutcome::Duplicate,
                 Answered::Recorded { first_false_alarm } => {
                     let bytes = serde_json::to_vec(&tracked).expect("followup serialises");
                     followups.insert(incident_id, bytes.as_slice()).context("followups insert")?;
+                    let mut echo = tracked.latest.clone();
+                    echo.followup = None;
+                    echo.snapshot = None;
+                    echo.answer = Some(answer);
+                    let mut events = txn.open_table(EVENTS).context("outbox table")?;
+                    let next = next_id(&txn, &events)?;
+                    let bytes = serde_json::to_vec(&echo).expect("record serialises");
+                    events.insert(next, bytes.as_slice()).context("outbox insert (disk full?)")?;
+                    set_next_id(&txn, next + 1)?;
                     let false_alarms = if first_false_alarm {
                         let event = &tracked.latest.event;
                         let key = format!("{}/{}/{}", event.camera, event.zone, event.kind.as_str());
@@ -332,7 +367,50 @@ impl Outbox {
             }
         };
         txn.commit().context("outbox commit")?;
+        if matches!(outcome, AnswerOutcome::Recorded { .. }) {
+            self.announce(vec![incident_id.to_string()]);
+        }
         Ok(outcome)
+    }
+
+    /// Every incident the outbox follows (open, and those ended less than a week ago),
+    /// most recently opened first.
+    pub fn incidents(&self) -> anyhow::Result<Vec<TrackedIncident>> {
+        let txn = self.db.begin_read().context("outbox read transaction")?;
+        let table = txn.open_table(FOLLOWUPS).context("followups table")?;
+        let mut incidents = Vec::new();
+        for entry in table.iter().context("followups scan")? {
+            let (_, value) = entry.context("followups read")?;
+            if let Ok(tracked) = serde_json::from_slice::<Tracked>(value.value()) {
+                incidents.push(TrackedIncident { latest: tracked.latest, followup: tracked.followup });
+            }
+        }
+        incidents.sort_by_key(|incident| std::cmp::Reverse(incident.followup.opened_at_ms));
+        Ok(incidents)
+    }
+
+    /// One incident, if the outbox follows it.
+    pub fn incident(&self, incident_id: &str) -> anyhow::Result<Option<TrackedIncident>> {
+        let txn = self.db.begin_read().context("outbox read transaction")?;
+        let table = txn.open_table(FOLLOWUPS).context("followups table")?;
+        let found = table.get(incident_id).context("followups read")?;
+        Ok(found
+            .and_then(|value| serde_json::from_slice::<Tracked>(value.value()).ok())
+            .map(|tracked| TrackedIncident { latest: tracked.latest, followup: tracked.followup }))
+    }
+
+    /// Ids of incidents whose state changes from now on (opened, updated, cleared, answered,
+    /// reminded, escalated), each sent once its change is committed. A receiver that lags
+    /// loses the oldest ids (and is told so); it should then re-read [`Outbox::incidents`].
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.changes.subscribe()
+    }
+
+    fn announce(&self, incident_ids: Vec<String>) {
+        for id in incident_ids {
+            // No receivers is fine: nobody is watching.
+            let _ = self.changes.send(id);
+        }
     }
 
     /// False alarms reported per `camera/zone/kind`.
@@ -413,6 +491,7 @@ mod tests {
             steward: "s".into(),
             snapshot: None,
             followup: None,
+            answer: None,
         }
     }
 

@@ -2,14 +2,15 @@
 //! back the stream of analysed frames. Takes its world as arguments (config, shutdown token),
 //! so tests start it with their own servers and stop it when they are done.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{CameraConfig, CameraId, Config, IngestConfig};
 use crate::decode::DecodePool;
 use crate::detect::{AnalysedFrame, DetectorPool, Model};
 use crate::health::HealthRegistry;
@@ -24,8 +25,15 @@ pub struct Pipeline {
     pub health: Arc<HealthRegistry>,
     decode: DecodePool,
     detect: DetectorPool,
-    cameras: JoinSet<()>,
+    cameras: HashMap<CameraId, CameraTask>,
+    ingest: IngestConfig,
     shutdown: CancellationToken,
+}
+
+/// One camera's supervised ingest task.
+struct CameraTask {
+    stop: CancellationToken,
+    task: JoinHandle<()>,
 }
 
 impl Pipeline {
@@ -51,19 +59,41 @@ impl Pipeline {
             prepared_sender,
         );
         let health = Arc::new(HealthRegistry::default());
-        let mut cameras = JoinSet::new();
+        let mut pipeline =
+            Pipeline { health, decode, detect, cameras: HashMap::new(), ingest: config.ingest.clone(), shutdown };
         for camera in &config.cameras {
-            let camera_health = health.camera(&camera.id);
-            let sink = decode.sink_for(camera, camera_health.clone());
-            cameras.spawn(supervise_camera(
-                camera.clone(),
-                config.ingest.clone(),
-                camera_health,
-                sink,
-                shutdown.child_token(),
-            ));
+            pipeline.add_camera(camera).await;
         }
-        Ok((Pipeline { health, decode, detect, cameras, shutdown }, analysed_receiver))
+        Ok((pipeline, analysed_receiver))
+    }
+
+    /// Starts a camera's supervised ingest task. A camera already running is stopped first
+    /// (and waited for, so its last state never overwrites the new task's).
+    pub async fn add_camera(&mut self, camera: &CameraConfig) {
+        if let Some(previous) = self.cameras.remove(&camera.id) {
+            previous.stop.cancel();
+            let _ = previous.task.await;
+        }
+        let camera_health = self.health.camera(&camera.id);
+        let sink = self.decode.sink_for(camera, camera_health.clone());
+        let stop = self.shutdown.child_token();
+        let task =
+            tokio::spawn(supervise_camera(camera.clone(), self.ingest.clone(), camera_health, sink, stop.clone()));
+        self.cameras.insert(camera.id.clone(), CameraTask { stop, task });
+    }
+
+    /// Stops a camera's ingest task and waits for it; the other cameras are not touched.
+    pub async fn remove_camera(&mut self, id: &CameraId) {
+        if let Some(camera) = self.cameras.remove(id) {
+            camera.stop.cancel();
+            let _ = camera.task.await;
+        }
+        self.health.remove(id);
+    }
+
+    /// Ids of the cameras running.
+    pub fn camera_ids(&self) -> Vec<CameraId> {
+        self.cameras.keys().cloned().collect()
     }
 
     /// The model the detector runs.
@@ -76,11 +106,18 @@ impl Pipeline {
         self.decode.queue_depth()
     }
 
+    /// Prepared frames waiting for a detector session.
+    pub fn detector_queue_depth(&self) -> usize {
+        self.decode.detector_queue_depth()
+    }
+
     /// Stops every camera and waits for the stages to drain. The analysed-frame receiver must
     /// be dropped (or still drained) by the caller, or the detector threads wait on it.
     pub async fn stop(mut self) {
         self.shutdown.cancel();
-        while self.cameras.join_next().await.is_some() {}
+        for (_, camera) in self.cameras.drain() {
+            let _ = camera.task.await;
+        }
         let Pipeline { decode, detect, .. } = self;
         tokio::task::spawn_blocking(move || {
             decode.shutdown();

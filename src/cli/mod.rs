@@ -21,15 +21,7 @@ pub fn load_and_check(path: &Path) -> Result<(Config, Detector), ConfigProblems>
     let config = config::load(path)?;
     match Detector::load(&config.detector) {
         Ok(detector) => {
-            let mut problems = class_problems(&config, &detector.model().manifest.classes);
-            for camera in &config.cameras {
-                if let Err(error) = ZoneClassifiers::load(camera, &config.detector) {
-                    problems.push(ConfigProblem {
-                        path: format!("cameras.{}.zones", camera.id),
-                        message: format!("{error:#}"),
-                    });
-                }
-            }
+            let problems = model_problems(&config, &detector.model().manifest.classes);
             if problems.is_empty() {
                 Ok((config, detector))
             } else {
@@ -41,6 +33,20 @@ pub fn load_and_check(path: &Path) -> Result<(Config, Detector), ConfigProblems>
             message: format!("{error:#}"),
         }])),
     }
+}
+
+/// What only the model can tell about a validated config: zone class names unknown to it,
+/// and zone classifiers that do not load. The running gateway re-checks reloaded and edited
+/// configs with this against the model it runs.
+pub fn model_problems(config: &Config, class_names: &[String]) -> Vec<ConfigProblem> {
+    let mut problems = class_problems(config, class_names);
+    for camera in &config.cameras {
+        if let Err(error) = ZoneClassifiers::load(camera, &config.detector) {
+            problems
+                .push(ConfigProblem { path: format!("cameras.{}.zones", camera.id), message: format!("{error:#}") });
+        }
+    }
+    problems
 }
 
 /// Loads the clean reference images of a camera's bin zones that have one configured.

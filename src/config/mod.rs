@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use validate::validate;
+pub use zones::zone_kinds;
 
 /// A problem found in the config, with the key path it concerns.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,8 +74,19 @@ pub struct Config {
     pub mqtt: Option<delivery::MqttConfig>,
     /// Reminder and escalation timers and topics.
     pub escalation: delivery::EscalationConfig,
+    /// The HTTP console; `None` starts no HTTP server.
+    pub console: Option<ConsoleConfig>,
     /// Enabled cameras, sorted by id.
     pub cameras: Vec<CameraConfig>,
+}
+
+/// `[console]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleConfig {
+    /// Where the HTTP server listens.
+    pub bind: std::net::SocketAddr,
+    /// The token state-changing requests must present; `None` makes the console read-only.
+    pub token: Option<Secret>,
 }
 
 /// `[ingest]`, validated.

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The whole TOML file.
 #[derive(Debug, Default, Deserialize)]
@@ -34,6 +34,8 @@ pub struct RawConfig {
     /// Reminders and escalation of unanswered incidents.
     #[serde(default)]
     pub escalation: super::delivery::RawEscalation,
+    /// The HTTP console, API and metrics. Without it, no HTTP server is started.
+    pub console: Option<RawConsole>,
     /// Cameras keyed by id (`[cameras.gate-3]`). Ids appear in logs, metrics and MQTT topics.
     #[serde(default)]
     pub cameras: BTreeMap<String, RawCamera>,
@@ -117,6 +119,18 @@ pub struct RawOutbox {
     pub max_entries: Option<u64>,
 }
 
+/// `[console]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConsole {
+    /// Address and port to listen on. Default `127.0.0.1:8080` (loopback only).
+    pub bind: Option<String>,
+    /// Environment variable holding the token that state-changing requests must present.
+    pub token_env: Option<String>,
+    /// File holding that token (first line). Without a token, the console is read-only.
+    pub token_file: Option<String>,
+}
+
 /// `[cameras.<id>]`
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -158,62 +172,85 @@ pub struct RawCamera {
 
 /// `[[cameras.<id>.zones]]`: a polygon and the rule it carries. Keys that do not apply to the
 /// zone's kind are refused. Defaults are per kind (see `config/examples/`).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawZone {
     /// Unique within the camera: `[A-Za-z0-9_-]{1,64}`. Required.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
     /// `no_parking`, `bin_area`, `fall_watch` or `mask`. Required.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
     /// Points `[x, y]` normalised 0–1 (origin top-left), at least 3. Required.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub polygon: Option<Vec<[f32; 2]>>,
     /// Detector classes considered. Default `["bicycle", "motorcycle"]` (no_parking),
     /// `["person"]` (fall_watch).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub classes: Option<Vec<String>>,
     /// Minimum detection score in this zone. Default 0.4.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub min_score: Option<f32>,
     /// Minimum box area, share of the frame. Default 0.0003 (no_parking), 0.001 (fall_watch).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub min_area: Option<f32>,
     /// Maximum box area, share of the frame. Default 0.25 (no_parking), 0.6 (fall_watch).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_area: Option<f32>,
     /// Clear an incident once its problem has been absent this long. Default 120000
     /// (no_parking), 600000 (bin_area), 30000 (fall_watch).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub clear_after_ms: Option<i64>,
     /// After a clear, no new incident in this zone for this long. Default 600000 (no_parking),
     /// 1800000 (bin_area), 300000 (fall_watch).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cooldown_ms: Option<i64>,
     /// Re-send an open incident at least this often. Default 1800000 (no_parking), 3600000
     /// (bin_area), 300000 (fall_watch).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub heartbeat_ms: Option<i64>,
     /// no_parking: a bike stationary this long raises. Default 300000.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub dwell_ms: Option<i64>,
     /// no_parking: this many stationary bikes raise a pile-up. Default 5.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub pile_up_count: Option<usize>,
     /// no_parking: how long the pile-up's bikes must be stationary. Default 60000.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub pile_up_dwell_ms: Option<i64>,
     /// bin_area: raise after reading "overflowing" this long. Default 600000.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub raise_after_ms: Option<i64>,
     /// bin_area: changed share that reads "overflowing". Default 0.15: rubbish over a third
     /// of a street scene read 0.21, the same scene clean under ±8% flicker 0.00.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub overflow_share: Option<f32>,
     /// bin_area: changed share that reads "normal" again. Default 0.06.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub normal_share: Option<f32>,
     /// bin_area: clean reference image (from `gateway reference`), relative to the config
     /// file. Default: the first analysed frame is the reference.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub reference: Option<String>,
     /// bin_area: an ONNX classifier manifest (relative to this config file) whose reading —
     /// the probability of its overflow classes on the zone's crop — replaces the reference
     /// difference. With it, overflow_share and normal_share default to 0.6 and 0.4.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub classifier: Option<String>,
     /// fall_watch: a person down this long raises. Default 20000.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub down_ms: Option<i64>,
     /// fall_watch: width ÷ height at or above which a person is lying. Default 1.0.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub lying_aspect: Option<f32>,
     /// fall_watch: height share of the upright height below which a person collapsed.
     /// Default 0.5.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub collapse_ratio: Option<f32>,
     /// fall_watch: a person vanishing while down counts as down this long. Default 30000.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub vanish_hold_ms: Option<i64>,
     /// fall_watch: also detect on the frame rotated ±90°. Default false.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub rotated_pass: Option<bool>,
 }

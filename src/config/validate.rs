@@ -186,6 +186,7 @@ pub fn validate(
 
     let mqtt = raw.mqtt.as_ref().and_then(|mqtt| super::delivery::validate_mqtt(mqtt, base_dir, env, &mut problems));
     let escalation = super::delivery::validate_escalation(&raw.escalation, &mut problems);
+    let console = raw.console.as_ref().map(|console| validate_console(console, base_dir, env, &mut problems));
 
     if problems.0.is_empty() {
         Ok(Config {
@@ -197,11 +198,43 @@ pub fn validate(
             outbox_max_entries,
             mqtt,
             escalation,
+            console,
             cameras,
         })
     } else {
         Err(ConfigProblems(problems.0))
     }
+}
+
+/// Validates `[console]`.
+fn validate_console(
+    raw: &super::raw::RawConsole,
+    base_dir: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Problems,
+) -> super::ConsoleConfig {
+    let bind = raw.bind.as_deref().unwrap_or("127.0.0.1:8080");
+    let bind = bind.parse::<std::net::SocketAddr>().unwrap_or_else(|_| {
+        problems.push("console.bind", format!("{bind:?} is not an address:port such as \"127.0.0.1:8080\""));
+        std::net::SocketAddr::from(([127, 0, 0, 1], 8080))
+    });
+    let token = named_secret(
+        "console",
+        ("token_env", raw.token_env.as_deref()),
+        ("token_file", raw.token_file.as_deref()),
+        base_dir,
+        env,
+        problems,
+    );
+    let token = match token {
+        Some(token) if token.trim().len() < 16 => {
+            let key = if raw.token_env.is_some() { "console.token_env" } else { "console.token_file" };
+            problems.push(key, "the token must be at least 16 characters (e.g. `openssl rand -hex 24`)");
+            None
+        }
+        token => token.map(|token| Secret::new(token.trim().to_string())),
+    };
+    super::ConsoleConfig { bind, token }
 }
 
 /// Validates one camera; `None` if it is disabled or has problems (recorded in `problems`).
@@ -383,15 +416,27 @@ pub(super) fn secret(
     env: &dyn Fn(&str) -> Option<String>,
     problems: &mut Problems,
 ) -> Option<String> {
-    match (password_env, password_file) {
+    named_secret(path, ("password_env", password_env), ("password_file", password_file), base_dir, env, problems)
+}
+
+/// A secret from an environment variable or a file (first line), under the given key names.
+pub(super) fn named_secret(
+    path: &str,
+    (env_key, variable): (&str, Option<&str>),
+    (file_key, file): (&str, Option<&str>),
+    base_dir: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Problems,
+) -> Option<String> {
+    match (variable, file) {
         (Some(_), Some(_)) => {
-            problems.push(format!("{path}.password_env"), "set either password_env or password_file, not both");
+            problems.push(format!("{path}.{env_key}"), format!("set either {env_key} or {file_key}, not both"));
             None
         }
         (Some(variable), None) => match env(variable) {
             Some(value) => Some(value),
             None => {
-                problems.push(format!("{path}.password_env"), format!("environment variable {variable} is not set"));
+                problems.push(format!("{path}.{env_key}"), format!("environment variable {variable} is not set"));
                 None
             }
         },
@@ -401,7 +446,7 @@ pub(super) fn secret(
                 Ok(text) => Some(text.lines().next().unwrap_or("").to_string()),
                 Err(error) => {
                     problems
-                        .push(format!("{path}.password_file"), format!("cannot read {}: {error}", file_path.display()));
+                        .push(format!("{path}.{file_key}"), format!("cannot read {}: {error}", file_path.display()));
                     None
                 }
             }

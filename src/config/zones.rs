@@ -196,35 +196,147 @@ fn validate_polygon(points: Option<&[[f32; 2]]>, path: &str, problems: &mut Prob
     Some(polygon)
 }
 
+/// The parameter keys of a zone, the kinds they apply to, and what they mean (for
+/// [`refuse_foreign_keys`] and the zone editor).
+const ZONE_KEYS: [(&str, &[ZoneKind], &str); 20] = [
+    ("classes", &[ZoneKind::NoParking, ZoneKind::FallWatch], "Detector classes considered."),
+    ("min_score", &[ZoneKind::NoParking, ZoneKind::FallWatch], "Minimum detection score, 0–1."),
+    ("min_area", &[ZoneKind::NoParking, ZoneKind::FallWatch], "Minimum box area, share of the frame."),
+    ("max_area", &[ZoneKind::NoParking, ZoneKind::FallWatch], "Maximum box area, share of the frame."),
+    ("dwell_ms", &[ZoneKind::NoParking], "A bike stationary this long in the zone is misparked."),
+    ("pile_up_count", &[ZoneKind::NoParking], "This many bikes at once is a pile-up…"),
+    ("pile_up_dwell_ms", &[ZoneKind::NoParking], "…once they have all stood this long."),
+    ("raise_after_ms", &[ZoneKind::BinArea], "Overflowing this long raises an incident."),
+    (
+        "overflow_share",
+        &[ZoneKind::BinArea],
+        "Share of the area changed (or classifier score) that counts as overflowing.",
+    ),
+    ("normal_share", &[ZoneKind::BinArea], "Below this it is back to normal (the gap is the hysteresis)."),
+    ("reference", &[ZoneKind::BinArea], "Clean reference image (from `gateway reference`), relative to the config."),
+    ("classifier", &[ZoneKind::BinArea], "Bin-state classifier manifest instead of a reference image."),
+    ("down_ms", &[ZoneKind::FallWatch], "A person down this long raises an incident."),
+    ("lying_aspect", &[ZoneKind::FallWatch], "Box width ÷ height above which a person counts as lying."),
+    ("collapse_ratio", &[ZoneKind::FallWatch], "Box height falling to this share of standing height counts as down."),
+    ("vanish_hold_ms", &[ZoneKind::FallWatch], "Keep a person down this long after the detector loses them."),
+    ("rotated_pass", &[ZoneKind::FallWatch], "Also run the detector on the frame turned 90° (finds people lying)."),
+    (
+        "clear_after_ms",
+        &[ZoneKind::NoParking, ZoneKind::BinArea, ZoneKind::FallWatch],
+        "Clear the incident once the problem has been gone this long.",
+    ),
+    (
+        "cooldown_ms",
+        &[ZoneKind::NoParking, ZoneKind::BinArea, ZoneKind::FallWatch],
+        "After clearing, no new incident in this zone for this long.",
+    ),
+    (
+        "heartbeat_ms",
+        &[ZoneKind::NoParking, ZoneKind::BinArea, ZoneKind::FallWatch],
+        "Send an unchanged open incident again this often.",
+    ),
+];
+
+fn is_set(raw: &RawZone, key: &str) -> bool {
+    match key {
+        "classes" => raw.classes.is_some(),
+        "min_score" => raw.min_score.is_some(),
+        "min_area" => raw.min_area.is_some(),
+        "max_area" => raw.max_area.is_some(),
+        "dwell_ms" => raw.dwell_ms.is_some(),
+        "pile_up_count" => raw.pile_up_count.is_some(),
+        "pile_up_dwell_ms" => raw.pile_up_dwell_ms.is_some(),
+        "raise_after_ms" => raw.raise_after_ms.is_some(),
+        "overflow_share" => raw.overflow_share.is_some(),
+        "normal_share" => raw.normal_share.is_some(),
+        "reference" => raw.reference.is_some(),
+        "classifier" => raw.classifier.is_some(),
+        "down_ms" => raw.down_ms.is_some(),
+        "lying_aspect" => raw.lying_aspect.is_some(),
+        "collapse_ratio" => raw.collapse_ratio.is_some(),
+        "vanish_hold_ms" => raw.vanish_hold_ms.is_some(),
+        "rotated_pass" => raw.rotated_pass.is_some(),
+        "clear_after_ms" => raw.clear_after_ms.is_some(),
+        "cooldown_ms" => raw.cooldown_ms.is_some(),
+        "heartbeat_ms" => raw.heartbeat_ms.is_some(),
+        _ => false,
+    }
+}
+
 /// Refuses keys that belong to another kind of zone, so a typo'd kind never silently ignores
 /// the parameters an ops person set.
 fn refuse_foreign_keys(raw: &RawZone, kind: ZoneKind, path: &str, problems: &mut Problems) {
-    let keys: [(&str, bool, &[ZoneKind]); 17] = [
-        ("classifier", raw.classifier.is_some(), &[ZoneKind::BinArea]),
-        ("classes", raw.classes.is_some(), &[ZoneKind::NoParking, ZoneKind::FallWatch]),
-        ("min_score", raw.min_score.is_some(), &[ZoneKind::NoParking, ZoneKind::FallWatch]),
-        ("min_area", raw.min_area.is_some(), &[ZoneKind::NoParking, ZoneKind::FallWatch]),
-        ("max_area", raw.max_area.is_some(), &[ZoneKind::NoParking, ZoneKind::FallWatch]),
-        (
-            "clear_after_ms",
-            raw.clear_after_ms.is_some(),
-            &[ZoneKind::NoParking, ZoneKind::BinArea, ZoneKind::FallWatch],
-        ),
-        ("cooldown_ms", raw.cooldown_ms.is_some(), &[ZoneKind::NoParking, ZoneKind::BinArea, ZoneKind::FallWatch]),
-        ("dwell_ms", raw.dwell_ms.is_some(), &[ZoneKind::NoParking]),
-        ("pile_up_count", raw.pile_up_count.is_some(), &[ZoneKind::NoParking]),
-        ("pile_up_dwell_ms", raw.pile_up_dwell_ms.is_some(), &[ZoneKind::NoParking]),
-        ("raise_after_ms", raw.raise_after_ms.is_some(), &[ZoneKind::BinArea]),
-        ("overflow_share", raw.overflow_share.is_some(), &[ZoneKind::BinArea]),
-        ("normal_share", raw.normal_share.is_some(), &[ZoneKind::BinArea]),
-        ("reference", raw.reference.is_some(), &[ZoneKind::BinArea]),
-        ("down_ms", raw.down_ms.is_some(), &[ZoneKind::FallWatch]),
-        ("lying_aspect", raw.lying_aspect.is_some() || raw.collapse_ratio.is_some(), &[ZoneKind::FallWatch]),
-        ("vanish_hold_ms", raw.vanish_hold_ms.is_some() || raw.rotated_pass.is_some(), &[ZoneKind::FallWatch]),
-    ];
-    for (key, set, kinds) in keys {
-        if set && !kinds.contains(&kind) {
+    for (key, kinds, _) in ZONE_KEYS {
+        if is_set(raw, key) && !kinds.contains(&kind) {
             problems.push(format!("{path}.{key}"), format!("does not apply to {} zones", kind.as_str()));
         }
     }
+}
+
+/// The zone kinds with their keys, defaults and help, for the zone editor. Defaults come
+/// from validating a zone that sets nothing, so they cannot drift from the validation.
+pub fn zone_kinds() -> serde_json::Value {
+    let kinds = [
+        (ZoneKind::NoParking, "Bikes left here for minutes, or piling up, are misparked."),
+        (ZoneKind::BinArea, "A trash point whose area stays overflowing."),
+        (ZoneKind::FallWatch, "A person lying down here who does not get up."),
+        (ZoneKind::Mask, "Detections inside are ignored (trees, a bike shop's stand)."),
+    ];
+    let described: Vec<serde_json::Value> = kinds
+        .iter()
+        .map(|(kind, help)| {
+            let raw = RawZone {
+                id: Some("z".into()),
+                kind: Some(kind.as_str().into()),
+                polygon: Some(vec![[0.0, 0.0], [1.0, 0.0], [1.0, 1.0]]),
+                ..RawZone::default()
+            };
+            let mut problems = Problems::default();
+            let defaults = validate_zone(&raw, "z", Path::new("."), &mut problems).map(|zone| defaults_of(&zone));
+            let keys: Vec<serde_json::Value> = ZONE_KEYS
+                .iter()
+                .filter(|(_, kinds, _)| kinds.contains(kind))
+                .map(|(key, _, help)| {
+                    let default =
+                        defaults.as_ref().and_then(|d| d.get(*key).cloned()).unwrap_or(serde_json::Value::Null);
+                    serde_json::json!({ "key": key, "default": default, "help": help })
+                })
+                .collect();
+            serde_json::json!({ "kind": kind.as_str(), "help": help, "keys": keys })
+        })
+        .collect();
+    serde_json::Value::Array(described)
+}
+
+fn defaults_of(zone: &Zone) -> serde_json::Map<String, serde_json::Value> {
+    let round = |value: f32| serde_json::json!((value as f64 * 1e6).round() / 1e6);
+    let mut map = serde_json::Map::new();
+    map.insert("classes".into(), serde_json::json!(zone.classes));
+    map.insert("min_score".into(), round(zone.min_score));
+    map.insert("min_area".into(), round(zone.min_area));
+    map.insert("max_area".into(), round(zone.max_area));
+    map.insert("clear_after_ms".into(), serde_json::json!(zone.lifecycle.clear_after_ms));
+    map.insert("cooldown_ms".into(), serde_json::json!(zone.lifecycle.cooldown_ms));
+    map.insert("heartbeat_ms".into(), serde_json::json!(zone.lifecycle.heartbeat_ms));
+    match &zone.rule {
+        ZoneRule::Misparked(p) => {
+            map.insert("dwell_ms".into(), serde_json::json!(p.dwell_ms));
+            map.insert("pile_up_count".into(), serde_json::json!(p.pile_up_count));
+            map.insert("pile_up_dwell_ms".into(), serde_json::json!(p.pile_up_dwell_ms));
+        }
+        ZoneRule::Trash(p) => {
+            map.insert("raise_after_ms".into(), serde_json::json!(p.raise_after_ms));
+            map.insert("overflow_share".into(), round(p.overflow_share));
+            map.insert("normal_share".into(), round(p.normal_share));
+        }
+        ZoneRule::Fall(p) => {
+            map.insert("down_ms".into(), serde_json::json!(p.down_ms));
+            map.insert("lying_aspect".into(), round(p.lying_aspect));
+            map.insert("collapse_ratio".into(), round(p.collapse_ratio));
+            map.insert("vanish_hold_ms".into(), serde_json::json!(p.vanish_hold_ms));
+            map.insert("rotated_pass".into(), serde_json::json!(p.rotated_pass));
+        }
+        ZoneRule::Mask => {}
+    }
+    map
 }

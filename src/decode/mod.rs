@@ -32,7 +32,7 @@ pub use decoder::{extradata_of, Decoder, DecoderKey};
 use letterbox::{Letterbox, VideoLetterboxer};
 
 use crate::config::{CameraConfig, DecodeMode};
-use crate::health::CameraHealth;
+use crate::health::{CameraHealth, SkipReason};
 use crate::ingest::{EncodedFrame, FrameSink};
 
 /// Initialises FFmpeg once per process and quiets its logging to errors.
@@ -192,6 +192,11 @@ impl DecodePool {
         self.jobs.as_ref().map_or(0, Sender::len)
     }
 
+    /// Prepared frames waiting for a detector session.
+    pub fn detector_queue_depth(&self) -> usize {
+        self.prepared.len()
+    }
+
     /// Stops accepting work and waits for the workers once every camera's sink is gone.
     pub fn shutdown(mut self) {
         self.jobs = None;
@@ -219,7 +224,7 @@ impl FrameSink for KeyframeRouter {
         match self.jobs.try_send(KeyframeJob { camera: self.camera.clone(), frame, rotated_pass: self.rotated_pass }) {
             Ok(()) => self.sampler.mark_taken(media_time_ms),
             Err(TrySendError::Full(_)) => {
-                self.camera.counters.skipped_decoder_busy.fetch_add(1, Ordering::Relaxed);
+                self.camera.record_skip(SkipReason::DecoderBusy);
             }
             Err(TrySendError::Disconnected(_)) => {}
         }
@@ -291,7 +296,7 @@ fn offer_prepared(
         rotated_pass,
     };
     if let Err(TrySendError::Full(_)) = prepared.try_send(frame) {
-        camera.counters.skipped_detector_busy.fetch_add(1, Ordering::Relaxed);
+        camera.record_skip(SkipReason::DetectorBusy);
     }
 }
 
@@ -327,7 +332,7 @@ impl FrameSink for EveryFrameRouter {
     fn push(&mut self, frame: EncodedFrame) {
         self.camera.record_frame(frame.is_keyframe, frame.received_at);
         if self.awaiting_keyframe && !frame.is_keyframe {
-            self.camera.counters.skipped_awaiting_keyframe.fetch_add(1, Ordering::Relaxed);
+            self.camera.record_skip(SkipReason::AwaitingKeyframe);
             return;
         }
         // A keyframe after a gap tells the decoder to drop its state first.
@@ -335,7 +340,7 @@ impl FrameSink for EveryFrameRouter {
         match self.frames.try_send((frame, after_gap)) {
             Ok(()) => self.awaiting_keyframe = false,
             Err(_) => {
-                self.camera.counters.skipped_awaiting_keyframe.fetch_add(1, Ordering::Relaxed);
+                self.camera.record_skip(SkipReason::AwaitingKeyframe);
                 self.awaiting_keyframe = true;
             }
         }

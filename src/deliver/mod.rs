@@ -125,6 +125,12 @@ impl Delivery {
         self.wake.notify_one();
     }
 
+    /// A handle that wakes the publisher, for parts of the gateway that commit records
+    /// outside the run loop (the console's answers).
+    pub fn waker(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
     /// Waits for the task to finish (after `shutdown`).
     pub async fn stopped(self) {
         if let Err(err) = self.task.await {
@@ -268,6 +274,7 @@ impl Task {
         let (state, reason, since) = camera.snapshot();
         let (state, reason) = match state {
             CameraState::Online => ("online", None),
+            CameraState::Degraded => ("degraded", reason),
             CameraState::Offline => ("offline", reason),
             CameraState::Stopped => ("offline", Some("gateway stopped".to_string())),
             CameraState::Starting | CameraState::Connecting => {
@@ -424,6 +431,8 @@ impl Task {
             Ok(AnswerOutcome::Recorded { false_alarms }) => {
                 self.stats.answers.fetch_add(1, Ordering::Relaxed);
                 info!(incident_id, action = ?action, by = %by, "steward answered");
+                // Its echo was committed with it: publish it.
+                self.wake.notify_one();
                 if let Some((place, count)) = false_alarms {
                     warn!(place = %place, count, "false alarm reported by a steward");
                 }

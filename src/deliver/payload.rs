@@ -39,6 +39,9 @@ pub fn place_topic(prefix: &str, record: &OutboxRecord) -> String {
 pub fn topic(prefix: &str, escalation: &EscalationConfig, record: &OutboxRecord) -> String {
     let place = place_topic(prefix, record);
     let kind = record.event.kind.as_str();
+    if record.answer.is_some() {
+        return format!("{place}/answers/{kind}");
+    }
     match record.followup.as_ref().map(|notice| notice.recipient) {
         None => format!("{place}/incidents/{kind}"),
         Some(Recipient::Steward) => format!("{place}/reminders/{kind}"),
@@ -105,6 +108,7 @@ pub fn incident_payload(
         },
         "ack_topic": format!("{}/ack", place_topic(prefix, record)),
         "followup": record.followup,
+        "answer": record.answer,
         "snapshot": snapshot,
         "snapshot_omitted": snapshot_omitted,
     });
@@ -170,6 +174,7 @@ mod tests {
             steward: "王师傅".into(),
             snapshot: None,
             followup: None,
+            answer: None,
         }
     }
 
@@ -188,6 +193,12 @@ mod tests {
         );
         record.followup = Some(Notice { due: Due::Escalation, recipient: Recipient::Centre, unanswered_ms: 1 });
         assert_eq!(topic("lixia", &escalation, &record), "lixia/centre/escalations");
+        record.followup = None;
+        record.answer = Some(crate::followup::Answer { action: AckAction::Ack, by: "wang".into(), at_ms: 5 });
+        assert_eq!(
+            topic("lixia", &escalation, &record),
+            "lixia/文化东路街道/山大路小区/unassigned/answers/misparked_bike"
+        );
     }
 
     #[test]

@@ -23,6 +23,15 @@ pub enum IncidentKind {
 }
 
 impl IncidentKind {
+    /// Every kind.
+    pub const ALL: [IncidentKind; 3] =
+        [IncidentKind::MisparkedBike, IncidentKind::TrashOverflow, IncidentKind::FallenPerson];
+
+    /// The kind named `name` (as in events and topics).
+    pub fn from_name(name: &str) -> Option<IncidentKind> {
+        IncidentKind::ALL.into_iter().find(|kind| kind.as_str() == name)
+    }
+
     /// Name in events and topics.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -130,6 +130,7 @@ fn the_example_config_validates() {
         .args(["check-config", "config/gateway.example.toml"])
         .env("GATE3_RTSP_PASSWORD", "example")
         .env("GATEWAY_MQTT_PASSWORD", "example")
+        .env("GATEWAY_CONSOLE_TOKEN", "example-console-token-0123")
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
@@ -138,6 +139,7 @@ fn the_example_config_validates() {
         .args(["check-config", "config/gateway.example.toml"])
         .env_remove("GATE3_RTSP_PASSWORD")
         .env("GATEWAY_MQTT_PASSWORD", "example")
+        .env("GATEWAY_CONSOLE_TOKEN", "example-console-token-0123")
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(64));

@@ -4,9 +4,11 @@
 mod broker;
 mod classifier;
 mod cli;
+mod console;
 mod mqtt;
 mod outbox;
 mod replay;
 mod rtsp;
 mod scenarios;
 mod support;
+mod systemd;

@@ -53,6 +53,7 @@ fn record(camera: &str, start_ms: i64, seq: u32, event: EventKind) -> OutboxReco
         steward: "steward-wang".into(),
         snapshot: None,
         followup: None,
+        answer: None,
     }
 }
 

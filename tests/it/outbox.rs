@@ -33,6 +33,7 @@ fn record(seq: u32) -> OutboxRecord {
         steward: "steward-wang".into(),
         snapshot: None,
         followup: None,
+        answer: None,
     }
 }
 

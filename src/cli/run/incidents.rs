@@ -1,0 +1,169 @@
+//! Incidents from analysed frames: each camera's engine turns a frame into incident events,
+//! which get their evidence written and are committed to the outbox (then the delivery task
+//! is woken). Events that come from a config change (zones removed) take the same path.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tracing::{error, info};
+
+use super::CameraRuntime;
+use crate::config::{CameraConfig, Config};
+use crate::console::Shared;
+use crate::detect::{AnalysedFrame, Model};
+use crate::engine::{observations, EngineFrame};
+use crate::evidence;
+use crate::incident::{EventKind, IncidentEvent};
+use crate::outbox::{Outbox, OutboxRecord, RECORD_SCHEMA};
+
+/// Where incident events go, and what writing them needs.
+pub(super) struct Sinks<'a> {
+    /// The config in force (state directory, snapshot sources).
+    pub config: &'a Config,
+    /// The model (its manifest goes into evidence).
+    pub model: &'a Model,
+    /// The outbox events are committed to.
+    pub outbox: &'a Outbox,
+    /// Counters shown on `/metrics`.
+    pub shared: &'a Shared,
+}
+
+/// Runs a frame through its camera's engine; see [`commit`].
+pub(super) fn handle_frame(runtime: &mut CameraRuntime, frame: &AnalysedFrame, sinks: &Sinks<'_>) -> bool {
+    let CameraRuntime { camera, engine, classifiers } = runtime;
+    // Small crops, ~1 ms each; only cameras whose bin zones use a classifier pay it.
+    let zone_readings = tokio::task::block_in_place(|| classifiers.read(&frame.picture));
+    let received = SystemTime::now() - frame.received_at.elapsed();
+    let now_ms = received.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    let events = engine.update(EngineFrame {
+        now_ms,
+        observations: observations(&frame.detections, frame.frame_width, frame.frame_height),
+        picture: Some(&frame.picture),
+        frame_aspect: frame.frame_width as f32 / frame.frame_height.max(1) as f32,
+        zone_readings: &zone_readings,
+    });
+    commit(camera, engine.book(), &events, Some(&frame.picture), now_ms, sinks)
+}
+
+/// Writes evidence for `events`, logs them and commits them to the outbox, then saves the
+/// camera's incident book. True when events were committed.
+pub(super) fn commit(
+    camera: &CameraConfig,
+    book: &crate::incident::IncidentBook,
+    events: &[IncidentEvent],
+    picture: Option<&image::RgbImage>,
+    now_ms: i64,
+    sinks: &Sinks<'_>,
+) -> bool {
+    let Sinks { config, model, outbox, shared } = *sinks;
+    if events.is_empty() {
+        return false;
+    }
+    let mut snapshots = Vec::with_capacity(events.len());
+    for event in events {
+        let snapshot = match picture.filter(|_| event.event != EventKind::Cleared) {
+            None => None,
+            Some(picture) => match evidence::write_evidence(&config.state_dir, camera, event, picture, &model.manifest)
+            {
+                Ok(path) => Some(path.display().to_string()),
+                Err(err) => {
+                    error!(error = format!("{err:#}"), "cannot write evidence");
+                    None
+                }
+            },
+        };
+        if event.event == EventKind::Opened {
+            spawn_main_stream_snapshot(config, camera, event);
+        }
+        info!(
+            camera = %camera.id,
+            incident_id = %event.incident_id,
+            seq = event.seq,
+            event = ?event.event,
+            kind = event.kind.as_str(),
+            zone = %event.zone,
+            grid = %camera.place.grid,
+            steward = %camera.place.steward,
+            score = format!("{:.2}", event.score),
+            detail = %event.detail,
+            snapshot = snapshot.clone().unwrap_or_default(),
+            "incident"
+        );
+        snapshots.push(snapshot);
+    }
+    let records: Vec<OutboxRecord> = events
+        .iter()
+        .zip(snapshots)
+        .map(|(event, snapshot)| OutboxRecord {
+            schema: RECORD_SCHEMA,
+            event: event.clone(),
+            street: camera.place.street.clone(),
+            community: camera.place.community.clone(),
+            grid: camera.place.grid.clone(),
+            steward: camera.place.steward.clone(),
+            snapshot,
+            followup: None,
+            answer: None,
+        })
+        .collect();
+    let committed = match outbox.enqueue(&records, now_ms) {
+        Ok(enqueued) => {
+            if enqueued.compacted > 0 {
+                tracing::warn!(
+                    depth = enqueued.depth,
+                    compacted = enqueued.compacted,
+                    "outbox over its cap: oldest updates compacted"
+                );
+            }
+            info!(depth = enqueued.depth, ids = ?enqueued.ids, "incident events committed to the outbox");
+            for event in events {
+                shared.count_incident_event(event.kind.as_str(), event_name(event.event));
+            }
+            true
+        }
+        Err(err) => {
+            error!(error = format!("{err:#}"), "cannot commit incident events to the outbox: they will be lost");
+            false
+        }
+    };
+    if let Err(err) = evidence::save_book(&config.state_dir, camera.id.as_str(), book) {
+        error!(error = format!("{err:#}"), "cannot persist incident state: open incidents would be lost on restart");
+    }
+    committed
+}
+
+/// For a camera analysed on its substream: fetch a main-stream keyframe and write it as the
+/// incident's full-resolution snapshot, in the background (nothing waits on the camera).
+fn spawn_main_stream_snapshot(config: &Config, camera: &CameraConfig, event: &crate::incident::IncidentEvent) {
+    let (Some(url), crate::config::SourceSpec::Rtsp { credentials, transport, .. }) =
+        (&camera.snapshot_url, &camera.source)
+    else {
+        return;
+    };
+    let (url, credentials, transport) = (url.clone(), credentials.clone(), *transport);
+    let (ingest, state_dir, camera, event) =
+        (config.ingest.clone(), config.state_dir.clone(), camera.clone(), event.clone());
+    tokio::spawn(async move {
+        let target = crate::ingest::rtsp::RtspTarget { url: &url, credentials: credentials.as_ref(), transport };
+        let written = match crate::ingest::rtsp::first_keyframe(&target, &ingest).await {
+            Ok(frame) => tokio::task::spawn_blocking(move || {
+                let picture = crate::decode::picture_rgb(&frame)?;
+                evidence::write_main_snapshot(&state_dir, &camera, &event, &picture)
+            })
+            .await
+            .unwrap_or_else(|panic| Err(anyhow::anyhow!("snapshot task panicked: {panic}"))),
+            Err(err) => Err(err),
+        };
+        match written {
+            Ok(path) => info!(snapshot = %path.display(), "main-stream snapshot"),
+            Err(err) => error!(error = format!("{err:#}"), url = %url, "main-stream snapshot failed"),
+        }
+    });
+}
+
+fn event_name(event: EventKind) -> &'static str {
+    match event {
+        EventKind::Opened => "opened",
+        EventKind::Updated => "updated",
+        EventKind::Cleared => "cleared",
+    }
+}

@@ -1,0 +1,589 @@
+//! `gateway run --config FILE`: the service. Validates the config before anything starts
+//! (exit 64 on problems), then runs the pipeline until SIGINT/SIGTERM (or `--run-for-secs`),
+//! logging detections per analysed frame and a per-camera summary every `STATS_EVERY`.
+//!
+//! The run loop is the one owner of the cameras' engines and of the config: analysed frames,
+//! config reloads (SIGHUP, or the file changed on disk) and the zone editor's saves all come
+//! to it, so a change is applied between two frames, to the cameras it concerns only
+//! ([`reload`]). It pings systemd's watchdog only while it turns and the detector makes
+//! progress, so a hang is caught, not masked.
+
+mod incidents;
+pub mod reload;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use super::{load_and_check, model_problems, print_problems, EXIT_CONFIG};
+use crate::config::{CameraConfig, CameraId, Config, ConfigProblems};
+use crate::console::{ConfigRequest, DetectionView, EditRefused, LatestFrame, Shared, ZonesSaved};
+use crate::deliver::{Delivery, DeliverySettings, SystemClock};
+use crate::detect::{AnalysedFrame, Model};
+use crate::engine::CameraEngine;
+use crate::evidence;
+use crate::notify::Notifier;
+use crate::outbox::Outbox;
+use crate::pipeline::Pipeline;
+use incidents::Sinks;
+
+/// How often the per-camera summary is logged.
+const STATS_EVERY: Duration = Duration::from_secs(10);
+/// How often the loop samples queues, recovers degraded cameras and checks the config file.
+const TICK: Duration = Duration::from_secs(1);
+/// The detector counts as stuck when frames wait for it and none was analysed this long.
+const DETECTOR_STUCK_AFTER: Duration = Duration::from_secs(30);
+
+/// A camera's config, engine and zone classifiers, as the run loop keeps them.
+pub(super) struct CameraRuntime {
+    camera: CameraConfig,
+    engine: CameraEngine,
+    classifiers: super::ZoneClassifiers,
+}
+
+/// Everything the run loop owns.
+struct Gateway {
+    config: Arc<Config>,
+    config_path: PathBuf,
+    classes: Vec<String>,
+    cameras: HashMap<CameraId, CameraRuntime>,
+    pipeline: Pipeline,
+    outbox: Arc<Outbox>,
+    model: Arc<Model>,
+    shared: Arc<Shared>,
+    /// Modification time of the config file as last loaded or written.
+    config_modified: Option<SystemTime>,
+}
+
+/// Runs the subcommand.
+pub async fn main(config_path: &Path, run_for: Option<Duration>) -> i32 {
+    // Validate everything (model included) before binding anything.
+    let (config, classes) = match load_and_check(config_path) {
+        Ok((config, checked)) => (config, checked.model().manifest.classes.clone()),
+        Err(problems) => {
+            print_problems(config_path, &problems);
+            return EXIT_CONFIG;
+        }
+    };
+    let config_modified = modified(config_path);
+    let config = Arc::new(config);
+    let cameras = match build_cameras(&config, &classes) {
+        Ok(cameras) => cameras,
+        Err(err) => {
+            eprintln!("{err:#}");
+            return EXIT_CONFIG;
+        }
+    };
+    let outbox_path = config.state_dir.join("outbox.redb");
+    let outbox = match Outbox::open(&outbox_path, config.outbox_max_entries) {
+        Ok(outbox) => Arc::new(outbox),
+        Err(err) => {
+            error!(
+                error = format!("{err:#}"),
+                "cannot open the outbox: refusing to run without somewhere to keep incidents"
+            );
+            return 1;
+        }
+    };
+    match outbox.depth() {
+        Ok(0) => {}
+        Ok(depth) => info!(depth, path = %outbox_path.display(), "outbox holds undelivered events"),
+        Err(err) => error!(error = format!("{err:#}"), "cannot read the outbox"),
+    }
+    let notifier = Notifier::from_env();
+    let shutdown = CancellationToken::new();
+    let (requests, mut request_receiver) = mpsc::channel(16);
+    spawn_signal_handlers(shutdown.clone(), requests.clone());
+    if let Some(run_for) = run_for {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(run_for).await;
+            info!(seconds = run_for.as_secs(), "--run-for-secs elapsed, stopping");
+            shutdown.cancel();
+        });
+    }
+    let (pipeline, mut analysed) = match Pipeline::start(&config, shutdown.clone()).await {
+        Ok(started) => started,
+        Err(err) => {
+            error!(error = format!("{err:#}"), "cannot start the pipeline");
+            return 1;
+        }
+    };
+    let model = pipeline.model().clone();
+    let delivery = match &config.mqtt {
+        Some(mqtt) => {
+            let settings = DeliverySettings {
+                mqtt: mqtt.clone(),
+                escalation: config.escalation.clone(),
+                health: Some(pipeline.health.clone()),
+            };
+            match Delivery::start(settings, outbox.clone(), Arc::new(SystemClock), shutdown.clone()) {
+                Ok(delivery) => Some(delivery),
+                Err(err) => {
+                    error!(error = format!("{err:#}"), "cannot set up MQTT delivery");
+                    shutdown.cancel();
+                    pipeline.stop().await;
+                    return 1;
+                }
+            }
+        }
+        None => {
+            warn!("no [mqtt] in the config: incident events are kept in the outbox, not delivered");
+            None
+        }
+    };
+    let shared = Arc::new(Shared::new(
+        config.clone(),
+        config_path.to_path_buf(),
+        pipeline.health.clone(),
+        outbox.clone(),
+        delivery.as_ref().map(|d| (d.stats.clone(), d.waker())),
+        requests,
+        shutdown.clone(),
+    ));
+    let console = match &config.console {
+        Some(console) => match tokio::net::TcpListener::bind(console.bind).await {
+            Ok(listener) => {
+                let address = listener.local_addr().map_or(console.bind, |a| a);
+                let read_only = console.token.is_none();
+                info!(address = %address, read_only, "console listening");
+                Some(tokio::spawn(crate::console::serve(listener, shared.clone(), shutdown.clone())))
+            }
+            Err(err) => {
+                error!(address = %console.bind, error = %err, "cannot bind the console");
+                shutdown.cancel();
+                pipeline.stop().await;
+                return 1;
+            }
+        },
+        None => None,
+    };
+    let mut gateway = Gateway {
+        config: config.clone(),
+        config_path: config_path.to_path_buf(),
+        classes,
+        cameras,
+        pipeline,
+        outbox,
+        model: model.clone(),
+        shared,
+        config_modified,
+    };
+    info!(cameras = config.cameras.len(), model = %model.manifest.name, "gateway running");
+    if let Some(notifier) = &notifier {
+        notifier.ready();
+        notifier.status(&format!("running {} cameras", config.cameras.len()));
+    }
+    let watchdog_every = notifier.as_ref().and_then(Notifier::watchdog_interval).map(crate::notify::ping_period);
+    let mut last_ping = Instant::now();
+    let mut progress = Progress::new(&gateway.pipeline);
+    let mut stats = tokio::time::interval(STATS_EVERY);
+    stats.tick().await;
+    let mut tick = tokio::time::interval(TICK);
+    loop {
+        tokio::select! {
+            frame = analysed.recv() => match frame {
+                Some(frame) => {
+                    log_frame(&frame, &model);
+                    if gateway.handle_frame(&frame) {
+                        if let Some(delivery) = &delivery {
+                            delivery.wake();
+                        }
+                    }
+                }
+                None => break,
+            },
+            Some(request) = request_receiver.recv() => {
+                if let Some(notifier) = &notifier {
+                    notifier.reloading();
+                }
+                gateway.handle_request(request).await;
+                if let Some(delivery) = &delivery {
+                    delivery.wake();
+                }
+                if let Some(notifier) = &notifier {
+                    notifier.ready();
+                }
+            }
+            _ = tick.tick() => {
+                gateway.pipeline.health.recover_all();
+                let queues = &gateway.shared.queues;
+                queues.decode.store(gateway.pipeline.decode_queue_depth(), Ordering::Relaxed);
+                queues.detector.store(gateway.pipeline.detector_queue_depth(), Ordering::Relaxed);
+                queues.analysed.store(analysed.len(), Ordering::Relaxed);
+                let healthy = progress.check(&gateway.pipeline);
+                if healthy {
+                    gateway.shared.beat();
+                    if let (Some(notifier), Some(every)) = (&notifier, watchdog_every) {
+                        if last_ping.elapsed() >= every {
+                            notifier.watchdog_ping();
+                            last_ping = Instant::now();
+                        }
+                    }
+                }
+                if gateway.config_file_changed() {
+                    if let Some(notifier) = &notifier {
+                        notifier.reloading();
+                    }
+                    gateway.handle_request(ConfigRequest::Reload { trigger: "config file changed" }).await;
+                    if let Some(notifier) = &notifier {
+                        notifier.ready();
+                    }
+                }
+            }
+            _ = stats.tick() => log_stats(&gateway.pipeline, delivery.as_ref(), &gateway.outbox),
+            () = shutdown.cancelled() => break,
+        }
+    }
+    if let Some(notifier) = &notifier {
+        notifier.stopping();
+    }
+    drop(analysed);
+    log_stats(&gateway.pipeline, delivery.as_ref(), &gateway.outbox);
+    shutdown.cancel();
+    gateway.pipeline.stop().await;
+    if let Some(delivery) = delivery {
+        delivery.stopped().await;
+    }
+    if let Some(console) = console {
+        let _ = console.await;
+    }
+    info!("gateway stopped");
+    0
+}
+
+/// Watches that the detector makes progress while frames wait for it.
+struct Progress {
+    analysed: u64,
+    since: Instant,
+    stuck: bool,
+}
+
+impl Progress {
+    fn new(pipeline: &Pipeline) -> Self {
+        Progress { analysed: analysed_total(pipeline), since: Instant::now(), stuck: false }
+    }
+
+    /// False while the detector is stuck (frames waiting, none analysed for a while).
+    fn check(&mut self, pipeline: &Pipeline) -> bool {
+        let analysed = analysed_total(pipeline);
+        if analysed != self.analysed || pipeline.detector_queue_depth() == 0 {
+            self.analysed = analysed;
+            self.since = Instant::now();
+            if self.stuck {
+                info!("the detector is making progress again");
+                self.stuck = false;
+            }
+            return true;
+        }
+        let stuck = self.since.elapsed() >= DETECTOR_STUCK_AFTER;
+        if stuck && !self.stuck {
+            error!(
+                waiting = pipeline.detector_queue_depth(),
+                seconds = self.since.elapsed().as_secs(),
+                "the detector has analysed nothing while frames wait: no more watchdog pings, /healthz says stalled"
+            );
+        }
+        self.stuck = stuck;
+        !stuck
+    }
+}
+
+fn analysed_total(pipeline: &Pipeline) -> u64 {
+    pipeline.health.cameras().iter().map(|c| c.counters.frames_analysed.load(Ordering::Relaxed)).sum()
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Gateway {
+    fn sinks(&self) -> Sinks<'_> {
+        Sinks { config: &self.config, model: &self.model, outbox: &self.outbox, shared: &self.shared }
+    }
+
+    /// Incidents from one analysed frame; keeps the frame for the zone editor. True when
+    /// events were committed.
+    fn handle_frame(&mut self, frame: &AnalysedFrame) -> bool {
+        let detections = frame
+            .detections
+            .iter()
+            .map(|d| DetectionView {
+                class: self.model.class_name(d.class_id).to_string(),
+                score: (d.score * 1000.0).round() / 1000.0,
+                box_norm: normalised(d.box_px, frame.frame_width, frame.frame_height),
+            })
+            .collect();
+        let received = SystemTime::now() - frame.received_at.elapsed();
+        let t_ms = received.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        self.shared.keep_frame(&frame.camera, LatestFrame { picture: frame.picture.clone(), detections, t_ms });
+        let sinks = Sinks { config: &self.config, model: &self.model, outbox: &self.outbox, shared: &self.shared };
+        match self.cameras.get_mut(&frame.camera) {
+            Some(runtime) => incidents::handle_frame(runtime, frame, &sinks),
+            None => false,
+        }
+    }
+
+    /// Whether the config file changed on disk since it was last loaded or written.
+    fn config_file_changed(&mut self) -> bool {
+        let now = modified(&self.config_path);
+        if now.is_some() && now != self.config_modified {
+            self.config_modified = now;
+            return true;
+        }
+        false
+    }
+
+    async fn handle_request(&mut self, request: ConfigRequest) {
+        match request {
+            ConfigRequest::Reload { trigger } => {
+                info!(trigger, path = %self.config_path.display(), "reloading the config");
+                let checked = crate::config::load(&self.config_path).and_then(|config| self.check(config));
+                self.config_modified = modified(&self.config_path);
+                match checked {
+                    Ok(config) => self.apply(config).await,
+                    Err(problems) => {
+                        self.shared.count_reload("rejected");
+                        error!(
+                            problems = %problems.to_string().replace('\n', "; "),
+                            "the new config is refused; the running one stays"
+                        );
+                    }
+                }
+            }
+            ConfigRequest::EditZones { camera, zones, reply } => {
+                let outcome = self.edit_zones(&camera, &zones).await;
+                match &outcome {
+                    Ok(saved) => {
+                        info!(camera = %camera, zones = saved.zones, backup = %saved.backup.display(), "zones saved from the editor and applied")
+                    }
+                    Err(EditRefused::Invalid(problems)) => {
+                        warn!(camera = %camera, problems = %problems.to_string().replace('\n', "; "), "zone edit refused")
+                    }
+                    Err(refused) => warn!(camera = %camera, refused = ?refused, "zone edit refused"),
+                }
+                let _ = reply.send(outcome);
+            }
+        }
+    }
+
+    /// A validated config, re-checked against the running model (classes, classifiers).
+    fn check(&self, config: Config) -> Result<Config, ConfigProblems> {
+        let problems = model_problems(&config, &self.classes);
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigProblems(problems))
+        }
+    }
+
+    async fn edit_zones(
+        &mut self,
+        camera: &CameraId,
+        zones: &[crate::config::raw::RawZone],
+    ) -> Result<ZonesSaved, EditRefused> {
+        let text = std::fs::read_to_string(&self.config_path)
+            .map_err(|err| EditRefused::Io(format!("cannot read {}: {err}", self.config_path.display())))?;
+        let edited = crate::console::zones_edit::replace_zones(&text, camera.as_str(), zones)
+            .map_err(|problem| EditRefused::Io(format!("the config file does not parse: {problem}")))?
+            .ok_or(EditRefused::UnknownCamera)?;
+        // The same validation as `check-config`, on the whole file as it would be written.
+        let config = crate::config::parse(&edited, &self.config.base_dir)
+            .and_then(|config| self.check(config))
+            .map_err(EditRefused::Invalid)?;
+        let backup = crate::console::zones_edit::write_with_backup(&self.config_path, &edited)
+            .map_err(|err| EditRefused::Io(format!("{err:#}")))?;
+        self.config_modified = modified(&self.config_path);
+        let zones = config.cameras.iter().find(|c| c.id == *camera).map_or(0, |c| c.zones.len());
+        self.apply(config).await;
+        let _ = self.shared.zones_applied.send(camera.clone());
+        Ok(ZonesSaved { backup, zones })
+    }
+
+    /// Applies a validated config: only the cameras it changes are touched.
+    async fn apply(&mut self, config: Config) {
+        let plan = reload::plan(&self.config, &config);
+        if plan.is_empty() {
+            info!("the config is unchanged");
+            self.shared.count_reload("applied");
+            return;
+        }
+        let now = now_ms();
+        let config = Arc::new(config);
+        let mut committed = Vec::new();
+        for id in &plan.removed {
+            self.pipeline.remove_camera(id).await;
+            self.shared.frames.lock().unwrap().remove(id);
+            if let Some(runtime) = self.cameras.remove(id) {
+                // Its open incidents end with it (and its saved book is emptied).
+                let mut book = runtime.engine.book().clone();
+                let events = book.retire(now, &|_, _| false);
+                committed.push((runtime.camera, book, events));
+            }
+            info!(camera = %id, "camera removed");
+        }
+        for camera in plan.added.iter().chain(&plan.restarted).chain(&plan.rezoned) {
+            let mut runtime = match build_camera(camera, &config, &self.classes) {
+                Ok(runtime) => runtime,
+                Err(err) => {
+                    error!(camera = %camera.id, error = format!("{err:#}"), "cannot apply the camera's new config");
+                    continue;
+                }
+            };
+            if let Some(previous) = self.cameras.remove(&camera.id) {
+                let events = runtime.engine.take_over(previous.engine.book().clone(), now);
+                if !events.is_empty() {
+                    committed.push((camera.clone(), runtime.engine.book().clone(), events));
+                }
+            }
+            self.cameras.insert(camera.id.clone(), runtime);
+        }
+        for camera in plan.added.iter().chain(&plan.restarted) {
+            self.pipeline.add_camera(camera).await;
+        }
+        self.config = config.clone();
+        *self.shared.config.write().unwrap() = config;
+        for (camera, book, events) in committed {
+            incidents::commit(&camera, &book, &events, None, now, &self.sinks());
+        }
+        let names = |cameras: &[CameraConfig]| cameras.iter().map(|c| c.id.to_string()).collect::<Vec<_>>().join(",");
+        info!(
+            added = names(&plan.added),
+            restarted = names(&plan.restarted),
+            rezoned = names(&plan.rezoned),
+            removed = plan.removed.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(","),
+            "config applied; other cameras untouched"
+        );
+        if !plan.needs_restart.is_empty() {
+            warn!(
+                sections = plan.needs_restart.join(","),
+                "these sections changed and take effect at the next restart"
+            );
+        }
+        self.shared.count_reload("applied");
+    }
+}
+
+fn normalised(box_px: [f32; 4], width: u32, height: u32) -> [f32; 4] {
+    let (w, h) = (width.max(1) as f32, height.max(1) as f32);
+    let round = |v: f32| (v.clamp(0.0, 1.0) * 10_000.0).round() / 10_000.0;
+    [round(box_px[0] / w), round(box_px[1] / h), round(box_px[2] / w), round(box_px[3] / h)]
+}
+
+/// Each camera's runtime, restored from the state saved before a restart.
+fn build_cameras(config: &Config, classes: &[String]) -> anyhow::Result<HashMap<CameraId, CameraRuntime>> {
+    let mut cameras = HashMap::new();
+    for camera in &config.cameras {
+        let mut runtime = build_camera(camera, config, classes)?;
+        if let Some(book) = evidence::load_book(&config.state_dir, camera.id.as_str())? {
+            let open = book.open_incidents().len();
+            runtime.engine.restore(book);
+            if open > 0 {
+                info!(camera = %camera.id, open, "restored open incidents");
+            }
+        }
+        cameras.insert(camera.id.clone(), runtime);
+    }
+    Ok(cameras)
+}
+
+fn build_camera(camera: &CameraConfig, config: &Config, classes: &[String]) -> anyhow::Result<CameraRuntime> {
+    let references = super::load_references(camera)?;
+    let engine = CameraEngine::new(camera, classes, &references);
+    let classifiers = super::ZoneClassifiers::load(camera, &config.detector)?;
+    Ok(CameraRuntime { camera: camera.clone(), engine, classifiers })
+}
+
+fn log_frame(frame: &AnalysedFrame, model: &crate::detect::Model) {
+    let summary: Vec<String> =
+        frame.detections.iter().map(|d| format!("{} {:.2}", model.class_name(d.class_id), d.score)).collect();
+    info!(
+        camera = %frame.camera,
+        t_ms = frame.media_time_ms,
+        decode_ms = format!("{:.1}", frame.decode_time.as_secs_f64() * 1e3),
+        inference_ms = format!("{:.1}", frame.inference_time.as_secs_f64() * 1e3),
+        count = frame.detections.len(),
+        detections = summary.join(", "),
+        "analysed"
+    );
+}
+
+fn log_stats(pipeline: &Pipeline, delivery: Option<&Delivery>, outbox: &crate::outbox::Outbox) {
+    let depth = outbox.depth().unwrap_or(0);
+    match delivery {
+        Some(delivery) => {
+            let s = &delivery.stats;
+            info!(
+                connected = s.connected.load(Ordering::Relaxed),
+                outbox_depth = depth,
+                published = s.published.load(Ordering::Relaxed),
+                acknowledged = s.acknowledged.load(Ordering::Relaxed),
+                connections = s.connections.load(Ordering::Relaxed),
+                answers = s.answers.load(Ordering::Relaxed),
+                answers_ignored = s.answers_ignored.load(Ordering::Relaxed),
+                followups_fired = s.followups_fired.load(Ordering::Relaxed),
+                "delivery stats"
+            );
+        }
+        None if depth > 0 => tracing::warn!(outbox_depth = depth, "undelivered events (no [mqtt] configured)"),
+        None => {}
+    }
+    for camera in pipeline.health.cameras() {
+        let (state, reason, _) = camera.snapshot();
+        let c = &camera.counters;
+        info!(
+            camera = %camera.id,
+            state = state.as_str(),
+            reason = reason.unwrap_or_default(),
+            frames_received = c.frames_received.load(Ordering::Relaxed),
+            keyframes = c.keyframes_received.load(Ordering::Relaxed),
+            decoded = c.frames_decoded.load(Ordering::Relaxed),
+            analysed = c.frames_analysed.load(Ordering::Relaxed),
+            skipped_decoder_busy = c.skipped_decoder_busy.load(Ordering::Relaxed),
+            skipped_detector_busy = c.skipped_detector_busy.load(Ordering::Relaxed),
+            reconnects = c.reconnects.load(Ordering::Relaxed),
+            "camera stats"
+        );
+    }
+}
+
+fn spawn_signal_handlers(shutdown: CancellationToken, requests: mpsc::Sender<ConfigRequest>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    tokio::spawn(async move {
+        let (mut terminate, mut hangup) = match (signal(SignalKind::terminate()), signal(SignalKind::hangup())) {
+            (Ok(terminate), Ok(hangup)) => (terminate, hangup),
+            (Err(err), _) | (_, Err(err)) => {
+                error!(error = %err, "cannot install signal handlers");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {
+                    info!("SIGINT received, stopping");
+                    break;
+                }
+                _ = terminate.recv() => {
+                    info!("SIGTERM received, stopping");
+                    break;
+                }
+                _ = hangup.recv() => {
+                    if requests.send(ConfigRequest::Reload { trigger: "SIGHUP" }).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        shutdown.cancel();
+    });
+}

@@ -1,0 +1,519 @@
+//! The routes: pages, JSON API, live events, health and metrics. Handlers only read
+//! [`Shared`], answer incidents through the outbox and pass zone edits to the run loop.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use futures::Stream;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::{broadcast, oneshot};
+
+use super::{epoch_ms, ConfigRequest, EditRefused, Shared, STALLED_AFTER};
+use crate::config::raw::RawZone;
+use crate::config::{CameraConfig, CameraId, DecodeMode};
+use crate::followup::{AckAction, Answer};
+use crate::health::{CameraHealth, CameraState, StateChange};
+use crate::outbox::{AnswerOutcome, TrackedIncident};
+
+/// Largest request body accepted (a zone edit of a busy camera is a few KB).
+const MAX_BODY_BYTES: usize = 256 * 1024;
+
+/// The console's routes, behind the authentication guard.
+pub(super) fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/", get(|| async { page(include_str!("assets/console.html")) }))
+        .route("/editor", get(|| async { page(include_str!("assets/editor.html")) }))
+        .route("/assets/{file}", get(asset))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/api/cameras", get(cameras))
+        .route("/api/cameras/{id}", get(camera))
+        .route("/api/cameras/{id}/frame.jpg", get(frame_jpeg))
+        .route("/api/cameras/{id}/detections", get(detections))
+        .route("/api/cameras/{id}/zones", put(save_zones))
+        .route("/api/zone-kinds", get(zone_kinds))
+        .route("/api/incidents", get(incidents))
+        .route("/api/incidents/{id}", get(incident))
+        .route("/api/incidents/{id}/snapshot.jpg", get(snapshot_jpeg))
+        .route("/api/incidents/{id}/answer", post(answer))
+        .route("/api/events", get(events))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(shared.clone(), super::auth::guard))
+        .with_state(shared)
+}
+
+/// A JSON error: `{"error": message}`.
+pub(super) fn error(status: StatusCode, message: impl Into<String>) -> (StatusCode, Json<serde_json::Value>) {
+    (status, Json(json!({ "error": message.into() })))
+}
+
+/// The pages use no inline scripts or styles and load images as blobs: a strict policy holds.
+const CONTENT_SECURITY_POLICY: &str =
+    "default-src 'self'; img-src 'self' blob:; object-src 'none'; frame-ancestors 'none'; base-uri 'none'";
+
+fn page(html: &'static str) -> Response {
+    (
+        [
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        Html(html),
+    )
+        .into_response()
+}
+
+async fn asset(Path(file): Path<String>) -> Response {
+    let (body, content_type) = match file.as_str() {
+        "common.js" => (include_str!("assets/common.js"), "text/javascript; charset=utf-8"),
+        "console.js" => (include_str!("assets/console.js"), "text/javascript; charset=utf-8"),
+        "editor.js" => (include_str!("assets/editor.js"), "text/javascript; charset=utf-8"),
+        "style.css" => (include_str!("assets/style.css"), "text/css; charset=utf-8"),
+        _ => return error(StatusCode::NOT_FOUND, format!("no asset {file:?}")).into_response(),
+    };
+    ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-cache")], body).into_response()
+}
+
+async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
+    let idle = shared.since_heartbeat();
+    let mut counts: HashMap<&'static str, usize> = HashMap::new();
+    for camera in shared.health.cameras() {
+        *counts.entry(camera.state().as_str()).or_default() += 1;
+    }
+    let stalled = idle > STALLED_AFTER;
+    let body = json!({
+        "status": if stalled { "stalled" } else { "ok" },
+        "loop_idle_ms": idle.as_millis() as u64,
+        "cameras": counts,
+        "outbox_depth": shared.outbox.depth().ok(),
+        "mqtt_connected": shared.mqtt_connected(),
+    });
+    let status = if stalled { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    (status, Json(body)).into_response()
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    let cameras = shared.health.cameras();
+    let incident_events = shared.incident_events.lock().unwrap().iter().map(|(k, v)| (*k, *v)).collect();
+    let reloads = shared.reloads.lock().unwrap().iter().map(|(k, v)| (*k, *v)).collect();
+    let text = super::metrics::render(&super::metrics::Snapshot {
+        cameras: &cameras,
+        decode_queue: shared.queues.decode.load(Ordering::Relaxed),
+        detector_queue: shared.queues.detector.load(Ordering::Relaxed),
+        analysed_queue: shared.queues.analysed.load(Ordering::Relaxed),
+        outbox_depth: shared.outbox.depth().unwrap_or(0),
+        waiting_for_answer: shared.outbox.waiting_for_answer().unwrap_or(0),
+        delivery: shared.delivery.as_ref().map(|(stats, _)| stats.as_ref()),
+        incident_events,
+        false_alarms: shared.outbox.false_alarms().unwrap_or_default(),
+        reloads,
+        loop_idle_seconds: shared.since_heartbeat().as_secs_f64(),
+    });
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+}
+
+/// A camera as the console shows it.
+#[derive(Debug, Serialize)]
+struct CameraView {
+    id: String,
+    street: String,
+    community: String,
+    grid: String,
+    steward: String,
+    state: &'static str,
+    reason: Option<String>,
+    since_ms: Option<i64>,
+    last_frame_age_ms: Option<u64>,
+    frames_analysed: u64,
+    frames_skipped: u64,
+    analysis_interval_ms: u64,
+    decode: &'static str,
+    zones: usize,
+}
+
+fn camera_view(camera: &CameraConfig, health: Option<&CameraHealth>) -> CameraView {
+    let (state, reason, since_ms) = match health.map(CameraHealth::snapshot) {
+        Some((state, reason, since)) => (state.as_str(), reason, Some(epoch_ms(since))),
+        None => (CameraState::Starting.as_str(), None, None),
+    };
+    CameraView {
+        id: camera.id.to_string(),
+        street: camera.place.street.clone(),
+        community: camera.place.community.clone(),
+        grid: camera.place.grid.clone(),
+        steward: camera.place.steward.clone(),
+        state,
+        reason,
+        since_ms,
+        last_frame_age_ms: health.and_then(CameraHealth::last_frame_age).map(|age| age.as_millis() as u64),
+        frames_analysed: health.map_or(0, |h| h.counters.frames_analysed.load(Ordering::Relaxed)),
+        frames_skipped: health.map_or(0, CameraHealth::frames_skipped),
+        analysis_interval_ms: camera.analysis_interval.as_millis() as u64,
+        decode: match camera.decode_mode {
+            DecodeMode::Keyframes => "keyframes",
+            DecodeMode::EveryFrame => "every_frame",
+        },
+        zones: camera.zones.len(),
+    }
+}
+
+fn camera_views(shared: &Shared) -> Vec<CameraView> {
+    let config = shared.config();
+    let health: HashMap<CameraId, Arc<CameraHealth>> =
+        shared.health.cameras().into_iter().map(|camera| (camera.id.clone(), camera)).collect();
+    config.cameras.iter().map(|camera| camera_view(camera, health.get(&camera.id).map(Arc::as_ref))).collect()
+}
+
+async fn cameras(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
+    let views = camera_views(&shared);
+    let mut summary: HashMap<&str, usize> =
+        ["online", "degraded", "offline", "other"].into_iter().map(|k| (k, 0)).collect();
+    for view in &views {
+        let bucket = match view.state {
+            "online" | "degraded" | "offline" => view.state,
+            _ => "other",
+        };
+        *summary.entry(bucket).or_default() += 1;
+    }
+    Json(json!({ "cameras": views, "summary": summary }))
+}
+
+fn find_camera(shared: &Shared, id: &str) -> Result<CameraConfig, (StatusCode, Json<serde_json::Value>)> {
+    shared
+        .config()
+        .cameras
+        .iter()
+        .find(|camera| camera.id.as_str() == id)
+        .cloned()
+        .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no camera {id:?} in the config in force")))
+}
+
+async fn camera(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    let camera = match find_camera(&shared, &id) {
+        Ok(camera) => camera,
+        Err(refused) => return refused.into_response(),
+    };
+    let health = shared.health.cameras().into_iter().find(|h| h.id == camera.id);
+    let view = camera_view(&camera, health.as_deref());
+    // The zones as written in the file, which is what the editor edits.
+    let text = match std::fs::read_to_string(&shared.config_path) {
+        Ok(text) => text,
+        Err(err) => {
+            return error(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot read the config: {err}")).into_response()
+        }
+    };
+    let zones = match super::zones_edit::zones_of(&text, &id) {
+        Ok(zones) => zones.unwrap_or_default(),
+        Err(problem) => {
+            return error(StatusCode::CONFLICT, format!("the config file no longer parses: {problem}")).into_response()
+        }
+    };
+    let mut body = serde_json::to_value(view).expect("view serialises");
+    body["zones"] = serde_json::to_value(zones).expect("zones serialise");
+    Json(body).into_response()
+}
+
+async fn frame_jpeg(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    let frame = shared.frames.lock().unwrap().iter().find(|(camera, _)| camera.as_str() == id).map(|(_, f)| f.clone());
+    let Some(frame) = frame else {
+        return error(StatusCode::NOT_FOUND, format!("no analysed frame of {id:?} yet")).into_response();
+    };
+    let encoded = tokio::task::spawn_blocking(move || crate::evidence::encode_jpeg(&frame.picture)).await;
+    match encoded {
+        Ok(Ok(jpeg)) => {
+            ([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "no-store")], jpeg).into_response()
+        }
+        Ok(Err(err)) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{err:#}")).into_response(),
+        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response(),
+    }
+}
+
+async fn detections(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    let frames = shared.frames.lock().unwrap();
+    let Some((_, frame)) = frames.iter().find(|(camera, _)| camera.as_str() == id) else {
+        return error(StatusCode::NOT_FOUND, format!("no analysed frame of {id:?} yet")).into_response();
+    };
+    Json(json!({
+        "t_ms": frame.t_ms,
+        "width": frame.picture.width(),
+        "height": frame.picture.height(),
+        "detections": frame.detections,
+    }))
+    .into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ZonesBody {
+    zones: Vec<RawZone>,
+}
+
+async fn save_zones(State(shared): State<Arc<Shared>>, Path(id): Path<String>, body: Bytes) -> Response {
+    let mut deserializer = serde_json::Deserializer::from_slice(&body);
+    let zones = match serde_path_to_error::deserialize::<_, ZonesBody>(&mut deserializer) {
+        Ok(body) => body.zones,
+        Err(err) => {
+            let path = err.path().to_string();
+            let problem = json!({ "path": format!("cameras.{id}.{path}"), "message": err.into_inner().to_string() });
+            return (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(json!({ "error": "the zones are not valid JSON of the expected shape", "problems": [problem] })),
+            )
+                .into_response();
+        }
+    };
+    let camera = match CameraId::try_new(&id) {
+        Ok(camera) => camera,
+        Err(problem) => return error(StatusCode::NOT_FOUND, problem).into_response(),
+    };
+    let (reply, outcome) = oneshot::channel();
+    let request = ConfigRequest::EditZones { camera, zones, reply };
+    if shared.requests.send(request).await.is_err() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "the gateway is stopping").into_response();
+    }
+    match outcome.await {
+        Ok(Ok(saved)) => Json(json!({ "saved": true, "backup": saved.backup, "zones": saved.zones })).into_response(),
+        Ok(Err(EditRefused::UnknownCamera)) => {
+            error(StatusCode::NOT_FOUND, format!("no camera {id:?} in the config file")).into_response()
+        }
+        Ok(Err(EditRefused::Invalid(problems))) => {
+            let problems: Vec<_> = problems.0.iter().map(|p| json!({ "path": p.path, "message": p.message })).collect();
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(json!({ "error": "refused: the config would not validate; nothing was changed", "problems": problems })),
+            )
+                .into_response()
+        }
+        Ok(Err(EditRefused::Io(problem))) => error(StatusCode::INTERNAL_SERVER_ERROR, problem).into_response(),
+        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "the gateway is stopping").into_response(),
+    }
+}
+
+async fn zone_kinds() -> Json<serde_json::Value> {
+    Json(json!({ "kinds": crate::config::zone_kinds() }))
+}
+
+/// An incident as the console shows it.
+#[derive(Debug, Serialize)]
+struct IncidentView {
+    incident_id: String,
+    kind: &'static str,
+    camera: String,
+    zone: String,
+    street: String,
+    community: String,
+    grid: String,
+    steward: String,
+    state: &'static str,
+    opened_ms: i64,
+    updated_ms: i64,
+    cleared_ms: Option<i64>,
+    reminded: bool,
+    escalated: bool,
+    answers: Vec<Answer>,
+    score: f32,
+    count: usize,
+    detail: String,
+    seq: u32,
+    has_snapshot: bool,
+}
+
+fn incident_view(incident: TrackedIncident) -> IncidentView {
+    let TrackedIncident { latest, followup } = incident;
+    let last_answer = followup.answers.last().map(|answer| answer.action);
+    let state = match (last_answer, followup.cleared_at_ms) {
+        (Some(AckAction::Resolved), _) => "resolved",
+        (Some(AckAction::FalseAlarm), _) => "false_alarm",
+        (_, Some(_)) => "cleared",
+        (Some(AckAction::Ack), None) => "acknowledged",
+        (None, None) => "open",
+    };
+    let event = latest.event;
+    IncidentView {
+        incident_id: event.incident_id,
+        kind: event.kind.as_str(),
+        camera: event.camera,
+        zone: event.zone,
+        street: latest.street,
+        community: latest.community,
+        grid: latest.grid,
+        steward: latest.steward,
+        state,
+        opened_ms: followup.opened_at_ms,
+        updated_ms: event.t_ms,
+        cleared_ms: followup.cleared_at_ms,
+        reminded: followup.reminded,
+        escalated: followup.escalated,
+        answers: followup.answers,
+        score: (event.score * 1000.0).round() / 1000.0,
+        count: event.count,
+        detail: event.detail,
+        seq: event.seq,
+        has_snapshot: latest.snapshot.is_some(),
+    }
+}
+
+#[derive(Deserialize)]
+struct IncidentFilter {
+    grid: Option<String>,
+    kind: Option<String>,
+    state: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn incidents(State(shared): State<Arc<Shared>>, Query(filter): Query<IncidentFilter>) -> Response {
+    let outbox = shared.outbox.clone();
+    let all = match tokio::task::spawn_blocking(move || outbox.incidents()).await {
+        Ok(Ok(all)) => all,
+        Ok(Err(err)) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("{err:#}")).into_response(),
+        Err(err) => return error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response(),
+    };
+    let wanted = |value: &str, filter: &Option<String>| filter.as_deref().is_none_or(|f| f.is_empty() || f == value);
+    let views: Vec<IncidentView> = all
+        .into_iter()
+        .map(incident_view)
+        .filter(|v| wanted(&v.grid, &filter.grid) && wanted(v.kind, &filter.kind) && wanted(v.state, &filter.state))
+        .take(filter.limit.unwrap_or(500).min(5000))
+        .collect();
+    Json(json!({ "incidents": views })).into_response()
+}
+
+async fn incident(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    match shared.outbox.incident(&id) {
+        Ok(Some(found)) => Json(incident_view(found)).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("no incident {id:?}")).into_response(),
+        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{err:#}")).into_response(),
+    }
+}
+
+async fn snapshot_jpeg(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    let found = match shared.outbox.incident(&id) {
+        Ok(Some(found)) => found,
+        Ok(None) => return error(StatusCode::NOT_FOUND, format!("no incident {id:?}")).into_response(),
+        Err(err) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("{err:#}")).into_response(),
+    };
+    let Some(path) = found.latest.snapshot else {
+        return error(StatusCode::NOT_FOUND, "this incident has no snapshot").into_response();
+    };
+    // Only ever serve files from the state directory's evidence.
+    let evidence = shared.config().state_dir.join("evidence");
+    let path = std::path::PathBuf::from(path);
+    if !path.starts_with(&evidence) || path.components().any(|c| c == std::path::Component::ParentDir) {
+        return error(StatusCode::NOT_FOUND, "the snapshot is not in the evidence directory").into_response();
+    }
+    match tokio::fs::read(&path).await {
+        Ok(jpeg) => ([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "private, max-age=3600")], jpeg)
+            .into_response(),
+        Err(err) => error(StatusCode::NOT_FOUND, format!("snapshot unreadable: {err}")).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AnswerBody {
+    action: AckAction,
+    by: String,
+}
+
+async fn answer(State(shared): State<Arc<Shared>>, Path(id): Path<String>, body: Bytes) -> Response {
+    let body: AnswerBody = match serde_json::from_slice(&body) {
+        Ok(body) => body,
+        Err(err) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("expected {{\"action\": \"ack\"|\"resolved\"|\"false_alarm\", \"by\": name}}: {err}"),
+            )
+            .into_response()
+        }
+    };
+    let by = body.by.trim();
+    if by.is_empty() || by.len() > 256 {
+        return error(StatusCode::BAD_REQUEST, "by must be 1-256 characters").into_response();
+    }
+    let answer = Answer { action: body.action, by: by.to_string(), at_ms: epoch_ms(std::time::SystemTime::now()) };
+    let outbox = shared.outbox.clone();
+    let incident_id = id.clone();
+    let outcome = tokio::task::spawn_blocking(move || outbox.answer(&incident_id, answer)).await;
+    match outcome {
+        Ok(Ok(AnswerOutcome::Recorded { false_alarms })) => {
+            tracing::info!(incident_id = %id, action = ?body.action, by, "operator answered from the console");
+            if let Some((place, count)) = false_alarms {
+                tracing::warn!(place = %place, count, "false alarm reported from the console");
+            }
+            shared.wake_delivery();
+            Json(json!({ "outcome": "recorded" })).into_response()
+        }
+        Ok(Ok(AnswerOutcome::Duplicate)) => Json(json!({ "outcome": "duplicate" })).into_response(),
+        Ok(Ok(AnswerOutcome::UnknownIncident)) => {
+            error(StatusCode::NOT_FOUND, format!("no incident {id:?} (or it ended over a week ago)")).into_response()
+        }
+        Ok(Err(err)) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{err:#}")).into_response(),
+        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response(),
+    }
+}
+
+/// What the live stream is waiting on.
+struct Listeners {
+    shared: Arc<Shared>,
+    incidents: broadcast::Receiver<String>,
+    cameras: broadcast::Receiver<StateChange>,
+    zones: broadcast::Receiver<CameraId>,
+}
+
+async fn events(State(shared): State<Arc<Shared>>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let listeners = Listeners {
+        incidents: shared.outbox.subscribe(),
+        cameras: shared.health.subscribe(),
+        zones: shared.zones_applied.subscribe(),
+        shared,
+    };
+    let stream = futures::stream::unfold(listeners, |mut listeners| async move {
+        let event = loop {
+            let shutdown = listeners.shared.shutdown.clone();
+            tokio::select! {
+                () = shutdown.cancelled() => return None,
+                received = listeners.incidents.recv() => match received {
+                    Ok(id) => match listeners.shared.outbox.incident(&id) {
+                        Ok(Some(found)) => break json_event("incident", &incident_view(found)),
+                        _ => continue,
+                    },
+                    // Missed some: tell the page to re-read the list.
+                    Err(broadcast::error::RecvError::Lagged(_)) => break Event::default().event("resync").data("{}"),
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
+                received = listeners.cameras.recv() => match received {
+                    Ok(change) => {
+                        let config = listeners.shared.config();
+                        let Some(camera) = config.cameras.iter().find(|c| c.id == change.camera) else { continue };
+                        let health = listeners.shared.health.cameras().into_iter().find(|h| h.id == change.camera);
+                        break json_event("camera", &camera_view(camera, health.as_deref()));
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => break Event::default().event("resync").data("{}"),
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
+                received = listeners.zones.recv() => match received {
+                    Ok(camera) => break json_event("zones", &json!({ "camera": camera.as_str() })),
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
+            }
+        };
+        Some((Ok(event), listeners))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+fn json_event(name: &str, data: &impl Serialize) -> Event {
+    Event::default().event(name).data(serde_json::to_string(data).expect("event serialises"))
+}

@@ -1,0 +1,303 @@
+//! `/metrics` in the Prometheus text format (0.0.4), rendered from a snapshot so the
+//! renderer is pure and testable. Names follow `gateway_<stage>_<noun>_<unit>`, counters end
+//! in `_total`; per-camera series carry a `camera` label (ids are `[A-Za-z0-9_-]`, safe as
+//! label values). About 25 series per camera: ~15 000 lines for 600 cameras.
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+
+use crate::health::{CameraHealth, CameraState, SkipReason};
+
+/// Everything `/metrics` shows, read at one moment.
+pub struct Snapshot<'a> {
+    /// Cameras' health.
+    pub cameras: &'a [std::sync::Arc<CameraHealth>],
+    /// Keyframes waiting for the decoder pool.
+    pub decode_queue: usize,
+    /// Prepared frames waiting for a detector session.
+    pub detector_queue: usize,
+    /// Analysed frames waiting for the run loop.
+    pub analysed_queue: usize,
+    /// Records waiting for delivery.
+    pub outbox_depth: u64,
+    /// Incidents waiting for an answer.
+    pub waiting_for_answer: usize,
+    /// Delivery counters, when `[mqtt]` is configured.
+    pub delivery: Option<&'a crate::deliver::DeliveryStats>,
+    /// Incident events committed, by (kind, event).
+    pub incident_events: Vec<((&'static str, &'static str), u64)>,
+    /// False alarms by `camera/zone/kind`.
+    pub false_alarms: Vec<(String, u64)>,
+    /// Config reloads by result.
+    pub reloads: Vec<(&'static str, u64)>,
+    /// Seconds since the run loop last turned.
+    pub loop_idle_seconds: f64,
+}
+
+/// Reads one per-camera counter.
+type ReadCounter = fn(&crate::health::CameraCounters) -> u64;
+
+const CAMERA_STATES: [CameraState; 6] = [
+    CameraState::Starting,
+    CameraState::Connecting,
+    CameraState::Online,
+    CameraState::Degraded,
+    CameraState::Offline,
+    CameraState::Stopped,
+];
+
+/// Renders the snapshot.
+pub fn render(snapshot: &Snapshot<'_>) -> String {
+    let mut out = String::with_capacity(256 + snapshot.cameras.len() * 2048);
+    let cameras = snapshot.cameras;
+
+    family(&mut out, "gateway_camera_state", "gauge", "1 for the camera's current state, 0 for the others.");
+    for camera in cameras {
+        let state = camera.state();
+        for candidate in &CAMERA_STATES {
+            let value = u8::from(*candidate == state);
+            let _ = writeln!(
+                out,
+                "gateway_camera_state{{camera=\"{}\",state=\"{}\"}} {value}",
+                camera.id,
+                candidate.as_str()
+            );
+        }
+    }
+    let counters: [(&str, &str, ReadCounter); 6] = [
+        ("gateway_ingest_frames_received_total", "Access units received from the camera.", |c| {
+            c.frames_received.load(Ordering::Relaxed)
+        }),
+        ("gateway_ingest_keyframes_received_total", "Keyframes among them.", |c| {
+            c.keyframes_received.load(Ordering::Relaxed)
+        }),
+        (
+            "gateway_decode_frames_decoded_total",
+            "Frames decoded (keyframes on the shared pool, or every frame).",
+            |c| c.frames_decoded.load(Ordering::Relaxed),
+        ),
+        ("gateway_detect_frames_analysed_total", "Frames run through the detector.", |c| {
+            c.frames_analysed.load(Ordering::Relaxed)
+        }),
+        ("gateway_decode_errors_total", "Frames that failed to decode or preprocess.", |c| {
+            c.decode_errors.load(Ordering::Relaxed)
+        }),
+        ("gateway_ingest_reconnects_total", "Camera sessions that ended in failure.", |c| {
+            c.reconnects.load(Ordering::Relaxed)
+        }),
+    ];
+    for (name, help, read) in counters {
+        family(&mut out, name, "counter", help);
+        for camera in cameras {
+            let _ = writeln!(out, "{name}{{camera=\"{}\"}} {}", camera.id, read(&camera.counters));
+        }
+    }
+    family(&mut out, "gateway_frames_skipped_total", "counter", "Frames due for analysis but skipped, by reason.");
+    for camera in cameras {
+        let c = &camera.counters;
+        for reason in SkipReason::ALL {
+            let value = match reason {
+                SkipReason::DecoderBusy => c.skipped_decoder_busy.load(Ordering::Relaxed),
+                SkipReason::DetectorBusy => c.skipped_detector_busy.load(Ordering::Relaxed),
+                SkipReason::AwaitingKeyframe => c.skipped_awaiting_keyframe.load(Ordering::Relaxed),
+            };
+            let _ = writeln!(
+                out,
+                "gateway_frames_skipped_total{{camera=\"{}\",reason=\"{}\"}} {value}",
+                camera.id,
+                reason.as_str()
+            );
+        }
+    }
+    let seconds: [(&str, &str, ReadCounter); 2] = [
+        (
+            "gateway_decode_seconds_total",
+            "Time spent decoding and preprocessing this camera's frames (rate ÷ frames decoded = ms per frame).",
+            |c| c.decode_us_total.load(Ordering::Relaxed),
+        ),
+        (
+            "gateway_detect_inference_seconds_total",
+            "Time spent in inference and postprocessing for this camera's frames.",
+            |c| c.inference_us_total.load(Ordering::Relaxed),
+        ),
+    ];
+    for (name, help, read) in seconds {
+        family(&mut out, name, "counter", help);
+        for camera in cameras {
+            let _ = writeln!(out, "{name}{{camera=\"{}\"}} {:.6}", camera.id, read(&camera.counters) as f64 / 1e6);
+        }
+    }
+    family(&mut out, "gateway_camera_last_frame_age_seconds", "gauge", "Seconds since the camera's last frame.");
+    for camera in cameras {
+        if let Some(age) = camera.last_frame_age() {
+            let _ = writeln!(
+                out,
+                "gateway_camera_last_frame_age_seconds{{camera=\"{}\"}} {:.3}",
+                camera.id,
+                age.as_secs_f64()
+            );
+        }
+    }
+
+    gauge(
+        &mut out,
+        "gateway_decode_queue_depth",
+        "Keyframes waiting for the shared decoder pool.",
+        snapshot.decode_queue,
+    );
+    gauge(
+        &mut out,
+        "gateway_detect_queue_depth",
+        "Prepared frames waiting for a detector session.",
+        snapshot.detector_queue,
+    );
+    gauge(
+        &mut out,
+        "gateway_analysed_queue_depth",
+        "Analysed frames waiting for tracking and rules.",
+        snapshot.analysed_queue,
+    );
+    gauge(
+        &mut out,
+        "gateway_outbox_depth",
+        "Incident records on disk waiting for the broker's PUBACK.",
+        snapshot.outbox_depth,
+    );
+    gauge(
+        &mut out,
+        "gateway_incidents_waiting_for_answer",
+        "Open incidents no steward has answered.",
+        snapshot.waiting_for_answer,
+    );
+    let _ = writeln!(out, "# HELP gateway_loop_idle_seconds Seconds since the run loop last turned.");
+    let _ = writeln!(out, "# TYPE gateway_loop_idle_seconds gauge");
+    let _ = writeln!(out, "gateway_loop_idle_seconds {:.3}", snapshot.loop_idle_seconds);
+
+    if let Some(delivery) = snapshot.delivery {
+        gauge(
+            &mut out,
+            "gateway_mqtt_connected",
+            "1 while a broker session is up.",
+            u8::from(delivery.connected.load(Ordering::Relaxed)),
+        );
+        let delivery_counters = [
+            ("gateway_mqtt_connections_total", "Broker sessions established.", &delivery.connections),
+            ("gateway_mqtt_published_total", "Records published (re-sends included).", &delivery.published),
+            (
+                "gateway_mqtt_acknowledged_total",
+                "Records acknowledged by the broker and removed.",
+                &delivery.acknowledged,
+            ),
+            ("gateway_mqtt_answers_total", "Answers recorded from stewards over MQTT.", &delivery.answers),
+            ("gateway_mqtt_answers_ignored_total", "Malformed or unknown answers ignored.", &delivery.answers_ignored),
+            ("gateway_followups_fired_total", "Reminders and escalations sent.", &delivery.followups_fired),
+        ];
+        for (name, help, counter) in delivery_counters {
+            family(&mut out, name, "counter", help);
+            let _ = writeln!(out, "{name} {}", counter.load(Ordering::Relaxed));
+        }
+    }
+
+    family(
+        &mut out,
+        "gateway_incident_events_total",
+        "counter",
+        "Incident events committed, by kind and event (opened, updated, cleared).",
+    );
+    for ((kind, event), count) in &snapshot.incident_events {
+        let _ = writeln!(out, "gateway_incident_events_total{{kind=\"{kind}\",event=\"{event}\"}} {count}");
+    }
+    family(
+        &mut out,
+        "gateway_false_alarms_total",
+        "counter",
+        "Incidents a steward or operator marked as false alarms.",
+    );
+    for (place, count) in &snapshot.false_alarms {
+        let mut parts = place.splitn(3, '/');
+        let (camera, zone, kind) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let _ = writeln!(
+            out,
+            "gateway_false_alarms_total{{camera=\"{}\",zone=\"{}\",kind=\"{}\"}} {count}",
+            escape(camera),
+            escape(zone),
+            escape(kind)
+        );
+    }
+    family(&mut out, "gateway_config_reloads_total", "counter", "Config reloads, by result (applied, rejected).");
+    for (result, count) in &snapshot.reloads {
+        let _ = writeln!(out, "gateway_config_reloads_total{{result=\"{result}\"}} {count}");
+    }
+    out
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, value: impl std::fmt::Display) {
+    family(out, name, "gauge", help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
+/// Escapes a label value (`\`, `"` and newlines), for values read back from disk.
+fn escape(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::CameraId;
+    use crate::health::HealthRegistry;
+
+    #[test]
+    fn renders_per_camera_series_and_totals() {
+        let registry = HealthRegistry::default();
+        let gate = registry.camera(&CameraId::try_new("gate-3").unwrap());
+        gate.set_state(CameraState::Online, None);
+        gate.record_frame(true, std::time::Instant::now());
+        gate.record_skip(SkipReason::DetectorBusy);
+        gate.counters.decode_us_total.store(7_760, Ordering::Relaxed);
+        let cameras = registry.cameras();
+        let delivery = crate::deliver::DeliveryStats::default();
+        delivery.connected.store(true, Ordering::Relaxed);
+        let text = render(&Snapshot {
+            cameras: &cameras,
+            decode_queue: 2,
+            detector_queue: 1,
+            analysed_queue: 0,
+            outbox_depth: 5,
+            waiting_for_answer: 1,
+            delivery: Some(&delivery),
+            incident_events: vec![(("misparked_bike", "opened"), 3)],
+            false_alarms: vec![("gate-3/pavement/misparked_bike".into(), 1)],
+            reloads: vec![("rejected", 1)],
+            loop_idle_seconds: 0.25,
+        });
+        for line in [
+            "gateway_camera_state{camera=\"gate-3\",state=\"degraded\"} 1",
+            "gateway_camera_state{camera=\"gate-3\",state=\"online\"} 0",
+            "gateway_ingest_frames_received_total{camera=\"gate-3\"} 1",
+            "gateway_ingest_keyframes_received_total{camera=\"gate-3\"} 1",
+            "gateway_frames_skipped_total{camera=\"gate-3\",reason=\"detector_busy\"} 1",
+            "gateway_frames_skipped_total{camera=\"gate-3\",reason=\"decoder_busy\"} 0",
+            "gateway_decode_seconds_total{camera=\"gate-3\"} 0.007760",
+            "gateway_decode_queue_depth 2",
+            "gateway_detect_queue_depth 1",
+            "gateway_outbox_depth 5",
+            "gateway_mqtt_connected 1",
+            "gateway_incident_events_total{kind=\"misparked_bike\",event=\"opened\"} 3",
+            "gateway_false_alarms_total{camera=\"gate-3\",zone=\"pavement\",kind=\"misparked_bike\"} 1",
+            "gateway_config_reloads_total{result=\"rejected\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
+        // Every sample line belongs to a family declared with HELP and TYPE.
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = line.split(['{', ' ']).next().unwrap();
+            assert!(text.contains(&format!("# TYPE {name} ")), "{name} has no TYPE");
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! The HTTP side of the gateway, for the people who use it every day: the operator console
+//! (live incidents, answers, camera health), the zone editor, the JSON API and the live event
+//! stream behind them, `/healthz` and Prometheus `/metrics`. Design and endpoint table:
+//! `docs/design/console.md`.
+//!
+//! ```text
+//! run loop ──frames, config, counters──▶ Shared ◀── handlers (read)
+//! outbox  ──incident changes──────────▶ /api/events (SSE)
+//! handlers ──answers──▶ outbox.answer() ──▶ delivery wakes, echo published
+//! handlers ──zone edits──▶ ConfigRequest ──▶ run loop (validates, writes, applies)
+//! ```
+//!
+//! Architecture invariant: the console never changes the config or the engines itself. Zone
+//! edits go to the run loop, the one writer of the config file, which validates them with the
+//! same code as `check-config` and applies them to that camera only.
+//!
+//! Authentication: state-changing requests need `Authorization: Bearer <token>` (the token
+//! from `[console] token_file`/`token_env`); read-only requests are open to loopback peers
+//! and need the token from anywhere else.
+
+mod api;
+mod auth;
+pub mod metrics;
+pub mod zones_edit;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+use tokio::sync::{broadcast, mpsc, oneshot, Notify};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::raw::RawZone;
+use crate::config::{CameraId, Config, ConfigProblems};
+use crate::deliver::DeliveryStats;
+use crate::health::HealthRegistry;
+use crate::outbox::Outbox;
+
+/// The run loop is considered stalled (503 on `/healthz`) when it has not turned this long.
+pub const STALLED_AFTER: Duration = Duration::from_secs(30);
+
+/// A detection drawn in the zone editor.
+#[derive(Debug, Clone, Serialize)]
+pub struct DetectionView {
+    /// Class name.
+    pub class: String,
+    /// Score, 0–1.
+    pub score: f32,
+    /// `[x1, y1, x2, y2]`, normalised 0–1.
+    pub box_norm: [f32; 4],
+}
+
+/// A camera's latest analysed frame and what the detector saw in it.
+#[derive(Debug, Clone)]
+pub struct LatestFrame {
+    /// The picture the detector saw (scaled).
+    pub picture: Arc<image::RgbImage>,
+    /// Its detections.
+    pub detections: Vec<DetectionView>,
+    /// When its access unit arrived, wall-clock ms.
+    pub t_ms: i64,
+}
+
+/// A change to the config asked of the run loop.
+#[derive(Debug)]
+pub enum ConfigRequest {
+    /// Re-read the config file (SIGHUP, or the file changed).
+    Reload {
+        /// What asked for it, for the log.
+        trigger: &'static str,
+    },
+    /// Replace one camera's zones, validate the whole file, write it and apply it.
+    EditZones {
+        /// The camera.
+        camera: CameraId,
+        /// Its new zones, as they will be written.
+        zones: Vec<RawZone>,
+        /// The outcome.
+        reply: oneshot::Sender<Result<ZonesSaved, EditRefused>>,
+    },
+}
+
+/// A zone edit that was saved and applied.
+#[derive(Debug, Clone, Serialize)]
+pub struct ZonesSaved {
+    /// The previous config file, kept beside it.
+    pub backup: PathBuf,
+    /// Zones the camera now has.
+    pub zones: usize,
+}
+
+/// Why a zone edit was refused; nothing was changed.
+#[derive(Debug, Clone)]
+pub enum EditRefused {
+    /// No such camera in the config file.
+    UnknownCamera,
+    /// The edited config does not validate.
+    Invalid(ConfigProblems),
+    /// The file could not be read or written.
+    Io(String),
+}
+
+/// Queue depths sampled by the run loop.
+#[derive(Debug, Default)]
+pub struct QueueDepths {
+    /// Keyframes waiting for the decoder pool.
+    pub decode: AtomicUsize,
+    /// Prepared frames waiting for a detector session.
+    pub detector: AtomicUsize,
+    /// Analysed frames waiting for the run loop.
+    pub analysed: AtomicUsize,
+}
+
+/// What the console reads and the run loop keeps up to date.
+pub struct Shared {
+    /// Cameras' states and counters.
+    pub health: Arc<HealthRegistry>,
+    /// Incidents and their follow-up; answers go here.
+    pub outbox: Arc<Outbox>,
+    /// Delivery counters and the publisher's wake-up, when `[mqtt]` is configured.
+    pub delivery: Option<(Arc<DeliveryStats>, Arc<Notify>)>,
+    /// The config in force.
+    pub config: RwLock<Arc<Config>>,
+    /// The config file (what the zone editor edits).
+    pub config_path: PathBuf,
+    /// Latest analysed frame per camera.
+    pub frames: Mutex<HashMap<CameraId, LatestFrame>>,
+    /// Incident events committed, by (kind, event).
+    pub incident_events: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    /// Config reloads, by result (`applied`, `rejected`).
+    pub reloads: Mutex<BTreeMap<&'static str, u64>>,
+    /// Queue depths.
+    pub queues: QueueDepths,
+    /// When the run loop last turned.
+    pub heartbeat: Mutex<Instant>,
+    /// Cameras whose zones were just applied (for the live stream).
+    pub zones_applied: broadcast::Sender<CameraId>,
+    /// Where zone edits and reloads go.
+    pub requests: mpsc::Sender<ConfigRequest>,
+    /// Requests refused for want of a valid token.
+    pub refused: AtomicU64,
+    /// Ends the live streams when the gateway stops (graceful shutdown waits for them).
+    pub shutdown: CancellationToken,
+}
+
+impl Shared {
+    /// Shared state for a gateway running `config`.
+    pub fn new(
+        config: Arc<Config>,
+        config_path: PathBuf,
+        health: Arc<HealthRegistry>,
+        outbox: Arc<Outbox>,
+        delivery: Option<(Arc<DeliveryStats>, Arc<Notify>)>,
+        requests: mpsc::Sender<ConfigRequest>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Shared {
+            health,
+            outbox,
+            delivery,
+            config: RwLock::new(config),
+            config_path,
+            frames: Mutex::default(),
+            incident_events: Mutex::default(),
+            reloads: Mutex::default(),
+            queues: QueueDepths::default(),
+            heartbeat: Mutex::new(Instant::now()),
+            zones_applied: broadcast::channel(64).0,
+            requests,
+            refused: AtomicU64::new(0),
+            shutdown,
+        }
+    }
+
+    /// The config in force.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.read().unwrap().clone()
+    }
+
+    /// Records that the run loop turned.
+    pub fn beat(&self) {
+        *self.heartbeat.lock().unwrap() = Instant::now();
+    }
+
+    /// Counts a committed incident event.
+    pub fn count_incident_event(&self, kind: &'static str, event: &'static str) {
+        *self.incident_events.lock().unwrap().entry((kind, event)).or_default() += 1;
+    }
+
+    /// Counts a config reload.
+    pub fn count_reload(&self, result: &'static str) {
+        *self.reloads.lock().unwrap().entry(result).or_default() += 1;
+    }
+
+    /// Keeps a camera's latest analysed frame.
+    pub fn keep_frame(&self, camera: &CameraId, frame: LatestFrame) {
+        self.frames.lock().unwrap().insert(camera.clone(), frame);
+    }
+
+    /// How long ago the run loop last turned.
+    pub fn since_heartbeat(&self) -> Duration {
+        self.heartbeat.lock().unwrap().elapsed()
+    }
+
+    fn wake_delivery(&self) {
+        if let Some((_, wake)) = &self.delivery {
+            wake.notify_one();
+        }
+    }
+
+    fn mqtt_connected(&self) -> Option<bool> {
+        self.delivery.as_ref().map(|(stats, _)| stats.connected.load(Ordering::Relaxed))
+    }
+}
+
+/// Wall-clock ms of a `SystemTime`.
+pub(crate) fn epoch_ms(time: SystemTime) -> i64 {
+    time.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Serves the console on `listener` until `shutdown`.
+pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
+    let app = api::router(shared);
+    let service = app.into_make_service_with_connect_info::<SocketAddr>();
+    if let Err(err) = axum::serve(listener, service).with_graceful_shutdown(shutdown.cancelled_owned()).await {
+        tracing::error!(error = %err, "console server failed");
+    }
+}

@@ -48,10 +48,10 @@ pub const STALLED_AFTER: Duration = Duration::from_secs(30);
 pub struct DetectionView {
     /// Class name.
     pub class: String,
-    /// Score, 0–1.
-    pub score: f32,
+    /// Score, 0–1 (f64: JSON values built with `json!` widen f32 into long decimals).
+    pub score: f64,
     /// `[x1, y1, x2, y2]`, normalised 0–1.
-    pub box_norm: [f32; 4],
+    pub box_norm: [f64; 4],
 }
 
 /// A camera's latest analysed frame and what the detector saw in it.

@@ -320,7 +320,7 @@ impl Gateway {
             .iter()
             .map(|d| DetectionView {
                 class: self.model.class_name(d.class_id).to_string(),
-                score: (d.score * 1000.0).round() / 1000.0,
+                score: (f64::from(d.score) * 1000.0).round() / 1000.0,
                 box_norm: normalised(d.box_px, frame.frame_width, frame.frame_height),
             })
             .collect();
@@ -474,10 +474,15 @@ impl Gateway {
     }
 }
 
-fn normalised(box_px: [f32; 4], width: u32, height: u32) -> [f32; 4] {
-    let (w, h) = (width.max(1) as f32, height.max(1) as f32);
-    let round = |v: f32| (v.clamp(0.0, 1.0) * 10_000.0).round() / 10_000.0;
-    [round(box_px[0] / w), round(box_px[1] / h), round(box_px[2] / w), round(box_px[3] / h)]
+fn normalised(box_px: [f32; 4], width: u32, height: u32) -> [f64; 4] {
+    let (w, h) = (f64::from(width.max(1)), f64::from(height.max(1)));
+    let round = |v: f64| (v.clamp(0.0, 1.0) * 10_000.0).round() / 10_000.0;
+    [
+        round(f64::from(box_px[0]) / w),
+        round(f64::from(box_px[1]) / h),
+        round(f64::from(box_px[2]) / w),
+        round(f64::from(box_px[3]) / h),
+    ]
 }
 
 /// Each camera's runtime, restored from the state saved before a restart.

@@ -96,7 +96,7 @@ impl CameraEngine {
             zones.iter().filter(|z| matches!(z.state, RuleState::Mask)).map(|z| z.zone.polygon.clone()).collect();
         let transient: Vec<String> = TRANSIENT_CLASSES.iter().map(|c| c.to_string()).collect();
         CameraEngine {
-            tracker: Tracker::new(TrackerConfig::default()),
+            tracker: Tracker::new(TrackerConfig::for_interval(camera.analysis_interval.as_millis() as i64)),
             zones,
             masks,
             transient_class_ids: class_ids(&transient, class_names),
@@ -132,6 +132,17 @@ impl CameraEngine {
             })
             .collect();
         self.book.retire(now_ms, &|zone, kind| zones.iter().any(|(id, k)| id == zone && *k == kind))
+    }
+
+    /// Whether any of `observations` is a person (as the zone's rule counts them) inside one
+    /// of the camera's fall-watch zones: the scheduler then samples the camera faster.
+    pub fn people_in_fall_zones(&self, observations: &[Observation]) -> bool {
+        self.zones.iter().filter(|runtime| matches!(runtime.state, RuleState::Fall(_))).any(|runtime| {
+            observations.iter().any(|o| {
+                !self.masks.iter().any(|mask| mask.contains(o.bbox.anchor()))
+                    && runtime.zone.admits(&runtime.class_ids, o.class_id, o.score, &o.bbox)
+            })
+        })
     }
 
     /// Live tracks.

@@ -51,23 +51,21 @@ pub const DEGRADED_HOLD: Duration = Duration::from_secs(30);
 /// Why a frame due for analysis was not analysed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SkipReason {
-    /// The shared keyframe decoder queue was full.
-    DecoderBusy,
-    /// The detector queue was full.
-    DetectorBusy,
+    /// A due frame was replaced by a newer one of the same camera before the gateway had
+    /// capacity to analyse it (see `schedule`).
+    OverCapacity,
     /// Waiting for a keyframe after a lost frame (`every_frame` mode).
     AwaitingKeyframe,
 }
 
 impl SkipReason {
     /// Every reason, for metrics.
-    pub const ALL: [SkipReason; 3] = [SkipReason::DecoderBusy, SkipReason::DetectorBusy, SkipReason::AwaitingKeyframe];
+    pub const ALL: [SkipReason; 2] = [SkipReason::OverCapacity, SkipReason::AwaitingKeyframe];
 
     /// Label for metrics and status.
     pub fn as_str(self) -> &'static str {
         match self {
-            SkipReason::DecoderBusy => "decoder_busy",
-            SkipReason::DetectorBusy => "detector_busy",
+            SkipReason::OverCapacity => "over_capacity",
             SkipReason::AwaitingKeyframe => "awaiting_keyframe",
         }
     }
@@ -102,10 +100,8 @@ pub struct CameraCounters {
     pub frames_decoded: AtomicU64,
     /// Frames run through the detector.
     pub frames_analysed: AtomicU64,
-    /// Due frames skipped because the decoder queue was full.
-    pub skipped_decoder_busy: AtomicU64,
-    /// Decoded frames skipped because the detector queue was full.
-    pub skipped_detector_busy: AtomicU64,
+    /// Due frames replaced by newer ones before there was capacity to analyse them.
+    pub skipped_over_capacity: AtomicU64,
     /// Frames dropped while waiting for a keyframe after a loss (`every_frame` mode).
     pub skipped_awaiting_keyframe: AtomicU64,
     /// Frames that failed to decode.
@@ -116,6 +112,10 @@ pub struct CameraCounters {
     pub decode_us_total: AtomicU64,
     /// Sum of inference+postprocess time, µs.
     pub inference_us_total: AtomicU64,
+    /// Arrival-time gap between the two latest analysed frames, ms.
+    pub revisit_last_ms: AtomicU64,
+    /// The longest such gap since start, ms.
+    pub revisit_max_ms: AtomicU64,
 }
 
 /// One camera's health.
@@ -157,6 +157,14 @@ impl CameraHealth {
         let _ = self.changes.send(StateChange { camera: self.id.clone(), state, reason });
     }
 
+    /// Frames are flowing: online, unless already online or degraded (a degraded camera
+    /// recovers only when it stops skipping, see [`CameraHealth::recover`]).
+    pub fn mark_streaming(&self) {
+        if !matches!(self.state(), CameraState::Online | CameraState::Degraded) {
+            self.set_state(CameraState::Online, None);
+        }
+    }
+
     /// Counts a received frame.
     pub fn record_frame(&self, is_keyframe: bool, at: Instant) {
         self.counters.frames_received.fetch_add(1, Ordering::Relaxed);
@@ -169,27 +177,36 @@ impl CameraHealth {
     /// Counts a frame that was due for analysis but skipped, and marks an online camera
     /// degraded with the reason.
     pub fn record_skip(&self, reason: SkipReason) {
+        self.count_skip(reason);
+        *self.last_skip.lock().unwrap() = Some(Instant::now());
+        if matches!(self.state(), CameraState::Online | CameraState::Degraded) {
+            let why = match reason {
+                SkipReason::OverCapacity => "over capacity: due frames waited longer than a tenth of the interval",
+                SkipReason::AwaitingKeyframe => "frames skipped: awaiting keyframe",
+            };
+            self.set_state(CameraState::Degraded, Some(why.to_string()));
+        }
+    }
+
+    /// Counts a skipped frame without marking the camera degraded.
+    fn count_skip(&self, reason: SkipReason) {
         let counter = match reason {
-            SkipReason::DecoderBusy => &self.counters.skipped_decoder_busy,
-            SkipReason::DetectorBusy => &self.counters.skipped_detector_busy,
+            SkipReason::OverCapacity => &self.counters.skipped_over_capacity,
             SkipReason::AwaitingKeyframe => &self.counters.skipped_awaiting_keyframe,
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        *self.last_skip.lock().unwrap() = Some(Instant::now());
-        if matches!(self.state(), CameraState::Online | CameraState::Degraded) {
-            self.set_state(
-                CameraState::Degraded,
-                Some(format!("frames skipped: {}", reason.as_str().replace('_', " "))),
-            );
-        }
     }
 
     /// Frames skipped, whatever the reason.
     pub fn frames_skipped(&self) -> u64 {
         let c = &self.counters;
-        c.skipped_decoder_busy.load(Ordering::Relaxed)
-            + c.skipped_detector_busy.load(Ordering::Relaxed)
-            + c.skipped_awaiting_keyframe.load(Ordering::Relaxed)
+        c.skipped_over_capacity.load(Ordering::Relaxed) + c.skipped_awaiting_keyframe.load(Ordering::Relaxed)
+    }
+
+    /// Records the arrival-time gap between the camera's two latest analysed frames.
+    pub fn record_revisit(&self, revisit_ms: u64) {
+        self.counters.revisit_last_ms.store(revisit_ms, Ordering::Relaxed);
+        self.counters.revisit_max_ms.fetch_max(revisit_ms, Ordering::Relaxed);
     }
 
     /// Back to online when degraded and nothing was skipped for `hold`.

@@ -14,6 +14,8 @@
 //! not do. `ARCHITECTURE.md` is the one-page map.
 //! - [`config`]: TOML → validated domain types, every problem with its key path.
 //! - [`ingest`]: one supervised task per camera (RTSP via retina, or a footage file).
+//! - [`schedule`]: which camera's frame is analysed next (one waiting frame per camera,
+//!   earliest deadline first): how the capacity is shared out.
 //! - [`decode`]: keyframes (or every frame) → the detector's letterboxed input tensor.
 //! - [`detect`]: ONNX Runtime sessions, YOLOX decode, class-wise NMS.
 //! - [`health`]: per-camera state and counters shared by the stages.
@@ -40,5 +42,6 @@ pub mod notify;
 pub mod outbox;
 pub mod pipeline;
 pub mod rules;
+pub mod schedule;
 pub mod track;
 pub mod zones;

@@ -62,6 +62,22 @@ enum Command {
         #[arg(long, default_value_t = 0.0)]
         at_secs: f64,
     },
+    /// Measure the CPU cost of one analysed frame (keyframe decode + preprocess + inference)
+    /// on footage, on one thread.
+    Calibrate {
+        /// Config file whose [detector] to use; default: the bundled model.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Keyframes to measure per file.
+        #[arg(long, default_value_t = 50)]
+        frames: usize,
+        /// One JSON object per footage file per line.
+        #[arg(long)]
+        json: bool,
+        /// Footage files: H.264/H.265 in MP4, MKV or Annex B.
+        #[arg(required = true)]
+        footage: Vec<PathBuf>,
+    },
     /// Run the configured detector on image files.
     Detect {
         /// Config file whose [detector] to use; default: the bundled model.
@@ -92,6 +108,9 @@ fn main() {
             cli::reference::main(&config, &camera, &output, from.as_deref(), at_secs)
         }
         Command::Detect { config, json, images } => cli::detect::main(config.as_deref(), json, &images),
+        Command::Calibrate { config, frames, json, footage } => {
+            cli::calibrate::main(config.as_deref(), frames, json, &footage)
+        }
     };
     std::process::exit(code);
 }

@@ -52,12 +52,8 @@ impl Pipeline {
         .await
         .context("detector start-up panicked")??;
         let manifest = &detect.model().manifest;
-        let decode = DecodePool::start(
-            config.decode.workers,
-            config.decode.queue_capacity,
-            (manifest.input_width, manifest.input_height),
-            prepared_sender,
-        );
+        let decode =
+            DecodePool::start(config.decode.workers, (manifest.input_width, manifest.input_height), prepared_sender);
         let health = Arc::new(HealthRegistry::default());
         let mut pipeline =
             Pipeline { health, decode, detect, cameras: HashMap::new(), ingest: config.ingest.clone(), shutdown };
@@ -101,9 +97,9 @@ impl Pipeline {
         self.detect.model()
     }
 
-    /// Keyframes waiting for a decoder.
-    pub fn decode_queue_depth(&self) -> usize {
-        self.decode.queue_depth()
+    /// The frame scheduler: who is analysed next, people in view, figures.
+    pub fn scheduler(&self) -> &Arc<crate::decode::FrameScheduler> {
+        self.decode.scheduler()
     }
 
     /// Prepared frames waiting for a detector session.

@@ -46,6 +46,16 @@ impl Default for TrackerConfig {
     }
 }
 
+impl TrackerConfig {
+    /// The defaults, with a miss budget of at least three analysis intervals: a camera
+    /// revisited every 10 s (or later, over capacity) must not lose a parked bike between
+    /// two looks at it.
+    pub fn for_interval(interval_ms: i64) -> Self {
+        let defaults = TrackerConfig::default();
+        TrackerConfig { max_missed_ms: defaults.max_missed_ms.max(3 * interval_ms), ..defaults }
+    }
+}
+
 /// One tracked object.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Track {

@@ -69,7 +69,7 @@ pub fn main(config_path: Option<&Path>, json: bool, images: &[PathBuf]) -> i32 {
 /// Where the bundled model is looked for without `--config`: the working directory, else the
 /// project the binary was built in (`target/<profile>/gateway` → `../..`), else the install
 /// prefix (`bin/gateway` → `../share/street-gateway`).
-fn default_model_base() -> PathBuf {
+pub(super) fn default_model_base() -> PathBuf {
     let current = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     let mut candidates = vec![current.clone()];
     if let Some(binary_dir) = std::env::current_exe().ok().and_then(|exe| exe.parent().map(Path::to_path_buf)) {

@@ -1,6 +1,7 @@
 //! The `gateway` command's subcommands. `main` parses arguments and dispatches here; each
 //! subcommand returns the process exit code.
 
+pub mod calibrate;
 pub mod check_config;
 pub mod detect;
 pub mod reference;

@@ -16,12 +16,13 @@ use serde::Serialize;
 use super::{load_and_check, print_problems, EXIT_CONFIG};
 use crate::config::DecodeMode;
 use crate::decode::letterbox::VideoLetterboxer;
-use crate::decode::{Decoder, DecoderKey, Sampler};
+use crate::decode::{Decoder, DecoderKey};
 use crate::detect::Detector;
 use crate::engine::{observations, CameraEngine, EngineFrame};
 use crate::incident::IncidentEvent;
 use crate::ingest::file::{play, Pace};
 use crate::ingest::{EncodedFrame, FrameSink};
+use crate::schedule::Scheduler;
 
 #[derive(Serialize)]
 struct JsonEvent<'a> {
@@ -64,7 +65,12 @@ pub fn main(config_path: &Path, camera_id: &str, json: bool, footage: &Path) -> 
         }
     };
     let mut replay = Replay {
-        sampler: Sampler::new(camera.analysis_interval),
+        schedule: {
+            let mut schedule = Scheduler::default();
+            schedule.add((), camera.cadence());
+            schedule
+        },
+        watches_people: camera.active_interval.is_some(),
         every_frame: camera.decode_mode == DecodeMode::EveryFrame,
         rotated_pass: camera.rotated_pass(),
         letterboxer: {
@@ -90,7 +96,10 @@ pub fn main(config_path: &Path, camera_id: &str, json: bool, footage: &Path) -> 
 }
 
 struct Replay {
-    sampler: Sampler,
+    /// The live scheduler's policy for this one camera, on footage time: the same due frames
+    /// (and the same faster sampling while people are in a fall-watch zone), never late.
+    schedule: Scheduler<(), ()>,
+    watches_people: bool,
     every_frame: bool,
     rotated_pass: bool,
     letterboxer: VideoLetterboxer,
@@ -114,7 +123,7 @@ impl FrameSink for Replay {
 
 impl Replay {
     fn analyse(&mut self, frame: &EncodedFrame) -> anyhow::Result<()> {
-        let due = self.sampler.is_due(frame.media_time_ms);
+        let due = self.schedule.is_due(&(), frame.media_time_ms);
         if !self.every_frame && !(frame.is_keyframe && due) {
             return Ok(());
         }
@@ -133,7 +142,8 @@ impl Replay {
         } else {
             decoder.decode_keyframe(&frame.data).context("decode keyframe")?
         };
-        self.sampler.mark_taken(frame.media_time_ms);
+        self.schedule.offer(&(), (), frame.media_time_ms);
+        self.schedule.take(frame.media_time_ms);
         let mut tensor = Vec::new();
         let letterbox = self.letterboxer.run(&picture, &mut tensor)?;
         let scaled = Arc::new(self.letterboxer.scaled_picture());
@@ -144,9 +154,14 @@ impl Replay {
             "analysed"
         );
         let zone_readings = self.classifiers.read(&scaled);
+        let observations = observations(&detections, letterbox.frame_width, letterbox.frame_height);
+        if self.watches_people {
+            let people = self.engine.people_in_fall_zones(&observations);
+            self.schedule.people_in_view(&(), people, frame.media_time_ms);
+        }
         let events = self.engine.update(EngineFrame {
             now_ms: frame.media_time_ms,
-            observations: observations(&detections, letterbox.frame_width, letterbox.frame_height),
+            observations,
             picture: Some(&scaled),
             frame_aspect: letterbox.frame_width as f32 / letterbox.frame_height.max(1) as f32,
             zone_readings: &zone_readings,

@@ -116,15 +116,13 @@ impl Default for IngestConfig {
 /// `[decode]`, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DecodeConfig {
-    /// Threads in the shared keyframe decoder pool.
+    /// Threads in the shared decoder pool.
     pub workers: usize,
-    /// Bound of the keyframe queue in front of the pool.
-    pub queue_capacity: usize,
 }
 
 impl Default for DecodeConfig {
     fn default() -> Self {
-        DecodeConfig { workers: 1, queue_capacity: 32 }
+        DecodeConfig { workers: 1 }
     }
 }
 
@@ -160,7 +158,7 @@ impl DetectorConfig {
             intra_op_threads: 1,
             score_threshold: 0.4,
             nms_iou_threshold: 0.45,
-            queue_capacity: 16,
+            queue_capacity: 2,
         }
     }
 }
@@ -296,8 +294,10 @@ pub struct CameraConfig {
     pub source: SourceSpec,
     /// Routing labels.
     pub place: PlaceLabels,
-    /// Analyse at most one frame per interval.
+    /// Analyse at most one frame per interval; the longest revisit the gateway aims for.
     pub analysis_interval: Duration,
+    /// Cameras with fall-watch zones: the interval while people are in one of them.
+    pub active_interval: Option<Duration>,
     /// Keyframes only, or every frame.
     pub decode_mode: DecodeMode,
     /// Zones and their rules.
@@ -307,6 +307,14 @@ pub struct CameraConfig {
 }
 
 impl CameraConfig {
+    /// The scheduler's view of the camera's sampling.
+    pub fn cadence(&self) -> crate::schedule::Cadence {
+        crate::schedule::Cadence {
+            interval_ms: self.analysis_interval.as_millis() as i64,
+            active_interval_ms: self.active_interval.map(|active| active.as_millis() as i64),
+        }
+    }
+
     /// Whether any fall-watch zone asks for the rotated second detector pass.
     pub fn rotated_pass(&self) -> bool {
         self.zones.iter().any(|zone| matches!(&zone.rule, crate::zones::ZoneRule::Fall(params) if params.rotated_pass))

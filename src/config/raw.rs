@@ -60,11 +60,8 @@ pub struct RawIngest {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawDecode {
-    /// Threads in the shared keyframe decoder pool. Default 1.
+    /// Threads in the shared decoder pool (keyframe decode + preprocessing). Default 1.
     pub workers: Option<usize>,
-    /// Keyframes waiting for a decoder; when full, new keyframes are skipped (and counted).
-    /// Default 32.
-    pub queue_capacity: Option<usize>,
 }
 
 /// `[detector]`
@@ -87,8 +84,8 @@ pub struct RawDetector {
     pub score_threshold: Option<f32>,
     /// Class-wise NMS IoU threshold. Default 0.45.
     pub nms_iou_threshold: Option<f32>,
-    /// Preprocessed frames waiting for a session; when full, frames are skipped (and counted).
-    /// Default 16.
+    /// Preprocessed frames waiting for a session; when full, the decoder pool waits (the
+    /// backlog stays in the scheduler, one frame per camera). Default 2.
     pub queue_capacity: Option<usize>,
 }
 
@@ -155,8 +152,12 @@ pub struct RawCamera {
     pub grid: Option<String>,
     /// Property steward (物业管家) responsible for this camera's area.
     pub steward: Option<String>,
-    /// Analyse one frame at most this often. Default 2000.
+    /// Analyse one frame at most this often; also the longest a camera goes unanalysed while
+    /// the gateway has capacity. Default 2000 (1000 with fall-watch zones).
     pub analysis_interval_ms: Option<u64>,
+    /// Cameras with fall-watch zones: the interval while people are in one of them (and 10 s
+    /// after). At most 1000. Default: the smaller of `analysis_interval_ms` and 1000.
+    pub active_interval_ms: Option<u64>,
     /// `keyframes` (default: decode only the keyframes the interval needs) or `every_frame`
     /// (a dedicated decoder; for cameras sampled faster than their GOP).
     pub decode: Option<String>,

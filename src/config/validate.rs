@@ -99,16 +99,8 @@ pub fn validate(
     }
 
     let decode_defaults = DecodeConfig::default();
-    let decode = DecodeConfig {
-        workers: problems.count("decode.workers", raw.decode.workers, decode_defaults.workers, 1, 64),
-        queue_capacity: problems.count(
-            "decode.queue_capacity",
-            raw.decode.queue_capacity,
-            decode_defaults.queue_capacity,
-            1,
-            100_000,
-        ),
-    };
+    let decode =
+        DecodeConfig { workers: problems.count("decode.workers", raw.decode.workers, decode_defaults.workers, 1, 64) };
 
     let detector_defaults = DetectorConfig::default_in(base_dir);
     let detector = DetectorConfig {
@@ -147,7 +139,7 @@ pub fn validate(
             raw.detector.queue_capacity,
             detector_defaults.queue_capacity,
             1,
-            100_000,
+            64,
         ),
     };
 
@@ -266,12 +258,32 @@ fn validate_camera(
         40,
         3_600_000,
     );
-    if fall_watch && analysis_interval > Duration::from_millis(1000) {
-        problems.push(
-            format!("{path}.analysis_interval_ms"),
-            "cameras with fall_watch zones need at most 1000 (one analysed frame per second)",
-        );
-    }
+    // Fall-watch cameras are analysed at least once a second while people are in view
+    // (`active_interval_ms`); with nobody there, every `analysis_interval_ms`.
+    let active_interval = match (fall_watch, raw.active_interval_ms) {
+        (false, None) => None,
+        (false, Some(_)) => {
+            problems.push(format!("{path}.active_interval_ms"), "applies only to cameras with fall_watch zones");
+            None
+        }
+        (true, value) => {
+            let default_ms = (analysis_interval.as_millis() as u64).min(1000);
+            let active = problems.millis(&format!("{path}.active_interval_ms"), value, default_ms, 40, 3_600_000);
+            if active > Duration::from_millis(1000) {
+                problems.push(
+                    format!("{path}.active_interval_ms"),
+                    "cameras with fall_watch zones need at most 1000 (one analysed frame per second while people are in view)",
+                );
+            }
+            if active > analysis_interval {
+                problems.push(
+                    format!("{path}.active_interval_ms"),
+                    format!("must not be longer than analysis_interval_ms ({})", analysis_interval.as_millis()),
+                );
+            }
+            Some(active)
+        }
+    };
     let decode_mode = match raw.decode.as_deref() {
         None if fall_watch => DecodeMode::EveryFrame,
         None | Some("keyframes") => DecodeMode::Keyframes,
@@ -323,7 +335,16 @@ fn validate_camera(
     if problems.0.len() > before || raw.enabled == Some(false) {
         return None;
     }
-    Some(CameraConfig { id: camera_id?, source: source?, place, analysis_interval, decode_mode, zones, snapshot_url })
+    Some(CameraConfig {
+        id: camera_id?,
+        source: source?,
+        place,
+        analysis_interval,
+        active_interval,
+        decode_mode,
+        zones,
+        snapshot_url,
+    })
 }
 
 /// Validates a camera's `url` and the credential and transport keys that go with it.

@@ -109,7 +109,9 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     let reloads = shared.reloads.lock().unwrap().iter().map(|(k, v)| (*k, *v)).collect();
     let text = super::metrics::render(&super::metrics::Snapshot {
         cameras: &cameras,
-        decode_queue: shared.queues.decode.load(Ordering::Relaxed),
+        schedule: &shared.schedule.lock().unwrap().clone(),
+        analysis_latency: &shared.analysis_latency.lock().unwrap().clone(),
+        incident_latency: &shared.incident_latency.lock().unwrap().clone(),
         detector_queue: shared.queues.detector.load(Ordering::Relaxed),
         analysed_queue: shared.queues.analysed.load(Ordering::Relaxed),
         outbox_depth: shared.outbox.depth().unwrap_or(0),

@@ -12,8 +12,12 @@ use crate::health::{CameraHealth, CameraState, SkipReason};
 pub struct Snapshot<'a> {
     /// Cameras' health.
     pub cameras: &'a [std::sync::Arc<CameraHealth>],
-    /// Keyframes waiting for the decoder pool.
-    pub decode_queue: usize,
+    /// The frame scheduler's figures and the capacity estimate.
+    pub schedule: &'a ScheduleView,
+    /// Frame arrival → detections in the run loop.
+    pub analysis_latency: &'a LatencySummary,
+    /// Frame arrival → its opened incident committed to the outbox.
+    pub incident_latency: &'a LatencySummary,
     /// Prepared frames waiting for a detector session.
     pub detector_queue: usize,
     /// Analysed frames waiting for the run loop.
@@ -32,6 +36,51 @@ pub struct Snapshot<'a> {
     pub reloads: Vec<(&'static str, u64)>,
     /// Seconds since the run loop last turned.
     pub loop_idle_seconds: f64,
+}
+
+/// What the scheduler shows, as the run loop last sampled it.
+#[derive(Debug, Clone, Default)]
+pub struct ScheduleView {
+    /// The scheduler's own figures.
+    pub stats: crate::decode::ScheduleStats,
+    /// Analysed frames per second the gateway can sustain, estimated from the measured cost
+    /// of one (0 until a frame was analysed).
+    pub capacity_per_second: f64,
+}
+
+/// A latency's count, sum and maxima, seconds. `recent_max` covers the current and the
+/// previous period of the run loop's statistics (10 s each), so a scrape every few seconds
+/// sees every peak.
+#[derive(Debug, Clone, Default)]
+pub struct LatencySummary {
+    /// Observations.
+    pub count: u64,
+    /// Their sum, seconds.
+    pub sum: f64,
+    /// The largest since start, seconds.
+    pub max: f64,
+    /// The largest in the current and the previous period, seconds.
+    recent: [f64; 2],
+}
+
+impl LatencySummary {
+    /// Adds one observation.
+    pub fn record(&mut self, seconds: f64) {
+        self.count += 1;
+        self.sum += seconds;
+        self.max = self.max.max(seconds);
+        self.recent[0] = self.recent[0].max(seconds);
+    }
+
+    /// Starts a new period.
+    pub fn rotate(&mut self) {
+        self.recent = [0.0, self.recent[0]];
+    }
+
+    /// The largest in the current and the previous period, seconds.
+    pub fn recent_max(&self) -> f64 {
+        self.recent[0].max(self.recent[1])
+    }
 }
 
 /// Reads one per-camera counter.
@@ -97,8 +146,7 @@ pub fn render(snapshot: &Snapshot<'_>) -> String {
         let c = &camera.counters;
         for reason in SkipReason::ALL {
             let value = match reason {
-                SkipReason::DecoderBusy => c.skipped_decoder_busy.load(Ordering::Relaxed),
-                SkipReason::DetectorBusy => c.skipped_detector_busy.load(Ordering::Relaxed),
+                SkipReason::OverCapacity => c.skipped_over_capacity.load(Ordering::Relaxed),
                 SkipReason::AwaitingKeyframe => c.skipped_awaiting_keyframe.load(Ordering::Relaxed),
             };
             let _ = writeln!(
@@ -139,12 +187,50 @@ pub fn render(snapshot: &Snapshot<'_>) -> String {
         }
     }
 
-    gauge(
-        &mut out,
-        "gateway_decode_queue_depth",
-        "Keyframes waiting for the shared decoder pool.",
-        snapshot.decode_queue,
-    );
+    let revisits: [(&str, &str, ReadCounter); 2] = [
+        ("gateway_camera_revisit_seconds", "Arrival-time gap between the camera's two latest analysed frames.", |c| {
+            c.revisit_last_ms.load(Ordering::Relaxed)
+        }),
+        ("gateway_camera_revisit_seconds_max", "The longest such gap since start.", |c| {
+            c.revisit_max_ms.load(Ordering::Relaxed)
+        }),
+    ];
+    for (name, help, read) in revisits {
+        family(&mut out, name, "gauge", help);
+        for camera in cameras {
+            let _ = writeln!(out, "{name}{{camera=\"{}\"}} {:.3}", camera.id, read(&camera.counters) as f64 / 1e3);
+        }
+    }
+    render_schedule(&mut out, snapshot.schedule);
+    for (name, what, latency) in [
+        (
+            "gateway_analysis_latency_seconds",
+            "a frame's arrival to its detections in the run loop",
+            snapshot.analysis_latency,
+        ),
+        (
+            "gateway_incident_latency_seconds",
+            "a frame's arrival to the incident it opened committed to the outbox",
+            snapshot.incident_latency,
+        ),
+    ] {
+        family(&mut out, &format!("{name}_sum"), "counter", &format!("Sum of the time from {what}."));
+        let _ = writeln!(out, "{name}_sum {:.6}", latency.sum);
+        family(&mut out, &format!("{name}_count"), "counter", &format!("Observations of the time from {what}."));
+        let _ = writeln!(out, "{name}_count {}", latency.count);
+        gauge(
+            &mut out,
+            &format!("{name}_max"),
+            &format!("The longest time from {what} since start."),
+            format!("{:.6}", latency.max),
+        );
+        gauge(
+            &mut out,
+            &format!("{name}_recent_max"),
+            &format!("The longest time from {what} in the last 10-20 s."),
+            format!("{:.6}", latency.recent_max()),
+        );
+    }
     gauge(
         &mut out,
         "gateway_detect_queue_depth",
@@ -231,6 +317,53 @@ pub fn render(snapshot: &Snapshot<'_>) -> String {
     out
 }
 
+fn render_schedule(out: &mut String, schedule: &ScheduleView) {
+    let stats = &schedule.stats;
+    gauge(
+        out,
+        "gateway_scheduler_waiting_frames",
+        "Due frames waiting for a decoder worker (at most one per camera).",
+        stats.waiting,
+    );
+    gauge(
+        out,
+        "gateway_scheduler_demand_frames_per_second",
+        "Analysed frames per second the cameras ask for at their current intervals.",
+        format!("{:.3}", stats.demand_per_second),
+    );
+    gauge(
+        out,
+        "gateway_scheduler_capacity_frames_per_second",
+        "Analysed frames per second the gateway can sustain, from the measured cost of one (0 until measured).",
+        format!("{:.3}", schedule.capacity_per_second),
+    );
+    gauge(
+        out,
+        "gateway_scheduler_active_cameras",
+        "Fall-watch cameras on their active interval (people in view).",
+        stats.active_cameras,
+    );
+    family(
+        out,
+        "gateway_scheduler_revisit_seconds",
+        "histogram",
+        "Arrival-time gap between a camera's consecutive analysed frames, all cameras.",
+    );
+    for (bound, count) in crate::decode::REVISIT_BUCKETS.iter().zip(&stats.revisit_buckets) {
+        let _ = writeln!(out, "gateway_scheduler_revisit_seconds_bucket{{le=\"{bound}\"}} {count}");
+    }
+    let total = stats.revisit_buckets.last().copied().unwrap_or(0);
+    let _ = writeln!(out, "gateway_scheduler_revisit_seconds_bucket{{le=\"+Inf\"}} {total}");
+    let _ = writeln!(out, "gateway_scheduler_revisit_seconds_sum {:.3}", stats.revisit_sum_seconds);
+    let _ = writeln!(out, "gateway_scheduler_revisit_seconds_count {total}");
+    gauge(
+        out,
+        "gateway_scheduler_revisit_recent_max_seconds",
+        "The longest revisit any camera saw in the last 10-20 s.",
+        format!("{:.3}", stats.recent_revisit_max_seconds),
+    );
+}
+
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
@@ -258,14 +391,32 @@ mod tests {
         let gate = registry.camera(&CameraId::try_new("gate-3").unwrap());
         gate.set_state(CameraState::Online, None);
         gate.record_frame(true, std::time::Instant::now());
-        gate.record_skip(SkipReason::DetectorBusy);
+        gate.record_skip(SkipReason::OverCapacity);
+        gate.record_revisit(12_400);
+        gate.record_revisit(9_800);
         gate.counters.decode_us_total.store(7_760, Ordering::Relaxed);
         let cameras = registry.cameras();
         let delivery = crate::deliver::DeliveryStats::default();
         delivery.connected.store(true, Ordering::Relaxed);
+        let mut latency = LatencySummary::default();
+        latency.record(0.5);
+        latency.rotate();
+        latency.record(0.25);
         let text = render(&Snapshot {
             cameras: &cameras,
-            decode_queue: 2,
+            schedule: &ScheduleView {
+                stats: crate::decode::ScheduleStats {
+                    waiting: 2,
+                    demand_per_second: 60.5,
+                    active_cameras: 1,
+                    revisit_buckets: vec![0, 0, 0, 1, 1, 1, 2, 2, 2, 2, 2],
+                    revisit_sum_seconds: 22.2,
+                    recent_revisit_max_seconds: 12.4,
+                },
+                capacity_per_second: 62.25,
+            },
+            analysis_latency: &latency,
+            incident_latency: &LatencySummary::default(),
             detector_queue: 1,
             analysed_queue: 0,
             outbox_depth: 5,
@@ -281,10 +432,20 @@ mod tests {
             "gateway_camera_state{camera=\"gate-3\",state=\"online\"} 0",
             "gateway_ingest_frames_received_total{camera=\"gate-3\"} 1",
             "gateway_ingest_keyframes_received_total{camera=\"gate-3\"} 1",
-            "gateway_frames_skipped_total{camera=\"gate-3\",reason=\"detector_busy\"} 1",
-            "gateway_frames_skipped_total{camera=\"gate-3\",reason=\"decoder_busy\"} 0",
+            "gateway_frames_skipped_total{camera=\"gate-3\",reason=\"over_capacity\"} 1",
+            "gateway_frames_skipped_total{camera=\"gate-3\",reason=\"awaiting_keyframe\"} 0",
+            "gateway_camera_revisit_seconds{camera=\"gate-3\"} 9.800",
+            "gateway_camera_revisit_seconds_max{camera=\"gate-3\"} 12.400",
+            "gateway_scheduler_waiting_frames 2",
+            "gateway_scheduler_capacity_frames_per_second 62.250",
+            "gateway_scheduler_revisit_seconds_bucket{le=\"10\"} 1",
+            "gateway_scheduler_revisit_seconds_bucket{le=\"+Inf\"} 2",
+            "gateway_scheduler_revisit_seconds_count 2",
+            "gateway_scheduler_revisit_recent_max_seconds 12.400",
+            "gateway_analysis_latency_seconds_count 2",
+            "gateway_analysis_latency_seconds_max 0.500000",
+            "gateway_analysis_latency_seconds_recent_max 0.500000",
             "gateway_decode_seconds_total{camera=\"gate-3\"} 0.007760",
-            "gateway_decode_queue_depth 2",
             "gateway_detect_queue_depth 1",
             "gateway_outbox_depth 5",
             "gateway_mqtt_connected 1",
@@ -297,7 +458,11 @@ mod tests {
         // Every sample line belongs to a family declared with HELP and TYPE.
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let name = line.split(['{', ' ']).next().unwrap();
-            assert!(text.contains(&format!("# TYPE {name} ")), "{name} has no TYPE");
+            let histogram = ["_bucket", "_sum", "_count"]
+                .iter()
+                .filter_map(|suffix| name.strip_suffix(suffix))
+                .any(|base| text.contains(&format!("# TYPE {base} histogram")));
+            assert!(histogram || text.contains(&format!("# TYPE {name} ")), "{name} has no TYPE");
         }
     }
 }

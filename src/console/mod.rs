@@ -107,8 +107,6 @@ pub enum EditRefused {
 /// Queue depths sampled by the run loop.
 #[derive(Debug, Default)]
 pub struct QueueDepths {
-    /// Keyframes waiting for the decoder pool.
-    pub decode: AtomicUsize,
     /// Prepared frames waiting for a detector session.
     pub detector: AtomicUsize,
     /// Analysed frames waiting for the run loop.
@@ -135,6 +133,12 @@ pub struct Shared {
     pub reloads: Mutex<BTreeMap<&'static str, u64>>,
     /// Queue depths.
     pub queues: QueueDepths,
+    /// The scheduler's figures, sampled by the run loop.
+    pub schedule: Mutex<metrics::ScheduleView>,
+    /// Frame arrival → detections in the run loop.
+    pub analysis_latency: Mutex<metrics::LatencySummary>,
+    /// Frame arrival → opened incident committed.
+    pub incident_latency: Mutex<metrics::LatencySummary>,
     /// When the run loop last turned.
     pub heartbeat: Mutex<Instant>,
     /// Cameras whose zones were just applied (for the live stream).
@@ -168,6 +172,9 @@ impl Shared {
             incident_events: Mutex::default(),
             reloads: Mutex::default(),
             queues: QueueDepths::default(),
+            schedule: Mutex::default(),
+            analysis_latency: Mutex::default(),
+            incident_latency: Mutex::default(),
             heartbeat: Mutex::new(Instant::now()),
             zones_applied: broadcast::channel(64).0,
             requests,

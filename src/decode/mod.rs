@@ -6,13 +6,15 @@
 //! persistent decoders held 3.3 GB in a trial). Cameras that must be sampled faster than
 //! their GOP (`decode = "every_frame"`) get a dedicated decoder thread instead.
 //!
-//! Channel policies (where the rate changes):
-//! - keyframes to the pool: bounded; when full the keyframe is skipped and counted
-//!   (`skipped_decoder_busy`), the next due keyframe is tried;
+//! Which frame is worked on next is the [`crate::schedule`] policy's call: every camera has at
+//! most one due frame waiting there (newest wins), and a pool worker takes the one with the
+//! earliest deadline when the detector can take another. Where the rate changes:
+//! - due keyframes (and every-frame cameras' due, prepared frames) → the scheduler: one per
+//!   camera; a newer one replaces the older, counted as `over_capacity`;
 //! - every-frame cameras: bounded; when full, frames are dropped **up to the next keyframe**
 //!   (a P-frame without its references is useless) and counted;
-//! - prepared frames to the detector: bounded; when full the frame is skipped and counted
-//!   (`skipped_detector_busy`).
+//! - prepared frames → the detector: bounded and small; pool workers **wait** when it is full,
+//!   so the backlog stays in the scheduler, where it is fair and cannot grow.
 //!
 //! Architecture invariant: nothing here blocks an ingest task, and nothing here knows about
 //! the model beyond its input size.
@@ -21,19 +23,20 @@ mod decoder;
 pub mod letterbox;
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Once};
+use std::sync::{Arc, Condvar, Mutex, Once};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender};
 use tracing::{debug, warn};
 
 pub use decoder::{extradata_of, Decoder, DecoderKey};
 use letterbox::{Letterbox, VideoLetterboxer};
 
-use crate::config::{CameraConfig, DecodeMode};
+use crate::config::{CameraConfig, CameraId, DecodeMode};
 use crate::health::{CameraHealth, SkipReason};
 use crate::ingest::{EncodedFrame, FrameSink};
+use crate::schedule::{Offer, Scheduler};
 
 /// Initialises FFmpeg once per process and quiets its logging to errors.
 pub fn init_ffmpeg() {
@@ -89,59 +92,195 @@ pub struct PreparedFrame {
     pub rotated_pass: bool,
 }
 
-/// Decides which frames are analysed: one per interval of footage time, on average exactly.
-/// Pure.
-///
-/// Frames are taken on a fixed schedule (`next_due` advances by the interval), and a frame
-/// up to 10% of the interval early still counts: that absorbs keyframe jitter (a 2 s GOP with
-/// a 2 s interval analyses every keyframe, not every other one) without letting the rate drift.
-#[derive(Debug, Clone)]
-pub struct Sampler {
-    interval_ms: i64,
-    slack_ms: i64,
-    next_due_ms: Option<i64>,
-    last_taken_ms: Option<i64>,
+/// What waits in the scheduler for a camera.
+enum Job {
+    /// A keyframe for the pool to decode.
+    Keyframe(EncodedFrame),
+    /// A frame an every-frame camera's decoder already prepared.
+    Prepared(PreparedFrame),
 }
 
-impl Sampler {
-    /// A sampler for one frame per `interval`.
-    pub fn new(interval: Duration) -> Self {
-        let interval_ms = interval.as_millis() as i64;
-        Sampler { interval_ms, slack_ms: interval_ms / 10, next_due_ms: None, last_taken_ms: None }
-    }
+/// A job with the camera it belongs to.
+struct Waiting {
+    camera: Arc<CameraHealth>,
+    rotated_pass: bool,
+    job: Job,
+}
 
-    /// Whether a frame at `media_time_ms` should be analysed.
-    pub fn is_due(&self, media_time_ms: i64) -> bool {
-        match (self.next_due_ms, self.last_taken_ms) {
-            (None, _) | (_, None) => true,
-            // Time went backwards: a new session restarted the timeline.
-            (_, Some(last)) if media_time_ms < last => true,
-            (Some(next_due), _) => media_time_ms >= next_due - self.slack_ms,
+/// Upper bounds of the revisit histogram, seconds.
+pub const REVISIT_BUCKETS: [f64; 10] = [1.0, 2.0, 5.0, 10.0, 11.0, 12.0, 15.0, 20.0, 30.0, 60.0];
+
+/// The scheduler's figures, for `/metrics` and the benchmark.
+#[derive(Debug, Clone, Default)]
+pub struct ScheduleStats {
+    /// Frames waiting for a worker (at most one per camera).
+    pub waiting: usize,
+    /// Frames per second the cameras ask for at their current intervals.
+    pub demand_per_second: f64,
+    /// Cameras on their active (people in view) interval.
+    pub active_cameras: usize,
+    /// Revisits observed, cumulative per bucket of [`REVISIT_BUCKETS`] (then +Inf).
+    pub revisit_buckets: Vec<u64>,
+    /// Sum of revisits, seconds.
+    pub revisit_sum_seconds: f64,
+    /// The longest revisit in the current and the previous period (see [`FrameScheduler::rotate`]).
+    pub recent_revisit_max_seconds: f64,
+}
+
+struct SchedulerState {
+    scheduler: Scheduler<CameraId, Waiting>,
+    /// Which sink owns each camera's place (a restarted camera's old decoder thread may end
+    /// after the new sink was made, and must not unschedule it).
+    owners: std::collections::HashMap<CameraId, u64>,
+    next_owner: u64,
+    closed: bool,
+    /// Revisit counts per bucket (not cumulative), the last one +Inf; and their sum, ms.
+    revisits: [u64; REVISIT_BUCKETS.len() + 1],
+    revisit_sum_ms: i64,
+    /// The longest revisit in the current and the previous period, ms.
+    recent_revisit_max_ms: [i64; 2],
+}
+
+/// The shell around [`Scheduler`]: cameras' sinks offer frames, pool workers wait for the
+/// next one. One lock, held for microseconds; time is milliseconds since the pool started.
+pub struct FrameScheduler {
+    state: Mutex<SchedulerState>,
+    ready: Condvar,
+    epoch: Instant,
+}
+
+impl FrameScheduler {
+    fn new() -> Self {
+        FrameScheduler {
+            state: Mutex::new(SchedulerState {
+                scheduler: Scheduler::default(),
+                owners: std::collections::HashMap::new(),
+                next_owner: 0,
+                closed: false,
+                revisits: [0; REVISIT_BUCKETS.len() + 1],
+                revisit_sum_ms: 0,
+                recent_revisit_max_ms: [0; 2],
+            }),
+            ready: Condvar::new(),
+            epoch: Instant::now(),
         }
     }
 
-    /// Records that the frame at `media_time_ms` was taken.
-    pub fn mark_taken(&mut self, media_time_ms: i64) {
-        self.next_due_ms = Some(match (self.next_due_ms, self.last_taken_ms) {
-            (Some(next_due), Some(last)) if media_time_ms >= last && media_time_ms < next_due + self.interval_ms => {
-                next_due + self.interval_ms
+    fn ms(&self, at: Instant) -> i64 {
+        at.saturating_duration_since(self.epoch).as_millis() as i64
+    }
+
+    fn add(self: &Arc<Self>, camera: &CameraConfig) -> Scheduled {
+        let mut state = self.state.lock().unwrap();
+        state.scheduler.add(camera.id.clone(), camera.cadence());
+        state.next_owner += 1;
+        let owner = state.next_owner;
+        state.owners.insert(camera.id.clone(), owner);
+        Scheduled { scheduler: self.clone(), camera: camera.id.clone(), owner }
+    }
+
+    fn remove(&self, camera: &CameraId, owner: u64) {
+        let mut state = self.state.lock().unwrap();
+        if state.owners.get(camera) == Some(&owner) {
+            state.owners.remove(camera);
+            state.scheduler.remove(camera);
+        }
+    }
+
+    /// Whether a frame of the camera arriving at `at` would be taken.
+    fn is_due(&self, camera: &CameraId, at: Instant) -> bool {
+        let now = self.ms(at);
+        self.state.lock().unwrap().scheduler.is_due(camera, now)
+    }
+
+    /// The camera's interval now, ms.
+    fn interval_ms(&self, camera: &CameraId, at: Instant) -> Option<i64> {
+        let now = self.ms(at);
+        self.state.lock().unwrap().scheduler.interval_ms(camera, now)
+    }
+
+    /// Offers a frame; counts it if it replaced a due frame the gateway had no capacity for.
+    fn offer(&self, waiting: Waiting, at: Instant) {
+        let now = self.ms(at);
+        let camera = waiting.camera.clone();
+        let offered = self.state.lock().unwrap().scheduler.offer(&camera.id, waiting, now);
+        match offered {
+            Offer::Queued => self.ready.notify_one(),
+            // A fresher frame taking the place of one that waited briefly is not a loss.
+            Offer::Replaced { late: true, .. } => camera.record_skip(SkipReason::OverCapacity),
+            Offer::Replaced { late: false, .. } | Offer::NotDue | Offer::Unknown => {}
+        }
+    }
+
+    /// People in view of a fall-watch camera's zones on its latest analysed frame.
+    pub fn people_in_view(&self, camera: &CameraId, people: bool) {
+        let now = self.ms(Instant::now());
+        self.state.lock().unwrap().scheduler.people_in_view(camera, people, now);
+    }
+
+    /// The next frame to work on, waiting for one; `None` once closed.
+    fn next(&self) -> Option<Waiting> {
+        let mut state = self.state.lock().unwrap();
+        loop {
+            if state.closed {
+                return None;
             }
-            // Behind schedule (a gap in the stream) or a new timeline: restart the schedule here.
-            _ => media_time_ms + self.interval_ms,
-        });
-        self.last_taken_ms = Some(media_time_ms);
+            let now = self.ms(Instant::now());
+            if let Some(taken) = state.scheduler.take(now) {
+                if let Some(revisit_ms) = taken.revisit_ms {
+                    let bucket = REVISIT_BUCKETS
+                        .iter()
+                        .position(|&bound| revisit_ms as f64 <= bound * 1000.0)
+                        .unwrap_or(REVISIT_BUCKETS.len());
+                    state.revisits[bucket] += 1;
+                    state.revisit_sum_ms += revisit_ms;
+                    state.recent_revisit_max_ms[0] = state.recent_revisit_max_ms[0].max(revisit_ms);
+                    taken.frame.camera.record_revisit(revisit_ms.max(0) as u64);
+                }
+                return Some(taken.frame);
+            }
+            state = self.ready.wait(state).unwrap();
+        }
+    }
+
+    /// Starts a new period for the recent maximum (the run loop calls this every 10 s).
+    pub fn rotate(&self) {
+        let mut state = self.state.lock().unwrap();
+        state.recent_revisit_max_ms = [0, state.recent_revisit_max_ms[0]];
+    }
+
+    fn close(&self) {
+        self.state.lock().unwrap().closed = true;
+        self.ready.notify_all();
+    }
+
+    /// The scheduler's figures now.
+    pub fn stats(&self) -> ScheduleStats {
+        let state = self.state.lock().unwrap();
+        let mut cumulative = 0;
+        ScheduleStats {
+            waiting: state.scheduler.waiting(),
+            demand_per_second: state.scheduler.demand_per_second(),
+            active_cameras: state.scheduler.active_cameras(),
+            revisit_buckets: state
+                .revisits
+                .iter()
+                .map(|count| {
+                    cumulative += count;
+                    cumulative
+                })
+                .collect(),
+            revisit_sum_seconds: state.revisit_sum_ms as f64 / 1000.0,
+            recent_revisit_max_seconds: state.recent_revisit_max_ms.iter().copied().max().unwrap_or(0) as f64 / 1000.0,
+        }
     }
 }
 
-struct KeyframeJob {
-    camera: Arc<CameraHealth>,
-    frame: EncodedFrame,
-    rotated_pass: bool,
-}
-
-/// The shared keyframe decoder pool.
+/// The shared decoder pool: workers take the scheduler's next frame, decode it if it is a
+/// keyframe, and hand it to the detector, waiting while the detector queue is full (the
+/// backlog stays in the scheduler, one frame per camera, newest first).
 pub struct DecodePool {
-    jobs: Option<Sender<KeyframeJob>>,
+    scheduler: Arc<FrameScheduler>,
     threads: Vec<JoinHandle<()>>,
     prepared: Sender<PreparedFrame>,
     input_size: (u32, u32),
@@ -149,47 +288,37 @@ pub struct DecodePool {
 
 impl DecodePool {
     /// Starts `workers` decoder threads feeding `prepared`, for a model input of `input_size`.
-    pub fn start(
-        workers: usize,
-        queue_capacity: usize,
-        input_size: (u32, u32),
-        prepared: Sender<PreparedFrame>,
-    ) -> Self {
+    pub fn start(workers: usize, input_size: (u32, u32), prepared: Sender<PreparedFrame>) -> Self {
         init_ffmpeg();
-        let (jobs, receiver) = crossbeam_channel::bounded::<KeyframeJob>(queue_capacity);
+        let scheduler = Arc::new(FrameScheduler::new());
         let threads = (0..workers)
             .map(|index| {
-                let receiver = receiver.clone();
+                let scheduler = scheduler.clone();
                 let prepared = prepared.clone();
                 std::thread::Builder::new()
                     .name(format!("decode-{index}"))
-                    .spawn(move || keyframe_worker(receiver, prepared, input_size))
+                    .spawn(move || pool_worker(&scheduler, &prepared, input_size))
                     .expect("spawn decoder thread")
             })
             .collect();
-        DecodePool { jobs: Some(jobs), threads, prepared, input_size }
+        DecodePool { scheduler, threads, prepared, input_size }
     }
 
-    /// The sink a camera's ingest task pushes into.
+    /// The sink a camera's ingest task pushes into; the camera is scheduled until it is dropped.
     pub fn sink_for(&self, camera: &CameraConfig, health: Arc<CameraHealth>) -> Box<dyn FrameSink> {
-        let sampler = Sampler::new(camera.analysis_interval);
+        let scheduled = self.scheduler.add(camera);
         let rotated_pass = camera.rotated_pass();
         match camera.decode_mode {
-            DecodeMode::Keyframes => Box::new(KeyframeRouter {
-                jobs: self.jobs.clone().expect("pool is running"),
-                camera: health,
-                sampler,
-                rotated_pass,
-            }),
+            DecodeMode::Keyframes => Box::new(KeyframeRouter { scheduled, camera: health, rotated_pass }),
             DecodeMode::EveryFrame => {
-                Box::new(EveryFrameRouter::start(health, sampler, rotated_pass, self.prepared.clone(), self.input_size))
+                Box::new(EveryFrameRouter::start(health, scheduled, rotated_pass, self.input_size))
             }
         }
     }
 
-    /// Keyframes waiting for a decoder.
-    pub fn queue_depth(&self) -> usize {
-        self.jobs.as_ref().map_or(0, Sender::len)
+    /// The scheduler (people in view, figures).
+    pub fn scheduler(&self) -> &Arc<FrameScheduler> {
+        &self.scheduler
     }
 
     /// Prepared frames waiting for a detector session.
@@ -197,95 +326,124 @@ impl DecodePool {
         self.prepared.len()
     }
 
-    /// Stops accepting work and waits for the workers once every camera's sink is gone.
+    /// Stops the workers (frames still waiting are dropped) and waits for them.
     pub fn shutdown(mut self) {
-        self.jobs = None;
+        self.scheduler.close();
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
     }
 }
 
-/// Keyframe mode: due keyframes go to the shared pool.
+/// A camera's place in the scheduler, given up when its sink is dropped (camera stopped).
+struct Scheduled {
+    scheduler: Arc<FrameScheduler>,
+    camera: CameraId,
+    owner: u64,
+}
+
+impl Drop for Scheduled {
+    fn drop(&mut self) {
+        self.scheduler.remove(&self.camera, self.owner);
+    }
+}
+
+/// Keyframe mode: due keyframes are offered to the scheduler, decoded on the shared pool.
 struct KeyframeRouter {
-    jobs: Sender<KeyframeJob>,
+    scheduled: Scheduled,
     camera: Arc<CameraHealth>,
-    sampler: Sampler,
     rotated_pass: bool,
 }
 
 impl FrameSink for KeyframeRouter {
     fn push(&mut self, frame: EncodedFrame) {
         self.camera.record_frame(frame.is_keyframe, frame.received_at);
-        if !frame.is_keyframe || !self.sampler.is_due(frame.media_time_ms) {
+        if !frame.is_keyframe {
             return;
         }
-        let media_time_ms = frame.media_time_ms;
-        match self.jobs.try_send(KeyframeJob { camera: self.camera.clone(), frame, rotated_pass: self.rotated_pass }) {
-            Ok(()) => self.sampler.mark_taken(media_time_ms),
-            Err(TrySendError::Full(_)) => {
-                self.camera.record_skip(SkipReason::DecoderBusy);
-            }
-            Err(TrySendError::Disconnected(_)) => {}
-        }
+        let at = frame.received_at;
+        let waiting =
+            Waiting { camera: self.camera.clone(), rotated_pass: self.rotated_pass, job: Job::Keyframe(frame) };
+        self.scheduled.scheduler.offer(waiting, at);
     }
 }
 
-fn keyframe_worker(jobs: Receiver<KeyframeJob>, prepared: Sender<PreparedFrame>, input_size: (u32, u32)) {
+fn pool_worker(scheduler: &FrameScheduler, prepared: &Sender<PreparedFrame>, input_size: (u32, u32)) {
     let mut decoder: Option<Decoder> = None;
     let mut letterboxer = VideoLetterboxer::new(input_size.0, input_size.1);
-    for job in jobs {
-        let _span = tracing::debug_span!("camera", camera = %job.camera.id).entered();
-        let started = Instant::now();
-        let key = DecoderKey { codec: job.frame.codec, extradata: job.frame.extradata.clone() };
-        if decoder.as_ref().is_none_or(|d| *d.key() != key) {
-            decoder = match Decoder::open(key) {
-                Ok(opened) => Some(opened),
-                Err(error) => {
-                    warn!(error = format!("{error:#}"), "cannot open decoder");
-                    job.camera.counters.decode_errors.fetch_add(1, Ordering::Relaxed);
-                    continue;
+    while let Some(Waiting { camera, rotated_pass, job }) = scheduler.next() {
+        let frame = match job {
+            Job::Prepared(frame) => frame,
+            Job::Keyframe(frame) => {
+                let _span = tracing::debug_span!("camera", camera = %camera.id).entered();
+                match decode_keyframe(&mut decoder, &mut letterboxer, &camera, &frame, rotated_pass) {
+                    Some(prepared) => prepared,
+                    None => continue,
                 }
-            };
-        }
-        let decoded = decoder.as_mut().expect("opened above").decode_keyframe(&job.frame.data);
-        let picture = match decoded {
-            Ok(picture) => picture,
-            Err(error) => {
-                debug!(error = format!("{error:#}"), "keyframe did not decode");
-                job.camera.counters.decode_errors.fetch_add(1, Ordering::Relaxed);
-                continue;
             }
         };
-        job.camera.counters.frames_decoded.fetch_add(1, Ordering::Relaxed);
-        offer_prepared(job.rotated_pass, &prepared, &mut letterboxer, &picture, &job.camera, &job.frame, started);
+        // Waits while the detector is busy: the scheduler keeps the backlog, not this queue.
+        if prepared.send(frame).is_err() {
+            return;
+        }
     }
 }
 
-/// Letterboxes a decoded picture and offers it to the detector queue (skip when full).
-#[allow(clippy::too_many_arguments)]
-fn offer_prepared(
+/// Decodes a keyframe with the worker's decoder (reopened when the codec configuration
+/// changes) and prepares it; `None` (counted) when it does not decode.
+fn decode_keyframe(
+    decoder: &mut Option<Decoder>,
+    letterboxer: &mut VideoLetterboxer,
+    camera: &Arc<CameraHealth>,
+    frame: &EncodedFrame,
     rotated_pass: bool,
-    prepared: &Sender<PreparedFrame>,
+) -> Option<PreparedFrame> {
+    let started = Instant::now();
+    let key = DecoderKey { codec: frame.codec, extradata: frame.extradata.clone() };
+    if decoder.as_ref().is_none_or(|d| *d.key() != key) {
+        *decoder = match Decoder::open(key) {
+            Ok(opened) => Some(opened),
+            Err(error) => {
+                warn!(error = format!("{error:#}"), "cannot open decoder");
+                camera.counters.decode_errors.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+        };
+    }
+    let picture = match decoder.as_mut().expect("opened above").decode_keyframe(&frame.data) {
+        Ok(picture) => picture,
+        Err(error) => {
+            debug!(error = format!("{error:#}"), "keyframe did not decode");
+            camera.counters.decode_errors.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+    };
+    camera.counters.frames_decoded.fetch_add(1, Ordering::Relaxed);
+    prepare(rotated_pass, letterboxer, &picture, camera, frame, started)
+}
+
+/// Letterboxes a decoded picture for the detector; `None` (counted) when that fails.
+fn prepare(
+    rotated_pass: bool,
     letterboxer: &mut VideoLetterboxer,
     picture: &ffmpeg_next::frame::Video,
     camera: &Arc<CameraHealth>,
     frame: &EncodedFrame,
     started: Instant,
-) {
+) -> Option<PreparedFrame> {
     let mut tensor = Vec::new();
     let letterbox = match letterboxer.run(picture, &mut tensor) {
         Ok(letterbox) => letterbox,
         Err(error) => {
             warn!(error = format!("{error:#}"), "preprocessing failed");
             camera.counters.decode_errors.fetch_add(1, Ordering::Relaxed);
-            return;
+            return None;
         }
     };
     let picture = Arc::new(letterboxer.scaled_picture());
     let decode_time = started.elapsed();
     camera.counters.decode_us_total.fetch_add(decode_time.as_micros() as u64, Ordering::Relaxed);
-    let frame = PreparedFrame {
+    Some(PreparedFrame {
         camera: camera.clone(),
         media_time_ms: frame.media_time_ms,
         received_at: frame.received_at,
@@ -294,16 +452,14 @@ fn offer_prepared(
         decode_time,
         picture,
         rotated_pass,
-    };
-    if let Err(TrySendError::Full(_)) = prepared.try_send(frame) {
-        camera.record_skip(SkipReason::DetectorBusy);
-    }
+    })
 }
 
 /// Frames queued for one every-frame camera's decoder before frames are dropped.
 const EVERY_FRAME_QUEUE: usize = 64;
 
-/// Every-frame mode: all frames go to a decoder thread dedicated to the camera.
+/// Every-frame mode: all frames go to a decoder thread dedicated to the camera, which offers
+/// the due ones, prepared, to the scheduler.
 struct EveryFrameRouter {
     frames: Sender<(EncodedFrame, bool)>,
     camera: Arc<CameraHealth>,
@@ -311,18 +467,12 @@ struct EveryFrameRouter {
 }
 
 impl EveryFrameRouter {
-    fn start(
-        camera: Arc<CameraHealth>,
-        sampler: Sampler,
-        rotated_pass: bool,
-        prepared: Sender<PreparedFrame>,
-        input_size: (u32, u32),
-    ) -> Self {
+    fn start(camera: Arc<CameraHealth>, scheduled: Scheduled, rotated_pass: bool, input_size: (u32, u32)) -> Self {
         let (frames, receiver) = crossbeam_channel::bounded(EVERY_FRAME_QUEUE);
         let worker_camera = camera.clone();
         std::thread::Builder::new()
             .name(format!("decode-{}", camera.id))
-            .spawn(move || every_frame_worker(receiver, worker_camera, sampler, rotated_pass, prepared, input_size))
+            .spawn(move || every_frame_worker(&receiver, &worker_camera, &scheduled, rotated_pass, input_size))
             .expect("spawn decoder thread");
         EveryFrameRouter { frames, camera, awaiting_keyframe: true }
     }
@@ -347,19 +497,53 @@ impl FrameSink for EveryFrameRouter {
     }
 }
 
+/// The arrival-time gap between a camera's last two keyframes.
+#[derive(Default)]
+struct KeyframeSpacing {
+    last: Option<Instant>,
+    spacing_ms: Option<i64>,
+}
+
+impl KeyframeSpacing {
+    fn record(&mut self, at: Instant) {
+        if let Some(last) = self.last {
+            self.spacing_ms = Some(at.saturating_duration_since(last).as_millis() as i64);
+        }
+        self.last = Some(at);
+    }
+
+    fn spacing_ms(&self) -> Option<i64> {
+        self.spacing_ms
+    }
+}
+
 fn every_frame_worker(
-    frames: Receiver<(EncodedFrame, bool)>,
-    camera: Arc<CameraHealth>,
-    mut sampler: Sampler,
+    frames: &Receiver<(EncodedFrame, bool)>,
+    camera: &Arc<CameraHealth>,
+    scheduled: &Scheduled,
     rotated_pass: bool,
-    prepared: Sender<PreparedFrame>,
     input_size: (u32, u32),
 ) {
     let _span = tracing::info_span!("camera", camera = %camera.id).entered();
     let mut decoder: Option<Decoder> = None;
     let mut letterboxer = VideoLetterboxer::new(input_size.0, input_size.1);
+    let mut keyframes = KeyframeSpacing::default();
+    // Whether the decoder has every frame since the last keyframe.
+    let mut synced = false;
     for (frame, after_gap) in frames {
         let started = Instant::now();
+        if frame.is_keyframe {
+            keyframes.record(frame.received_at);
+        }
+        // While the camera's interval is long enough for keyframes alone (a fall-watch camera
+        // with nobody in view), only keyframes are decoded; every frame again from the next
+        // keyframe once it needs them.
+        let interval_ms = scheduled.scheduler.interval_ms(&camera.id, frame.received_at);
+        let keyframes_suffice = matches!((interval_ms, keyframes.spacing_ms()), (Some(i), Some(s)) if i >= 2 * s);
+        if !frame.is_keyframe && (keyframes_suffice || !synced) {
+            synced = false;
+            continue;
+        }
         let key = DecoderKey { codec: frame.codec, extradata: frame.extradata.clone() };
         if decoder.as_ref().is_none_or(|d| *d.key() != key) {
             decoder =
@@ -369,15 +553,19 @@ fn every_frame_worker(
             camera.counters.decode_errors.fetch_add(1, Ordering::Relaxed);
             continue;
         };
-        if after_gap {
+        if after_gap || !synced {
             decoder.reset();
         }
+        synced = true;
         match decoder.decode_next(&frame.data) {
             Ok(Some(picture)) => {
                 camera.counters.frames_decoded.fetch_add(1, Ordering::Relaxed);
-                if sampler.is_due(frame.media_time_ms) {
-                    sampler.mark_taken(frame.media_time_ms);
-                    offer_prepared(rotated_pass, &prepared, &mut letterboxer, &picture, &camera, &frame, started);
+                // Only frames the scheduler would take are letterboxed.
+                if scheduled.scheduler.is_due(&camera.id, frame.received_at) {
+                    if let Some(prepared) = prepare(rotated_pass, &mut letterboxer, &picture, camera, &frame, started) {
+                        let waiting = Waiting { camera: camera.clone(), rotated_pass, job: Job::Prepared(prepared) };
+                        scheduled.scheduler.offer(waiting, frame.received_at);
+                    }
                 }
             }
             Ok(None) => {}
@@ -386,52 +574,5 @@ fn every_frame_worker(
                 camera.counters.decode_errors.fetch_add(1, Ordering::Relaxed);
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sampler_takes_one_frame_per_interval_on_a_fixed_schedule() {
-        // (media time ms, due?) for a 2000 ms interval; frames marked taken when due.
-        let table = [
-            (0, true),
-            (1000, false),
-            (1850, true), // 150 ms early: within the 10% slack; next due stays at 4000
-            (3000, false),
-            (3850, true), // no drift: still due at 4000 − 200
-            (9000, true), // after a gap the schedule restarts from here
-            (10_900, true),
-            (12_000, false),
-            (100, true), // a new session restarted the timeline
-        ];
-        let mut sampler = Sampler::new(Duration::from_millis(2000));
-        for (time_ms, expected) in table {
-            let due = sampler.is_due(time_ms);
-            assert_eq!(due, expected, "at {time_ms} ms");
-            if due {
-                sampler.mark_taken(time_ms);
-            }
-        }
-    }
-
-    #[test]
-    fn every_frame_sampling_keeps_the_average_rate() {
-        // 10 fps, frames at 0..=59.9 s, 1 s interval: the slots at 0, 1, …, 60 s (the last one
-        // taken 100 ms early, within its slack) = 61 frames. Slack that drifted gave 67.
-        let mut sampler = Sampler::new(Duration::from_millis(1000));
-        let taken = (0..600)
-            .map(|frame| frame * 100)
-            .filter(|&t| {
-                let due = sampler.is_due(t);
-                if due {
-                    sampler.mark_taken(t);
-                }
-                due
-            })
-            .count();
-        assert_eq!(taken, 61);
     }
 }

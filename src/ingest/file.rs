@@ -12,7 +12,7 @@ use ffmpeg_next as ffmpeg;
 use tokio_util::sync::CancellationToken;
 
 use super::{EncodedFrame, FrameSink, VideoCodec};
-use crate::health::{CameraHealth, CameraState};
+use crate::health::CameraHealth;
 
 /// How fast footage is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,9 +110,7 @@ pub fn play(
                 }
             }
             if let Some(health) = health {
-                if health.state() != CameraState::Online {
-                    health.set_state(CameraState::Online, None);
-                }
+                health.mark_streaming();
             }
             sink.push(EncodedFrame {
                 codec,

@@ -28,7 +28,7 @@ use tracing::{debug, info};
 
 use super::{EncodedFrame, FrameSink, VideoCodec};
 use crate::config::{IngestConfig, RtspCredentials, RtspTransport};
-use crate::health::{CameraHealth, CameraState};
+use crate::health::CameraHealth;
 
 /// What to connect to.
 pub struct RtspTarget<'a> {
@@ -71,15 +71,14 @@ pub async fn stream(
             continue;
         };
         last_video = tokio::time::Instant::now();
-        if health.state() != CameraState::Online {
-            health.set_state(CameraState::Online, None);
-        }
+        health.mark_streaming();
         if frame.loss() > 0 {
             debug!(lost_packets = frame.loss(), "RTP packet loss before this frame");
         }
         let timestamp = frame.timestamp();
         let media_time_ms = timestamp.elapsed() * 1000 / i64::from(timestamp.clock_rate().get());
-        let is_keyframe = frame.is_random_access_point();
+        // retina flags H.265 IDR pictures only; open-GOP encoders start GOPs with CRA pictures.
+        let is_keyframe = frame.is_random_access_point() || (codec == VideoCodec::H265 && h265_has_irap(frame.data()));
         sink.push(EncodedFrame {
             codec,
             extradata: Arc::from(&[][..]),
@@ -89,6 +88,21 @@ pub async fn stream(
             received_at: Instant::now(),
         });
     }
+}
+
+/// Whether an H.265 access unit (Annex B) holds an IRAP picture (BLA, IDR or CRA: NAL unit
+/// types 16–23), which decodes without earlier pictures.
+pub fn h265_has_irap(annex_b: &[u8]) -> bool {
+    let mut rest = annex_b;
+    while let Some(start) = rest.windows(3).position(|w| w == [0, 0, 1]) {
+        rest = &rest[start + 3..];
+        if let Some(&header) = rest.first() {
+            if (16..=23).contains(&((header >> 1) & 0x3f)) {
+                return true;
+            }
+        }
+    }
+    false
 }
 
 /// DESCRIBE, SETUP of the first H.264/H.265 video stream, PLAY.
@@ -167,5 +181,21 @@ pub async fn first_keyframe(target: &RtspTarget<'_>, ingest: &IngestConfig) -> a
         result = streaming => Err(result.err().unwrap_or_else(|| anyhow::anyhow!("session ended"))),
         frame = receiver => frame.context("no keyframe"),
         () = tokio::time::sleep(limit) => bail!("no keyframe from {} within {limit:?}", target.url),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::h265_has_irap;
+
+    #[test]
+    fn finds_cra_and_idr_pictures_in_h265_access_units() {
+        // NAL header byte = type << 1 (layer 0): VPS 32, CRA 21, IDR_W_RADL 19, TRAIL_R 1.
+        let nal = |kind: u8| [0u8, 0, 0, 1, kind << 1, 1, 0xAA];
+        let cra: Vec<u8> = [nal(32), nal(21)].concat();
+        assert!(h265_has_irap(&cra));
+        assert!(h265_has_irap(&nal(19)));
+        assert!(!h265_has_irap(&[nal(32), nal(1)].concat()));
+        assert!(!h265_has_irap(&[]));
     }
 }

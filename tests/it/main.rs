@@ -2,6 +2,7 @@
 //! the `gateway` binary. One test binary, a module per area.
 
 mod broker;
+mod capacity;
 mod classifier;
 mod cli;
 mod console;

@@ -27,21 +27,35 @@ pub(super) struct Sinks<'a> {
     pub shared: &'a Shared,
 }
 
+/// What a frame led to.
+pub(super) struct FrameOutcome {
+    /// Incident events were committed.
+    pub committed: bool,
+    /// An incident was opened.
+    pub opened: bool,
+    /// People are in view of a fall-watch zone (the camera is sampled faster).
+    pub people_in_fall_zones: bool,
+}
+
 /// Runs a frame through its camera's engine; see [`commit`].
-pub(super) fn handle_frame(runtime: &mut CameraRuntime, frame: &AnalysedFrame, sinks: &Sinks<'_>) -> bool {
+pub(super) fn handle_frame(runtime: &mut CameraRuntime, frame: &AnalysedFrame, sinks: &Sinks<'_>) -> FrameOutcome {
     let CameraRuntime { camera, engine, classifiers } = runtime;
     // Small crops, ~1 ms each; only cameras whose bin zones use a classifier pay it.
     let zone_readings = tokio::task::block_in_place(|| classifiers.read(&frame.picture));
     let received = SystemTime::now() - frame.received_at.elapsed();
     let now_ms = received.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    let observations = observations(&frame.detections, frame.frame_width, frame.frame_height);
+    let people_in_fall_zones = engine.people_in_fall_zones(&observations);
     let events = engine.update(EngineFrame {
         now_ms,
-        observations: observations(&frame.detections, frame.frame_width, frame.frame_height),
+        observations,
         picture: Some(&frame.picture),
         frame_aspect: frame.frame_width as f32 / frame.frame_height.max(1) as f32,
         zone_readings: &zone_readings,
     });
-    commit(camera, engine.book(), &events, Some(&frame.picture), now_ms, sinks)
+    let opened = events.iter().any(|event| event.event == EventKind::Opened);
+    let committed = commit(camera, engine.book(), &events, Some(&frame.picture), now_ms, sinks);
+    FrameOutcome { committed, opened: opened && committed, people_in_fall_zones }
 }
 
 /// Writes evidence for `events`, logs them and commits them to the outbox, then saves the

@@ -183,6 +183,7 @@ pub async fn main(config_path: &Path, run_for: Option<Duration>) -> i32 {
     let watchdog_every = notifier.as_ref().and_then(Notifier::watchdog_interval).map(crate::notify::ping_period);
     let mut last_ping = Instant::now();
     let mut progress = Progress::new(&gateway.pipeline);
+    let mut capacity = Capacity::new(&config);
     let mut stats = tokio::time::interval(STATS_EVERY);
     stats.tick().await;
     let mut tick = tokio::time::interval(TICK);
@@ -191,6 +192,7 @@ pub async fn main(config_path: &Path, run_for: Option<Duration>) -> i32 {
             frame = analysed.recv() => match frame {
                 Some(frame) => {
                     log_frame(&frame, &model);
+                    gateway.shared.analysis_latency.lock().unwrap().record(frame.received_at.elapsed().as_secs_f64());
                     if gateway.handle_frame(&frame) {
                         if let Some(delivery) = &delivery {
                             delivery.wake();
@@ -213,8 +215,8 @@ pub async fn main(config_path: &Path, run_for: Option<Duration>) -> i32 {
             }
             _ = tick.tick() => {
                 gateway.pipeline.health.recover_all();
+                capacity.sample(&gateway.pipeline, &gateway.shared);
                 let queues = &gateway.shared.queues;
-                queues.decode.store(gateway.pipeline.decode_queue_depth(), Ordering::Relaxed);
                 queues.detector.store(gateway.pipeline.detector_queue_depth(), Ordering::Relaxed);
                 queues.analysed.store(analysed.len(), Ordering::Relaxed);
                 let healthy = progress.check(&gateway.pipeline);
@@ -237,7 +239,12 @@ pub async fn main(config_path: &Path, run_for: Option<Duration>) -> i32 {
                     }
                 }
             }
-            _ = stats.tick() => log_stats(&gateway.pipeline, delivery.as_ref(), &gateway.outbox),
+            _ = stats.tick() => {
+                log_stats(&gateway.pipeline, delivery.as_ref(), &gateway.outbox);
+                gateway.pipeline.scheduler().rotate();
+                gateway.shared.analysis_latency.lock().unwrap().rotate();
+                gateway.shared.incident_latency.lock().unwrap().rotate();
+            }
             () = shutdown.cancelled() => break,
         }
     }
@@ -295,6 +302,58 @@ impl Progress {
     }
 }
 
+/// Estimates what the gateway can analyse per second from the measured cost of a frame, and
+/// says so when the cameras ask for more.
+struct Capacity {
+    cpus: f64,
+    sessions: f64,
+    over: bool,
+}
+
+impl Capacity {
+    fn new(config: &Config) -> Self {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let sessions = (config.detector.sessions * config.detector.intra_op_threads) as f64;
+        Capacity { cpus, sessions, over: false }
+    }
+
+    fn sample(&mut self, pipeline: &Pipeline, shared: &Shared) {
+        let (mut analysed, mut decode_us, mut inference_us) = (0u64, 0u64, 0u64);
+        for camera in pipeline.health.cameras() {
+            let c = &camera.counters;
+            analysed += c.frames_analysed.load(Ordering::Relaxed);
+            decode_us += c.decode_us_total.load(Ordering::Relaxed);
+            inference_us += c.inference_us_total.load(Ordering::Relaxed);
+        }
+        let stats = pipeline.scheduler().stats();
+        let capacity = crate::schedule::capacity_per_second(
+            self.cpus,
+            self.sessions,
+            decode_us as f64 / 1e3 / analysed.max(1) as f64,
+            inference_us as f64 / 1e3 / analysed.max(1) as f64,
+        );
+        let over = capacity > 0.0 && stats.demand_per_second > capacity;
+        if over != self.over {
+            if over {
+                warn!(
+                    demand = format!("{:.1}", stats.demand_per_second),
+                    capacity = format!("{:.1}", capacity),
+                    "the cameras ask for more frames per second than this machine can analyse: every camera will be revisited later than its interval (see gateway_camera_revisit_seconds)"
+                );
+            } else {
+                info!(
+                    demand = format!("{:.1}", stats.demand_per_second),
+                    capacity = format!("{:.1}", capacity),
+                    "demand is within capacity again"
+                );
+            }
+            self.over = over;
+        }
+        *shared.schedule.lock().unwrap() =
+            crate::console::metrics::ScheduleView { stats, capacity_per_second: capacity };
+    }
+}
+
 fn analysed_total(pipeline: &Pipeline) -> u64 {
     pipeline.health.cameras().iter().map(|c| c.counters.frames_analysed.load(Ordering::Relaxed)).sum()
 }
@@ -328,10 +387,17 @@ impl Gateway {
         let t_ms = received.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
         self.shared.keep_frame(&frame.camera, LatestFrame { picture: frame.picture.clone(), detections, t_ms });
         let sinks = Sinks { config: &self.config, model: &self.model, outbox: &self.outbox, shared: &self.shared };
-        match self.cameras.get_mut(&frame.camera) {
-            Some(runtime) => incidents::handle_frame(runtime, frame, &sinks),
-            None => false,
+        let Some(runtime) = self.cameras.get_mut(&frame.camera) else {
+            return false;
+        };
+        let outcome = incidents::handle_frame(runtime, frame, &sinks);
+        if runtime.camera.active_interval.is_some() {
+            self.pipeline.scheduler().people_in_view(&frame.camera, outcome.people_in_fall_zones);
         }
+        if outcome.opened {
+            self.shared.incident_latency.lock().unwrap().record(frame.received_at.elapsed().as_secs_f64());
+        }
+        outcome.committed
     }
 
     /// Whether the config file changed on disk since it was last loaded or written.
@@ -554,8 +620,8 @@ fn log_stats(pipeline: &Pipeline, delivery: Option<&Delivery>, outbox: &crate::o
             keyframes = c.keyframes_received.load(Ordering::Relaxed),
             decoded = c.frames_decoded.load(Ordering::Relaxed),
             analysed = c.frames_analysed.load(Ordering::Relaxed),
-            skipped_decoder_busy = c.skipped_decoder_busy.load(Ordering::Relaxed),
-            skipped_detector_busy = c.skipped_detector_busy.load(Ordering::Relaxed),
+            skipped_over_capacity = c.skipped_over_capacity.load(Ordering::Relaxed),
+            revisit_max_ms = c.revisit_max_ms.load(Ordering::Relaxed),
             reconnects = c.reconnects.load(Ordering::Relaxed),
             "camera stats"
         );

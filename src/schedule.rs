@@ -1,0 +1,440 @@
+//! Schedule: shares the gateway's analysis capacity out among the cameras. Pure: the shell
+//! (`decode::FrameScheduler`) owns the lock, the clock and the threads; this is the policy.
+//!
+//! Each camera has at most **one** frame waiting (newest wins), so nothing queues up behind a
+//! busy detector: when demand exceeds capacity, older frames are replaced by newer ones of the
+//! same camera and counted, and latency stays bounded by one frame per camera.
+//!
+//! - A camera is *due* on a fixed schedule: one frame per interval of arrival time (the first
+//!   frame up to 10% of the interval early still counts, so a 2 s GOP with a 2 s interval
+//!   analyses every keyframe without drifting).
+//! - The interval is the camera's `analysis_interval` — its maximum revisit interval — or,
+//!   while people are in one of its fall-watch zones (and [`ACTIVE_HOLD_MS`] after), its
+//!   shorter `active_interval`.
+//! - A free worker takes the waiting frame with the **earliest deadline** (the time the camera
+//!   became due). Under overload every camera is late by about the same time, so no camera
+//!   starves and one busy camera cannot crowd out the others: a camera asking for a frame a
+//!   second gets one a second only while the others' deadlines are not older.
+
+use std::collections::BTreeMap;
+
+/// How long a camera stays on its active interval after people were last seen in a
+/// fall-watch zone (a person who lies down may be missed on a frame or two).
+pub const ACTIVE_HOLD_MS: i64 = 10_000;
+
+/// A camera's sampling settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cadence {
+    /// The maximum revisit interval, ms.
+    pub interval_ms: i64,
+    /// The interval while people are in view of a fall-watch zone, ms.
+    pub active_interval_ms: Option<i64>,
+}
+
+/// What became of an offered frame.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Offer<F> {
+    /// Not wanted: the camera is not due, or its waiting frame is still fresh enough.
+    /// Dropped (the normal case for most frames).
+    NotDue,
+    /// Waiting for a worker.
+    Queued,
+    /// Waiting for a worker, in place of the camera's older waiting frame, returned (it had
+    /// waited at least [`late_after_ms`]).
+    Replaced {
+        /// The frame that will not be analysed.
+        dropped: F,
+        /// The camera has been waiting at least [`late_after_ms`] of its interval: the dropped
+        /// frame is lost to a lack of capacity. (False only after a change of interval.)
+        late: bool,
+    },
+    /// The camera is not scheduled (being removed).
+    Unknown,
+}
+
+/// A frame a worker took.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Taken<K, F> {
+    /// The camera.
+    pub camera: K,
+    /// The frame.
+    pub frame: F,
+    /// Arrival-time gap since the camera's previous analysed frame, ms (none for its first).
+    pub revisit_ms: Option<i64>,
+    /// How long the camera had a due frame waiting, ms.
+    pub waited_ms: i64,
+}
+
+#[derive(Debug)]
+struct Pending<F> {
+    frame: F,
+    arrived_ms: i64,
+}
+
+#[derive(Debug)]
+struct Slot<F> {
+    cadence: Cadence,
+    active_until_ms: Option<i64>,
+    /// Whether `next_due_ms` follows the active interval.
+    active: bool,
+    next_due_ms: Option<i64>,
+    last_taken_ms: Option<i64>,
+    pending: Option<Pending<F>>,
+    /// When the waiting frame's camera first had a due frame (deadline for the order).
+    due_since_ms: i64,
+}
+
+impl<F> Slot<F> {
+    fn interval_ms(&self) -> i64 {
+        match (self.active, self.cadence.active_interval_ms) {
+            (true, Some(active)) => active,
+            _ => self.cadence.interval_ms,
+        }
+    }
+
+    /// Follows the active hold: switching interval restarts the schedule from the last take.
+    fn refresh(&mut self, now_ms: i64) {
+        let active = self.cadence.active_interval_ms.is_some() && self.active_until_ms.is_some_and(|t| now_ms < t);
+        if active != self.active {
+            self.active = active;
+            self.next_due_ms = self.last_taken_ms.map(|last| last + self.interval_ms());
+        }
+    }
+
+    /// Whether a frame arriving at `arrived_ms` is wanted: the camera is due, and any frame
+    /// already waiting has waited [`late_after_ms`] (a fresher frame replaces it only then, so
+    /// a camera decoding every frame does not prepare each one while it waits its turn).
+    fn wants(&self, arrived_ms: i64) -> bool {
+        let interval = self.interval_ms();
+        let due = match self.next_due_ms {
+            None => true,
+            Some(next_due) => arrived_ms >= next_due - interval / 10,
+        };
+        due && self.pending.as_ref().is_none_or(|p| arrived_ms - p.arrived_ms >= late_after_ms(interval))
+    }
+
+    fn mark_taken(&mut self, arrived_ms: i64) {
+        let interval = self.interval_ms();
+        self.next_due_ms = Some(match (self.next_due_ms, self.last_taken_ms) {
+            (Some(next_due), Some(last)) if arrived_ms >= last && arrived_ms < next_due + interval => {
+                next_due + interval
+            }
+            // Behind schedule (a gap, or the camera waited for capacity): restart from here.
+            _ => arrived_ms + interval,
+        });
+        self.last_taken_ms = Some(arrived_ms);
+    }
+}
+
+/// The scheduler over cameras keyed by `K`, holding frames `F`.
+#[derive(Debug)]
+pub struct Scheduler<K, F> {
+    slots: BTreeMap<K, Slot<F>>,
+    waiting: usize,
+}
+
+impl<K: Ord + Clone, F> Default for Scheduler<K, F> {
+    fn default() -> Self {
+        Scheduler { slots: BTreeMap::new(), waiting: 0 }
+    }
+}
+
+impl<K: Ord + Clone, F> Scheduler<K, F> {
+    /// Schedules a camera (or resets its cadence). Its waiting frame, if any, is kept.
+    pub fn add(&mut self, camera: K, cadence: Cadence) {
+        let slot = self.slots.entry(camera).or_insert_with(|| Slot {
+            cadence,
+            active_until_ms: None,
+            active: false,
+            next_due_ms: None,
+            last_taken_ms: None,
+            pending: None,
+            due_since_ms: 0,
+        });
+        slot.cadence = cadence;
+    }
+
+    /// Stops scheduling a camera; returns its waiting frame.
+    pub fn remove(&mut self, camera: &K) -> Option<F> {
+        let pending = self.slots.remove(camera)?.pending?;
+        self.waiting -= 1;
+        Some(pending.frame)
+    }
+
+    /// Tells the scheduler whether people were in view of the camera's fall-watch zones on
+    /// its latest analysed frame (at `now_ms`).
+    pub fn people_in_view(&mut self, camera: &K, people: bool, now_ms: i64) {
+        if let Some(slot) = self.slots.get_mut(camera) {
+            if people {
+                slot.active_until_ms = Some(now_ms + ACTIVE_HOLD_MS);
+            }
+            slot.refresh(now_ms);
+        }
+    }
+
+    /// Whether a frame of `camera` arriving at `now_ms` would be due (lets a decoder skip
+    /// preparing frames nobody will take).
+    pub fn is_due(&mut self, camera: &K, now_ms: i64) -> bool {
+        self.slots.get_mut(camera).is_some_and(|slot| {
+            slot.refresh(now_ms);
+            slot.wants(now_ms)
+        })
+    }
+
+    /// The camera's interval now (its active one while people are in view), ms.
+    pub fn interval_ms(&mut self, camera: &K, now_ms: i64) -> Option<i64> {
+        self.slots.get_mut(camera).map(|slot| {
+            slot.refresh(now_ms);
+            slot.interval_ms()
+        })
+    }
+
+    /// Offers a frame that arrived at `now_ms`.
+    pub fn offer(&mut self, camera: &K, frame: F, now_ms: i64) -> Offer<F> {
+        let Some(slot) = self.slots.get_mut(camera) else {
+            return Offer::Unknown;
+        };
+        slot.refresh(now_ms);
+        if !slot.wants(now_ms) {
+            return Offer::NotDue;
+        }
+        let fresh = Pending { frame, arrived_ms: now_ms };
+        match slot.pending.replace(fresh) {
+            Some(older) => Offer::Replaced {
+                dropped: older.frame,
+                late: now_ms - slot.due_since_ms >= late_after_ms(slot.interval_ms()),
+            },
+            None => {
+                slot.due_since_ms = now_ms;
+                self.waiting += 1;
+                Offer::Queued
+            }
+        }
+    }
+
+    /// The waiting frame with the earliest deadline, if any; the camera's schedule moves on.
+    pub fn take(&mut self, now_ms: i64) -> Option<Taken<K, F>> {
+        let (camera, _) =
+            self.slots.iter().filter(|(_, slot)| slot.pending.is_some()).min_by_key(|(_, slot)| slot.due_since_ms)?;
+        let camera = camera.clone();
+        let slot = self.slots.get_mut(&camera).expect("found above");
+        let pending = slot.pending.take().expect("filtered above");
+        self.waiting -= 1;
+        let revisit_ms = slot.last_taken_ms.map(|last| pending.arrived_ms - last);
+        slot.mark_taken(pending.arrived_ms);
+        Some(Taken { camera, frame: pending.frame, revisit_ms, waited_ms: now_ms - slot.due_since_ms })
+    }
+
+    /// Frames waiting for a worker (at most one per camera).
+    pub fn waiting(&self) -> usize {
+        self.waiting
+    }
+
+    /// Frames per second the cameras ask for at their current intervals.
+    pub fn demand_per_second(&self) -> f64 {
+        self.slots.values().map(|slot| 1000.0 / slot.interval_ms().max(1) as f64).sum()
+    }
+
+    /// Cameras on their active interval.
+    pub fn active_cameras(&self) -> usize {
+        self.slots.values().filter(|slot| slot.active).count()
+    }
+}
+
+/// Analysed frames per second a machine sustains, from the measured cost of one frame:
+/// bounded by the CPUs (decode and inference both need one) and by the detector sessions'
+/// threads (inference only). 0 until a cost was measured.
+pub fn capacity_per_second(cpus: f64, detector_threads: f64, decode_ms: f64, inference_ms: f64) -> f64 {
+    if decode_ms + inference_ms <= 0.0 {
+        return 0.0;
+    }
+    let by_cpu = cpus * 1000.0 / (decode_ms + inference_ms);
+    let by_detector = if inference_ms > 0.0 { detector_threads * 1000.0 / inference_ms } else { f64::INFINITY };
+    by_cpu.min(by_detector)
+}
+
+/// How long a camera may wait with a due frame before it counts as over capacity: a tenth of
+/// its interval (a 10 s camera whose keyframe is replaced by the next one, 2 s later, is late),
+/// at least 200 ms (a worker busy with another camera's keyframe and inference is not late).
+pub fn late_after_ms(interval_ms: i64) -> i64 {
+    (interval_ms / 10).max(200)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cadence(interval_ms: i64) -> Cadence {
+        Cadence { interval_ms, active_interval_ms: None }
+    }
+
+    /// Runs `cameras` (interval ms, frame period ms) for `duration_ms` with `capacity` frames a
+    /// second taken evenly; returns each camera's analysed arrival times.
+    fn simulate(cameras: &[(Cadence, i64)], capacity_per_s: i64, duration_ms: i64) -> Vec<Vec<i64>> {
+        let mut scheduler: Scheduler<usize, i64> = Scheduler::default();
+        for (index, (cadence, _)) in cameras.iter().enumerate() {
+            scheduler.add(index, *cadence);
+        }
+        let take_every = 1000 / capacity_per_s;
+        let mut analysed = vec![Vec::new(); cameras.len()];
+        for now in 0..duration_ms {
+            for (index, (_, period)) in cameras.iter().enumerate() {
+                // Cameras' clocks are offset so that frames do not all arrive together.
+                if (now + index as i64 * 7) % period == 0 {
+                    scheduler.offer(&index, now, now);
+                }
+            }
+            if now % take_every == 0 {
+                if let Some(taken) = scheduler.take(now) {
+                    analysed[taken.camera].push(taken.frame);
+                }
+            }
+        }
+        analysed
+    }
+
+    fn worst_gap(times: &[i64]) -> i64 {
+        times.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(i64::MAX)
+    }
+
+    #[test]
+    fn keeps_one_frame_per_camera_and_the_newest() {
+        let mut scheduler: Scheduler<&str, &str> = Scheduler::default();
+        scheduler.add("a", cadence(2000));
+        assert_eq!(scheduler.offer(&"a", "first", 0), Offer::Queued);
+        // A fresher frame replaces the waiting one only once it has waited 200 ms (late).
+        assert_eq!(scheduler.offer(&"a", "second", 40), Offer::NotDue);
+        assert!(!scheduler.is_due(&"a", 199));
+        assert_eq!(scheduler.offer(&"a", "third", 220), Offer::Replaced { dropped: "first", late: true });
+        assert_eq!(scheduler.waiting(), 1);
+        let taken = scheduler.take(550).unwrap();
+        assert_eq!((taken.frame, taken.revisit_ms, taken.waited_ms), ("third", None, 550));
+        let revisit = 2330 - 220;
+        assert_eq!(scheduler.waiting(), 0);
+        // Not due again until the next slot (2000 from the frame's arrival, 10% early is fine).
+        assert_eq!(scheduler.offer(&"a", "early", 2000), Offer::NotDue);
+        assert_eq!(scheduler.offer(&"a", "due", 2330), Offer::Queued);
+        assert_eq!(scheduler.take(2400).unwrap().revisit_ms, Some(revisit));
+        assert_eq!(scheduler.offer(&"b", "unknown", 0), Offer::Unknown);
+    }
+
+    #[test]
+    fn fixed_schedule_keeps_the_average_rate() {
+        // 10 fps, frames at 0..=59.9 s, 1 s interval, always capacity: the slots at 0, 1, …,
+        // 60 s (the last one taken 100 ms early, within its slack) = 61 frames. Restarting the
+        // interval from each taken frame (10% early each time) gave 67.
+        let mut scheduler: Scheduler<(), i64> = Scheduler::default();
+        scheduler.add((), cadence(1000));
+        let mut taken = 0;
+        for t in (0..600).map(|frame| frame * 100) {
+            scheduler.offer(&(), t, t);
+            taken += usize::from(scheduler.take(t).is_some());
+        }
+        assert_eq!(taken, 61);
+    }
+
+    #[test]
+    fn earliest_deadline_first() {
+        let mut scheduler: Scheduler<&str, i64> = Scheduler::default();
+        for camera in ["a", "b", "c"] {
+            scheduler.add(camera, cadence(1000));
+        }
+        scheduler.offer(&"b", 10, 10);
+        scheduler.offer(&"c", 20, 20);
+        scheduler.offer(&"a", 30, 30);
+        // b's newer frame (its old one waited the 200 ms) replaces it but keeps b's place.
+        scheduler.offer(&"b", 210, 210);
+        let order: Vec<_> = std::iter::from_fn(|| scheduler.take(220)).map(|t| (t.camera, t.frame)).collect();
+        assert_eq!(order, [("b", 210), ("c", 20), ("a", 30)]);
+    }
+
+    #[test]
+    fn under_capacity_every_camera_gets_its_interval() {
+        // 20 cameras at 2 s GOP keyframes, 10 s interval = 2 frames/s asked, 5 available.
+        let cameras = vec![(cadence(10_000), 2000); 20];
+        let analysed = simulate(&cameras, 5, 120_000);
+        for times in &analysed {
+            assert!(worst_gap(times) <= 10_000, "{times:?}");
+            assert!(times.len() >= 11, "{times:?}");
+        }
+    }
+
+    #[test]
+    fn over_capacity_every_camera_is_served_and_none_starves() {
+        // 30 cameras at 1 s asked = 30 frames/s against 10: each gets about a third, nobody 0.
+        let cameras = vec![(cadence(1000), 40); 30];
+        let analysed = simulate(&cameras, 10, 60_000);
+        let counts: Vec<usize> = analysed.iter().map(Vec::len).collect();
+        let (min, max) = (*counts.iter().min().unwrap(), *counts.iter().max().unwrap());
+        assert!(min >= 18 && max <= 22, "{counts:?}");
+        for times in &analysed {
+            assert!(worst_gap(times) <= 3_200, "{times:?}");
+        }
+    }
+
+    #[test]
+    fn a_busy_camera_cannot_starve_the_others() {
+        // One camera asks for 25 frames/s, nine for one frame per 2 s; capacity 10/s. The nine
+        // keep their interval; the busy one gets what is left.
+        let mut cameras = vec![(cadence(40), 40)];
+        cameras.extend(vec![(cadence(2000), 40); 9]);
+        let analysed = simulate(&cameras, 10, 60_000);
+        for times in &analysed[1..] {
+            // After the start-up burst (all ten due at once).
+            let settled: Vec<i64> = times.iter().copied().filter(|&t| t >= 5_000).collect();
+            assert!(worst_gap(&settled) <= 2_100, "{times:?}");
+        }
+        let busy = analysed[0].len();
+        assert!((280..=400).contains(&busy), "busy camera got {busy}");
+    }
+
+    #[test]
+    fn people_in_view_shorten_the_interval_for_the_hold() {
+        let mut scheduler: Scheduler<&str, i64> = Scheduler::default();
+        scheduler.add("fall", Cadence { interval_ms: 10_000, active_interval_ms: Some(1000) });
+        let mut taken = Vec::new();
+        for now in (0..40_000).step_by(40) {
+            if now == 5_000 {
+                scheduler.people_in_view(&"fall", true, now);
+            }
+            scheduler.offer(&"fall", now, now);
+            if let Some(t) = scheduler.take(now) {
+                taken.push(t.frame);
+            }
+        }
+        // Idle: 0; people seen at 5 s: due at once (1 s after the last take has passed), then
+        // once a second (the first slot 10% early) until the hold ends at 15 s; then idle
+        // again, 10 s after the last active take (10% early).
+        let expected = [0, 5000, 5920, 6920, 7920, 8920, 9920, 10_920, 11_920, 12_920, 13_920, 14_920, 23_920, 33_920];
+        assert_eq!(taken, expected);
+        assert_eq!(scheduler.active_cameras(), 0);
+    }
+
+    #[test]
+    fn capacity_is_bounded_by_cpus_and_detector_threads() {
+        // 2 CPUs, 24.4 ms a frame: 82/s; one detector thread at 16.1 ms caps it at 62/s.
+        assert!((capacity_per_second(2.0, 1.0, 8.3, 16.1) - 62.11).abs() < 0.01);
+        assert!((capacity_per_second(2.0, 2.0, 8.3, 16.1) - 81.97).abs() < 0.01);
+        assert_eq!(capacity_per_second(2.0, 1.0, 0.0, 0.0), 0.0);
+    }
+
+    #[test]
+    fn removing_a_camera_returns_its_frame() {
+        let mut scheduler: Scheduler<&str, i64> = Scheduler::default();
+        scheduler.add("a", cadence(1000));
+        scheduler.offer(&"a", 1, 0);
+        assert_eq!(scheduler.remove(&"a"), Some(1));
+        assert_eq!(scheduler.waiting(), 0);
+        assert!(scheduler.take(10).is_none());
+    }
+
+    #[test]
+    fn demand_follows_the_current_intervals() {
+        let mut scheduler: Scheduler<&str, i64> = Scheduler::default();
+        scheduler.add("a", cadence(10_000));
+        scheduler.add("b", Cadence { interval_ms: 10_000, active_interval_ms: Some(1000) });
+        assert!((scheduler.demand_per_second() - 0.2).abs() < 1e-9);
+        scheduler.people_in_view(&"b", true, 0);
+        assert!((scheduler.demand_per_second() - 1.1).abs() < 1e-9);
+    }
+}

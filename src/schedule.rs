@@ -22,6 +22,15 @@ use std::collections::BTreeMap;
 /// fall-watch zone (a person who lies down may be missed on a frame or two).
 pub const ACTIVE_HOLD_MS: i64 = 10_000;
 
+/// When a camera's keyframes come: the next one expected, and the gap between the last two.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyframeTiming {
+    /// Expected arrival of the next keyframe, ms.
+    pub next_ms: i64,
+    /// Gap between the last two keyframes, ms.
+    pub gap_ms: i64,
+}
+
 /// A camera's sampling settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cadence {
@@ -82,6 +91,8 @@ struct Slot<F> {
     pending: Option<Pending<F>>,
     /// When the waiting frame's camera first had a due frame (deadline for the order).
     due_since_ms: i64,
+    /// The first gap after the first analysed frame, as a fraction of the interval.
+    first_gap: f64,
 }
 
 impl<F> Slot<F> {
@@ -119,6 +130,9 @@ impl<F> Slot<F> {
             (Some(next_due), Some(last)) if arrived_ms >= last && arrived_ms < next_due + interval => {
                 next_due + interval
             }
+            // The first frame: the next one after a fraction of the interval, so cameras
+            // started together do not stay due together.
+            (_, None) => arrived_ms + (interval as f64 * self.first_gap) as i64,
             // Behind schedule (a gap, or the camera waited for capacity): restart from here.
             _ => arrived_ms + interval,
         });
@@ -142,6 +156,14 @@ impl<K: Ord + Clone, F> Default for Scheduler<K, F> {
 impl<K: Ord + Clone, F> Scheduler<K, F> {
     /// Schedules a camera (or resets its cadence). Its waiting frame, if any, is kept.
     pub fn add(&mut self, camera: K, cadence: Cadence) {
+        self.add_with_phase(camera, cadence, 1.0);
+    }
+
+    /// [`Scheduler::add`], with the gap after the camera's first analysed frame shortened to
+    /// `phase` (0–1) of its interval. Cameras that start together (a gateway starting, 600
+    /// cameras connecting within a second) would otherwise be due together every interval
+    /// and queue up in bursts; spreading their phases evenly spreads the work.
+    pub fn add_with_phase(&mut self, camera: K, cadence: Cadence, phase: f64) {
         let slot = self.slots.entry(camera).or_insert_with(|| Slot {
             cadence,
             active_until_ms: None,
@@ -150,6 +172,7 @@ impl<K: Ord + Clone, F> Scheduler<K, F> {
             last_taken_ms: None,
             pending: None,
             due_since_ms: 0,
+            first_gap: phase.clamp(0.0, 1.0),
         });
         slot.cadence = cadence;
     }
@@ -187,6 +210,46 @@ impl<K: Ord + Clone, F> Scheduler<K, F> {
             slot.refresh(now_ms);
             slot.interval_ms()
         })
+    }
+
+    /// For a camera that decodes its stream itself (`every_frame`): whether the frame
+    /// arriving at `now_ms` must be decoded.
+    /// - With a frame waiting for a worker: every frame while the wait is under half the
+    ///   interval (the decoder stays in step for the camera's next due frame, and a fresher
+    ///   frame replaces a late one); after that, only keyframes, if keyframes alone come at
+    ///   least every four intervals (well over capacity, decoding P-frames to throw them away
+    ///   would take CPU from the detector; a camera asking for far more than its keyframes,
+    ///   which would then drop out of the competition for a whole GOP, keeps decoding).
+    /// - Otherwise: if the frame is due, or the camera will be due before the next keyframe
+    ///   (`keyframes`: expected next one and the gap between the last two; within a tenth of
+    ///   the interval of it, the keyframe is as good and cheaper).
+    ///
+    /// So a camera sampled once a second with a 2 s GOP decodes about half of each GOP, one
+    /// idling at 10 s only the keyframes it analyses. The caller decodes a P-frame only if it
+    /// decoded every frame since the last keyframe.
+    pub fn needs_decoding(
+        &mut self,
+        camera: &K,
+        now_ms: i64,
+        is_keyframe: bool,
+        keyframes: Option<KeyframeTiming>,
+    ) -> bool {
+        let Some(slot) = self.slots.get_mut(camera) else {
+            return false;
+        };
+        slot.refresh(now_ms);
+        let interval = slot.interval_ms();
+        let due_within_gop = match (slot.next_due_ms, keyframes) {
+            (Some(next_due), Some(keyframes)) => next_due < keyframes.next_ms - interval / 10,
+            // First frame, or the GOP is not known yet: decode.
+            _ => true,
+        };
+        if slot.pending.is_some() {
+            let keyframes_suffice = keyframes.is_some_and(|k| k.gap_ms <= 4 * interval);
+            let short_wait = now_ms - slot.due_since_ms < (interval / 2).max(late_after_ms(interval));
+            return is_keyframe || short_wait || !keyframes_suffice;
+        }
+        due_within_gop || slot.wants(now_ms)
     }
 
     /// Offers a frame that arrived at `now_ms`.
@@ -251,6 +314,41 @@ pub fn capacity_per_second(cpus: f64, detector_threads: f64, decode_ms: f64, inf
     let by_cpu = cpus * 1000.0 / (decode_ms + inference_ms);
     let by_detector = if inference_ms > 0.0 { detector_threads * 1000.0 / inference_ms } else { f64::INFINITY };
     by_cpu.min(by_detector)
+}
+
+/// What the gateway can analyse per second, from two lower bounds: the estimate from the
+/// measured cost of a frame ([`capacity_per_second`]; low under CPU contention, where stage
+/// times include waiting for a core) and the throughput measured while frames waited the
+/// whole time (the workers were never idle), kept for a minute.
+#[derive(Debug, Default)]
+pub struct CapacityMeter {
+    previous: Option<(i64, u64, usize)>,
+    saturated: Option<(f64, i64)>,
+}
+
+impl CapacityMeter {
+    /// How long a throughput measured at saturation is trusted.
+    const KEEP_MS: i64 = 60_000;
+
+    /// Takes a sample (`analysed`: frames analysed since start; `waiting`: frames waiting in
+    /// the scheduler now) and returns the capacity, frames/s.
+    pub fn update(&mut self, now_ms: i64, analysed: u64, waiting: usize, estimate: f64) -> f64 {
+        if let Some((then, analysed_then, waiting_then)) = self.previous {
+            if waiting_then > 0 && waiting > 0 && now_ms > then {
+                let rate = analysed.saturating_sub(analysed_then) as f64 * 1000.0 / (now_ms - then) as f64;
+                let smoothed = match self.saturated {
+                    Some((previous, at)) if now_ms - at <= Self::KEEP_MS => 0.8 * previous + 0.2 * rate,
+                    _ => rate,
+                };
+                self.saturated = Some((smoothed, now_ms));
+            }
+        }
+        self.previous = Some((now_ms, analysed, waiting));
+        match self.saturated {
+            Some((rate, at)) if now_ms - at <= Self::KEEP_MS => estimate.max(rate),
+            _ => estimate,
+        }
+    }
 }
 
 /// How long a camera may wait with a due frame before it counts as over capacity: a tenth of
@@ -416,6 +514,117 @@ mod tests {
         assert!((capacity_per_second(2.0, 1.0, 8.3, 16.1) - 62.11).abs() < 0.01);
         assert!((capacity_per_second(2.0, 2.0, 8.3, 16.1) - 81.97).abs() < 0.01);
         assert_eq!(capacity_per_second(2.0, 1.0, 0.0, 0.0), 0.0);
+    }
+
+    #[test]
+    fn phases_spread_cameras_that_start_together() {
+        // 50 cameras whose keyframes all arrive at the same instants (every 2 s), 10 s interval.
+        let run = |phased: bool| {
+            let mut scheduler: Scheduler<usize, i64> = Scheduler::default();
+            for camera in 0..50 {
+                let phase = if phased { camera as f64 / 50.0 } else { 1.0 };
+                scheduler.add_with_phase(camera, cadence(10_000), phase);
+            }
+            let mut busiest = 0;
+            for now in (0..60_000).step_by(2000) {
+                for camera in 0..50 {
+                    scheduler.offer(&camera, now, now);
+                }
+                let taken = std::iter::from_fn(|| scheduler.take(now)).count();
+                if now >= 20_000 {
+                    busiest = busiest.max(taken);
+                }
+            }
+            busiest
+        };
+        assert_eq!(run(false), 50, "without phases every camera is due at once");
+        assert_eq!(run(true), 10, "with phases a fifth of them at each keyframe");
+    }
+
+    /// A 25 fps camera with a 2 s GOP decoding its own stream, with capacity (a worker takes
+    /// an offered frame when the next one arrives, 40 ms later): (frames decoded, frames
+    /// analysed) over 60 s.
+    fn decode_every_frame(cadence: Cadence, people: bool) -> (usize, Vec<i64>) {
+        let mut scheduler: Scheduler<(), i64> = Scheduler::default();
+        scheduler.add((), cadence);
+        let (mut decoded, mut analysed, mut synced) = (0, Vec::new(), false);
+        for frame in 0..1500 {
+            let now = frame * 40;
+            if let Some(taken) = scheduler.take(now) {
+                analysed.push(taken.frame);
+            }
+            let keyframe = frame % 50 == 0;
+            let next_keyframe =
+                (frame > 50).then_some(KeyframeTiming { next_ms: (frame / 50 + 1) * 2000, gap_ms: 2000 });
+            if people {
+                scheduler.people_in_view(&(), true, now);
+            }
+            if !scheduler.needs_decoding(&(), now, keyframe, next_keyframe) || !(keyframe || synced) {
+                synced = false;
+                continue;
+            }
+            synced = true;
+            decoded += 1;
+            scheduler.offer(&(), now, now);
+        }
+        (decoded, analysed)
+    }
+
+    #[test]
+    fn a_camera_decoding_its_stream_decodes_only_up_to_its_next_due_frame() {
+        // Every second: the keyframe and the frame 920 ms after it (its slot, 10% early), so
+        // about half of each GOP is decoded; 60 analysed in 60 s.
+        let (decoded, analysed) = decode_every_frame(cadence(1000), false);
+        assert_eq!(analysed.len(), 60);
+        assert!(worst_gap(&analysed) <= 1100);
+        assert!(decoded < 800, "decoded {decoded} of 1500");
+        // Idle at 10 s (people never in view): only the keyframes it analyses, after the first GOP.
+        let idle = Cadence { interval_ms: 10_000, active_interval_ms: Some(1000) };
+        let (decoded, analysed) = decode_every_frame(idle, false);
+        assert_eq!(analysed.len(), 6);
+        assert!(decoded < 60, "decoded {decoded} of 1500");
+        // People in view: back to once a second.
+        let (_, analysed) = decode_every_frame(idle, true);
+        assert_eq!(analysed.len(), 60);
+        // Every 400 ms: all of each GOP but its last 400 ms, where the keyframe is due anyway.
+        let (decoded, analysed) = decode_every_frame(cadence(400), false);
+        assert_eq!(analysed.len(), 150);
+        assert!(worst_gap(&analysed) <= 440);
+        assert!((1100..1500).contains(&decoded), "decoded {decoded} of 1500");
+    }
+
+    #[test]
+    fn a_camera_waiting_long_for_capacity_decodes_keyframes_only() {
+        let mut scheduler: Scheduler<(), i64> = Scheduler::default();
+        scheduler.add((), cadence(1000));
+        let gop = |next_ms| Some(KeyframeTiming { next_ms, gap_ms: 2000 });
+        assert!(scheduler.needs_decoding(&(), 0, true, gop(2000)));
+        scheduler.offer(&(), 0, 0);
+        // Not taken yet: the decoder keeps in step while the wait is under half the interval...
+        assert!(scheduler.needs_decoding(&(), 40, false, gop(2000)));
+        assert!(scheduler.needs_decoding(&(), 460, false, gop(2000)));
+        // ...and then decodes keyframes only...
+        assert!(!scheduler.needs_decoding(&(), 500, false, gop(2000)));
+        assert!(scheduler.needs_decoding(&(), 2000, true, gop(4000)));
+        // ...unless keyframes alone are far too rare for the camera (every frame asked for).
+        scheduler.add((), cadence(100));
+        assert!(scheduler.needs_decoding(&(), 520, false, gop(2000)));
+    }
+
+    #[test]
+    fn capacity_is_the_better_of_the_estimate_and_the_throughput_at_saturation() {
+        let mut meter = CapacityMeter::default();
+        // Idle: the estimate.
+        assert_eq!(meter.update(0, 0, 0, 40.0), 40.0);
+        assert_eq!(meter.update(1000, 20, 0, 40.0), 40.0);
+        // Saturated (frames waiting at both ends of a second) at 30/s while contention drags
+        // the estimate down to 12: 30.
+        assert_eq!(meter.update(2000, 50, 300, 12.0), 12.0);
+        assert_eq!(meter.update(3000, 80, 310, 12.0), 30.0);
+        assert!((meter.update(4000, 120, 305, 12.0) - 32.0).abs() < 1e-9);
+        // A minute after the last saturated second, the estimate alone again.
+        assert!((meter.update(60_000, 200, 0, 12.0) - 32.0).abs() < 1e-9);
+        assert_eq!(meter.update(64_001, 300, 0, 12.0), 12.0);
     }
 
     #[test]

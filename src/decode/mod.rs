@@ -172,7 +172,7 @@ impl FrameScheduler {
 
     fn add(self: &Arc<Self>, camera: &CameraConfig) -> Scheduled {
         let mut state = self.state.lock().unwrap();
-        state.scheduler.add(camera.id.clone(), camera.cadence());
+        state.scheduler.add_with_phase(camera.id.clone(), camera.cadence(), phase_of(&camera.id));
         state.next_owner += 1;
         let owner = state.next_owner;
         state.owners.insert(camera.id.clone(), owner);
@@ -193,10 +193,17 @@ impl FrameScheduler {
         self.state.lock().unwrap().scheduler.is_due(camera, now)
     }
 
-    /// The camera's interval now, ms.
-    fn interval_ms(&self, camera: &CameraId, at: Instant) -> Option<i64> {
+    /// Whether an every-frame camera must decode the frame arriving at `at` (see
+    /// [`Scheduler::needs_decoding`]).
+    fn needs_decoding(&self, camera: &CameraId, at: Instant, is_keyframe: bool, keyframes: &KeyframeSpacing) -> bool {
         let now = self.ms(at);
-        self.state.lock().unwrap().scheduler.interval_ms(camera, now)
+        let timing = match (keyframes.last, keyframes.spacing) {
+            (Some(last), Some(gap)) => {
+                Some(crate::schedule::KeyframeTiming { next_ms: self.ms(last + gap), gap_ms: gap.as_millis() as i64 })
+            }
+            _ => None,
+        };
+        self.state.lock().unwrap().scheduler.needs_decoding(camera, now, is_keyframe, timing)
     }
 
     /// Offers a frame; counts it if it replaced a due frame the gateway had no capacity for.
@@ -333,6 +340,14 @@ impl DecodePool {
             let _ = thread.join();
         }
     }
+}
+
+/// A camera's phase in its interval, from its id: stable across restarts, spread evenly.
+fn phase_of(camera: &CameraId) -> f64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    camera.hash(&mut hasher);
+    (hasher.finish() % 1000) as f64 / 1000.0
 }
 
 /// A camera's place in the scheduler, given up when its sink is dropped (camera stopped).
@@ -497,23 +512,19 @@ impl FrameSink for EveryFrameRouter {
     }
 }
 
-/// The arrival-time gap between a camera's last two keyframes.
+/// When a camera's next keyframe is expected: the last one plus the gap before it.
 #[derive(Default)]
 struct KeyframeSpacing {
     last: Option<Instant>,
-    spacing_ms: Option<i64>,
+    spacing: Option<Duration>,
 }
 
 impl KeyframeSpacing {
     fn record(&mut self, at: Instant) {
         if let Some(last) = self.last {
-            self.spacing_ms = Some(at.saturating_duration_since(last).as_millis() as i64);
+            self.spacing = Some(at.saturating_duration_since(last));
         }
         self.last = Some(at);
-    }
-
-    fn spacing_ms(&self) -> Option<i64> {
-        self.spacing_ms
     }
 }
 
@@ -535,12 +546,10 @@ fn every_frame_worker(
         if frame.is_keyframe {
             keyframes.record(frame.received_at);
         }
-        // While the camera's interval is long enough for keyframes alone (a fall-watch camera
-        // with nobody in view), only keyframes are decoded; every frame again from the next
-        // keyframe once it needs them.
-        let interval_ms = scheduled.scheduler.interval_ms(&camera.id, frame.received_at);
-        let keyframes_suffice = matches!((interval_ms, keyframes.spacing_ms()), (Some(i), Some(s)) if i >= 2 * s);
-        if !frame.is_keyframe && (keyframes_suffice || !synced) {
+        // Only the frames up to the camera's next due one: the rest of a GOP, or a whole GOP
+        // while a fall-watch camera idles, is skipped; decoding resumes at a keyframe.
+        let needed = scheduled.scheduler.needs_decoding(&camera.id, frame.received_at, frame.is_keyframe, &keyframes);
+        if !needed || !(frame.is_keyframe || synced) {
             synced = false;
             continue;
         }

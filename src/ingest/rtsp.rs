@@ -91,15 +91,18 @@ pub async fn stream(
 }
 
 /// Whether an H.265 access unit (Annex B) holds an IRAP picture (BLA, IDR or CRA: NAL unit
-/// types 16–23), which decodes without earlier pictures.
+/// types 16–23), which decodes without earlier pictures. Looks at NAL headers up to the first
+/// slice only (parameter sets and SEI come first), not through the slice data: this runs on
+/// every frame of every H.265 camera, and a full scan showed in the profile.
 pub fn h265_has_irap(annex_b: &[u8]) -> bool {
     let mut rest = annex_b;
     while let Some(start) = rest.windows(3).position(|w| w == [0, 0, 1]) {
         rest = &rest[start + 3..];
-        if let Some(&header) = rest.first() {
-            if (16..=23).contains(&((header >> 1) & 0x3f)) {
-                return true;
-            }
+        let Some(&header) = rest.first() else { return false };
+        let kind = (header >> 1) & 0x3f;
+        if kind < 32 {
+            // The first slice (VCL NAL unit) tells the picture's type.
+            return (16..=23).contains(&kind);
         }
     }
     false

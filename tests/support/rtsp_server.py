@@ -13,8 +13,15 @@ timestamps (pts = frame_index * frame_duration, also across loops).  The
 RTSP server's sinks sync on the clock, so delivery is paced in real time
 from the PLAY response on (no initial burst).
 
+With --shared, each mount has one media pipeline that serves all of its
+clients at once (factory.set_shared(True)), as a camera serves several
+viewers: a client that joins later starts mid-stream, at the next keyframe
+it waits for.  That is what the capacity benchmark (benches/capacity/) uses,
+hundreds of sessions on a few mounts; the default, one pipeline per
+session, is what the integration tests use.
+
 Usage:
-    rtsp_server.py --port 0 [--bind 127.0.0.1] [--fps 25]
+    rtsp_server.py --port 0 [--bind 127.0.0.1] [--fps 25] [--shared]
                    [--user U --password P]
                    --mount /h264=clip.h264:h264 [--mount /h265=clip.h265:h265]
 
@@ -133,7 +140,7 @@ def load_access_units(path, codec):
 class LoopingFactory(GstRtspServer.RTSPMediaFactory):
     """Media factory whose appsrc loops a shared list of AU buffers."""
 
-    def __init__(self, buffers, codec, fps):
+    def __init__(self, buffers, codec, fps, shared=False):
         super().__init__()
         c = CODECS[codec]
         self.buffers, self.frame_ns = buffers, int(Gst.SECOND / fps)
@@ -151,7 +158,10 @@ class LoopingFactory(GstRtspServer.RTSPMediaFactory):
             f"framerate={fps}/1 "
             f"! {c['parse']} "
             f"! {c['pay']} name=pay0 pt=96 config-interval=-1 )")
-        self.set_shared(False)  # every client gets its own pipeline
+        # Default: every client gets its own pipeline.  Shared: one pipeline
+        # per mount, all clients get the same packets (media-configure and
+        # so the frame counter below then run once per mount, not per client).
+        self.set_shared(shared)
         self.connect("media-configure", self._on_media_configure)
 
     def _on_media_configure(self, _factory, media):
@@ -200,6 +210,9 @@ def main():
     ap.add_argument("--auth-method", choices=["digest", "basic"], default="digest",
                     help="RTSP authentication the server demands (digest)")
     ap.add_argument("--fps", type=int, default=25, help="frame rate (25)")
+    ap.add_argument("--shared", action="store_true",
+                    help="one media pipeline per mount serving all its "
+                    "clients (default: one pipeline per client session)")
     ap.add_argument("--mount", type=parse_mount, action="append",
                     required=True, metavar="PATH=FILE:CODEC",
                     help="e.g. /cam1=clip.h264:h264 (codec h264|h265); "
@@ -240,7 +253,7 @@ def main():
         if (fname, codec) not in cache:
             cache[fname, codec] = load_access_units(fname, codec)
         bufs = cache[fname, codec]
-        factory = LoopingFactory(bufs, codec, args.fps)
+        factory = LoopingFactory(bufs, codec, args.fps, shared=args.shared)
         if role is not None:
             factory.add_role_from_structure(role)
         mounts.add_factory(path, factory)

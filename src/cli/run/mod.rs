@@ -308,13 +308,15 @@ struct Capacity {
     cpus: f64,
     sessions: f64,
     over: bool,
+    meter: crate::schedule::CapacityMeter,
+    started: Instant,
 }
 
 impl Capacity {
     fn new(config: &Config) -> Self {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
         let sessions = (config.detector.sessions * config.detector.intra_op_threads) as f64;
-        Capacity { cpus, sessions, over: false }
+        Capacity { cpus, sessions, over: false, meter: Default::default(), started: Instant::now() }
     }
 
     fn sample(&mut self, pipeline: &Pipeline, shared: &Shared) {
@@ -326,12 +328,14 @@ impl Capacity {
             inference_us += c.inference_us_total.load(Ordering::Relaxed);
         }
         let stats = pipeline.scheduler().stats();
-        let capacity = crate::schedule::capacity_per_second(
+        let estimate = crate::schedule::capacity_per_second(
             self.cpus,
             self.sessions,
             decode_us as f64 / 1e3 / analysed.max(1) as f64,
             inference_us as f64 / 1e3 / analysed.max(1) as f64,
         );
+        let now_ms = self.started.elapsed().as_millis() as i64;
+        let capacity = self.meter.update(now_ms, analysed, stats.waiting, estimate);
         let over = capacity > 0.0 && stats.demand_per_second > capacity;
         if over != self.over {
             if over {

@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde::Serialize;
 
-use super::{load_and_check, print_problems, EXIT_CONFIG};
-use crate::config::DetectorConfig;
+use super::EXIT_CONFIG;
 use crate::decode::letterbox::VideoLetterboxer;
 use crate::decode::{Decoder, DecoderKey};
 use crate::detect::Detector;
@@ -37,23 +36,9 @@ struct Cost {
 
 /// Runs the subcommand: 0 on success, 64 for a bad config, 1 if a footage file fails.
 pub fn main(config_path: Option<&Path>, frames: usize, json: bool, footage: &[PathBuf]) -> i32 {
-    let detector = match config_path {
-        Some(path) => match load_and_check(path) {
-            Ok((_, detector)) => detector,
-            Err(problems) => {
-                print_problems(path, &problems);
-                return EXIT_CONFIG;
-            }
-        },
-        None => match Detector::load(&DetectorConfig::default_in(&super::detect::default_model_base())) {
-            Ok(detector) => detector,
-            Err(error) => {
-                eprintln!("detector.model: {error:#}");
-                return EXIT_CONFIG;
-            }
-        },
+    let Some(mut detector) = super::detect::detector_for(config_path) else {
+        return EXIT_CONFIG;
     };
-    let mut detector = detector;
     let mut failed = false;
     for path in footage {
         match measure(&mut detector, path, frames.max(1)) {

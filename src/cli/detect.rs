@@ -33,26 +33,9 @@ struct JsonDetection {
 /// Runs the subcommand. Exit 0 if every image was processed, 1 if any failed, 64 for a bad
 /// config or a detector that does not start.
 pub fn main(config_path: Option<&Path>, json: bool, images: &[PathBuf]) -> i32 {
-    let detector = match config_path {
-        Some(path) => match load_and_check(path) {
-            Ok((_, detector)) => detector,
-            Err(problems) => {
-                print_problems(path, &problems);
-                return EXIT_CONFIG;
-            }
-        },
-        None => {
-            let base_dir = default_model_base();
-            match Detector::load(&DetectorConfig::default_in(&base_dir)) {
-                Ok(detector) => detector,
-                Err(error) => {
-                    eprintln!("detector.model: {error:#}");
-                    return EXIT_CONFIG;
-                }
-            }
-        }
+    let Some(mut detector) = detector_for(config_path) else {
+        return EXIT_CONFIG;
     };
-    let mut detector = detector;
     let mut failed = false;
     for image_path in images {
         match detect_one(&mut detector, image_path) {
@@ -69,7 +52,28 @@ pub fn main(config_path: Option<&Path>, json: bool, images: &[PathBuf]) -> i32 {
 /// Where the bundled model is looked for without `--config`: the working directory, else the
 /// project the binary was built in (`target/<profile>/gateway` → `../..`), else the install
 /// prefix (`bin/gateway` → `../share/street-gateway`).
-pub(super) fn default_model_base() -> PathBuf {
+/// The detector of `config_path`'s `[detector]`, or the bundled model without a config;
+/// `None` (the problems printed) when it cannot start.
+pub(super) fn detector_for(config_path: Option<&Path>) -> Option<Detector> {
+    match config_path {
+        Some(path) => match load_and_check(path) {
+            Ok((_, detector)) => Some(detector),
+            Err(problems) => {
+                print_problems(path, &problems);
+                None
+            }
+        },
+        None => match Detector::load(&DetectorConfig::default_in(&default_model_base())) {
+            Ok(detector) => Some(detector),
+            Err(error) => {
+                eprintln!("detector.model: {error:#}");
+                None
+            }
+        },
+    }
+}
+
+fn default_model_base() -> PathBuf {
     let current = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     let mut candidates = vec![current.clone()];
     if let Some(binary_dir) = std::env::current_exe().ok().and_then(|exe| exe.parent().map(Path::to_path_buf)) {

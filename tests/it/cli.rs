@@ -72,6 +72,28 @@ fn detect_reports_an_unreadable_image_and_goes_on() {
     assert_eq!(String::from_utf8(output.stdout).unwrap().lines().count(), 1, "the good image is still processed");
 }
 
+#[test]
+fn calibrate_json_reports_the_cost_of_one_analysed_frame() {
+    let clip = shared_media("vtest_plaza_768x576_10fps_gop20.mp4");
+    let output = gateway().args(["calibrate", "--json", "--frames", "3"]).arg(&clip).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let line: Value = serde_json::from_str(String::from_utf8(output.stdout).unwrap().trim()).unwrap();
+    assert_eq!(
+        (line["codec"].as_str(), line["width"].as_u64(), line["frames"].as_u64()),
+        (Some("h264"), Some(768), Some(3))
+    );
+    let part = |key: &str| line[key].as_f64().unwrap_or_else(|| panic!("{key} missing: {line}"));
+    for key in ["decode_ms", "preprocess_ms", "inference_ms"] {
+        assert!(part(key) > 0.0, "{key} is not positive: {line}");
+    }
+    let sum = part("decode_ms") + part("preprocess_ms") + part("inference_ms");
+    assert!((part("total_ms") - sum).abs() < 0.01, "{line}");
+    // A file that is not footage fails with the file's name, exit 1.
+    let output = gateway().args(["calibrate", "no/such/clip.mp4"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no/such/clip.mp4"));
+}
+
 fn check_config(text: &str) -> Output {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gateway.toml");

@@ -138,11 +138,15 @@ impl CameraEngine {
     /// of the camera's fall-watch zones: the scheduler then samples the camera faster.
     pub fn people_in_fall_zones(&self, observations: &[Observation]) -> bool {
         self.zones.iter().filter(|runtime| matches!(runtime.state, RuleState::Fall(_))).any(|runtime| {
-            observations.iter().any(|o| {
-                !self.masks.iter().any(|mask| mask.contains(o.bbox.anchor()))
-                    && runtime.zone.admits(&runtime.class_ids, o.class_id, o.score, &o.bbox)
-            })
+            observations
+                .iter()
+                .any(|o| !self.masked(o) && runtime.zone.admits(&runtime.class_ids, o.class_id, o.score, &o.bbox))
         })
+    }
+
+    /// Whether an observation stands in a mask zone (and is ignored).
+    fn masked(&self, observation: &Observation) -> bool {
+        self.masks.iter().any(|mask| mask.contains(observation.bbox.anchor()))
     }
 
     /// Live tracks.
@@ -153,11 +157,7 @@ impl CameraEngine {
     /// Feeds one analysed frame; returns the incident events it causes.
     pub fn update(&mut self, frame: EngineFrame<'_>) -> Vec<IncidentEvent> {
         let now_ms = frame.now_ms;
-        let observations: Vec<Observation> = frame
-            .observations
-            .into_iter()
-            .filter(|o| !self.masks.iter().any(|mask| mask.contains(o.bbox.anchor())))
-            .collect();
+        let observations: Vec<Observation> = frame.observations.into_iter().filter(|o| !self.masked(o)).collect();
         let transient_boxes: Vec<BoxNorm> =
             observations.iter().filter(|o| self.transient_class_ids.contains(&o.class_id)).map(|o| o.bbox).collect();
         self.tracker.update(now_ms, &observations);

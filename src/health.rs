@@ -13,6 +13,41 @@ use tokio::sync::broadcast;
 
 use crate::config::CameraId;
 
+/// A duration's count, sum and maxima, seconds (latencies, revisits). `recent_max` covers the current and the
+/// previous period of the run loop's statistics (10 s each), so a scrape every few seconds
+/// sees every peak.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    /// Observations.
+    pub count: u64,
+    /// Their sum, seconds.
+    pub sum: f64,
+    /// The largest since start, seconds.
+    pub max: f64,
+    /// The largest in the current and the previous period, seconds.
+    recent: [f64; 2],
+}
+
+impl Summary {
+    /// Adds one observation.
+    pub fn record(&mut self, seconds: f64) {
+        self.count += 1;
+        self.sum += seconds;
+        self.max = self.max.max(seconds);
+        self.recent[0] = self.recent[0].max(seconds);
+    }
+
+    /// Starts a new period.
+    pub fn rotate(&mut self) {
+        self.recent = [0.0, self.recent[0]];
+    }
+
+    /// The largest in the current and the previous period, seconds.
+    pub fn recent_max(&self) -> f64 {
+        self.recent[0].max(self.recent[1])
+    }
+}
+
 /// A camera's connection state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CameraState {
@@ -177,7 +212,11 @@ impl CameraHealth {
     /// Counts a frame that was due for analysis but skipped, and marks an online camera
     /// degraded with the reason.
     pub fn record_skip(&self, reason: SkipReason) {
-        self.count_skip(reason);
+        let counter = match reason {
+            SkipReason::OverCapacity => &self.counters.skipped_over_capacity,
+            SkipReason::AwaitingKeyframe => &self.counters.skipped_awaiting_keyframe,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
         *self.last_skip.lock().unwrap() = Some(Instant::now());
         if matches!(self.state(), CameraState::Online | CameraState::Degraded) {
             let why = match reason {
@@ -186,15 +225,6 @@ impl CameraHealth {
             };
             self.set_state(CameraState::Degraded, Some(why.to_string()));
         }
-    }
-
-    /// Counts a skipped frame without marking the camera degraded.
-    fn count_skip(&self, reason: SkipReason) {
-        let counter = match reason {
-            SkipReason::OverCapacity => &self.counters.skipped_over_capacity,
-            SkipReason::AwaitingKeyframe => &self.counters.skipped_awaiting_keyframe,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Frames skipped, whatever the reason.

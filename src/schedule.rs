@@ -144,12 +144,11 @@ impl<F> Slot<F> {
 #[derive(Debug)]
 pub struct Scheduler<K, F> {
     slots: BTreeMap<K, Slot<F>>,
-    waiting: usize,
 }
 
 impl<K: Ord + Clone, F> Default for Scheduler<K, F> {
     fn default() -> Self {
-        Scheduler { slots: BTreeMap::new(), waiting: 0 }
+        Scheduler { slots: BTreeMap::new() }
     }
 }
 
@@ -179,9 +178,7 @@ impl<K: Ord + Clone, F> Scheduler<K, F> {
 
     /// Stops scheduling a camera; returns its waiting frame.
     pub fn remove(&mut self, camera: &K) -> Option<F> {
-        let pending = self.slots.remove(camera)?.pending?;
-        self.waiting -= 1;
-        Some(pending.frame)
+        Some(self.slots.remove(camera)?.pending?.frame)
     }
 
     /// Tells the scheduler whether people were in view of the camera's fall-watch zones on
@@ -201,14 +198,6 @@ impl<K: Ord + Clone, F> Scheduler<K, F> {
         self.slots.get_mut(camera).is_some_and(|slot| {
             slot.refresh(now_ms);
             slot.wants(now_ms)
-        })
-    }
-
-    /// The camera's interval now (its active one while people are in view), ms.
-    pub fn interval_ms(&mut self, camera: &K, now_ms: i64) -> Option<i64> {
-        self.slots.get_mut(camera).map(|slot| {
-            slot.refresh(now_ms);
-            slot.interval_ms()
         })
     }
 
@@ -269,7 +258,6 @@ impl<K: Ord + Clone, F> Scheduler<K, F> {
             },
             None => {
                 slot.due_since_ms = now_ms;
-                self.waiting += 1;
                 Offer::Queued
             }
         }
@@ -282,7 +270,6 @@ impl<K: Ord + Clone, F> Scheduler<K, F> {
         let camera = camera.clone();
         let slot = self.slots.get_mut(&camera).expect("found above");
         let pending = slot.pending.take().expect("filtered above");
-        self.waiting -= 1;
         let revisit_ms = slot.last_taken_ms.map(|last| pending.arrived_ms - last);
         slot.mark_taken(pending.arrived_ms);
         Some(Taken { camera, frame: pending.frame, revisit_ms, waited_ms: now_ms - slot.due_since_ms })
@@ -290,7 +277,7 @@ impl<K: Ord + Clone, F> Scheduler<K, F> {
 
     /// Frames waiting for a worker (at most one per camera).
     pub fn waiting(&self) -> usize {
-        self.waiting
+        self.slots.values().filter(|slot| slot.pending.is_some()).count()
     }
 
     /// Frames per second the cameras ask for at their current intervals.

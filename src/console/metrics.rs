@@ -6,7 +6,7 @@
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
-use crate::health::{CameraHealth, CameraState, SkipReason};
+use crate::health::{CameraHealth, CameraState, SkipReason, Summary};
 
 /// Everything `/metrics` shows, read at one moment.
 pub struct Snapshot<'a> {
@@ -15,9 +15,9 @@ pub struct Snapshot<'a> {
     /// The frame scheduler's figures and the capacity estimate.
     pub schedule: &'a ScheduleView,
     /// Frame arrival → detections in the run loop.
-    pub analysis_latency: &'a LatencySummary,
+    pub analysis_latency: &'a Summary,
     /// Frame arrival → its opened incident committed to the outbox.
-    pub incident_latency: &'a LatencySummary,
+    pub incident_latency: &'a Summary,
     /// Prepared frames waiting for a detector session.
     pub detector_queue: usize,
     /// Analysed frames waiting for the run loop.
@@ -46,41 +46,6 @@ pub struct ScheduleView {
     /// Analysed frames per second the gateway can sustain, estimated from the measured cost
     /// of one (0 until a frame was analysed).
     pub capacity_per_second: f64,
-}
-
-/// A latency's count, sum and maxima, seconds. `recent_max` covers the current and the
-/// previous period of the run loop's statistics (10 s each), so a scrape every few seconds
-/// sees every peak.
-#[derive(Debug, Clone, Default)]
-pub struct LatencySummary {
-    /// Observations.
-    pub count: u64,
-    /// Their sum, seconds.
-    pub sum: f64,
-    /// The largest since start, seconds.
-    pub max: f64,
-    /// The largest in the current and the previous period, seconds.
-    recent: [f64; 2],
-}
-
-impl LatencySummary {
-    /// Adds one observation.
-    pub fn record(&mut self, seconds: f64) {
-        self.count += 1;
-        self.sum += seconds;
-        self.max = self.max.max(seconds);
-        self.recent[0] = self.recent[0].max(seconds);
-    }
-
-    /// Starts a new period.
-    pub fn rotate(&mut self) {
-        self.recent = [0.0, self.recent[0]];
-    }
-
-    /// The largest in the current and the previous period, seconds.
-    pub fn recent_max(&self) -> f64 {
-        self.recent[0].max(self.recent[1])
-    }
 }
 
 /// Reads one per-camera counter.
@@ -398,7 +363,7 @@ mod tests {
         let cameras = registry.cameras();
         let delivery = crate::deliver::DeliveryStats::default();
         delivery.connected.store(true, Ordering::Relaxed);
-        let mut latency = LatencySummary::default();
+        let mut latency = Summary::default();
         latency.record(0.5);
         latency.rotate();
         latency.record(0.25);
@@ -416,7 +381,7 @@ mod tests {
                 capacity_per_second: 62.25,
             },
             analysis_latency: &latency,
-            incident_latency: &LatencySummary::default(),
+            incident_latency: &Summary::default(),
             detector_queue: 1,
             analysed_queue: 0,
             outbox_depth: 5,

@@ -136,9 +136,9 @@ pub struct Shared {
     /// The scheduler's figures, sampled by the run loop.
     pub schedule: Mutex<metrics::ScheduleView>,
     /// Frame arrival → detections in the run loop.
-    pub analysis_latency: Mutex<metrics::LatencySummary>,
+    pub analysis_latency: Mutex<crate::health::Summary>,
     /// Frame arrival → opened incident committed.
-    pub incident_latency: Mutex<metrics::LatencySummary>,
+    pub incident_latency: Mutex<crate::health::Summary>,
     /// When the run loop last turned.
     pub heartbeat: Mutex<Instant>,
     /// Cameras whose zones were just applied (for the live stream).

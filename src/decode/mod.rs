@@ -34,7 +34,7 @@ pub use decoder::{extradata_of, Decoder, DecoderKey};
 use letterbox::{Letterbox, VideoLetterboxer};
 
 use crate::config::{CameraConfig, CameraId, DecodeMode};
-use crate::health::{CameraHealth, SkipReason};
+use crate::health::{CameraHealth, SkipReason, Summary};
 use crate::ingest::{EncodedFrame, FrameSink};
 use crate::schedule::{Offer, Scheduler};
 
@@ -134,11 +134,10 @@ struct SchedulerState {
     owners: std::collections::HashMap<CameraId, u64>,
     next_owner: u64,
     closed: bool,
-    /// Revisit counts per bucket (not cumulative), the last one +Inf; and their sum, ms.
-    revisits: [u64; REVISIT_BUCKETS.len() + 1],
-    revisit_sum_ms: i64,
-    /// The longest revisit in the current and the previous period, ms.
-    recent_revisit_max_ms: [i64; 2],
+    /// Revisit counts per bucket (not cumulative), the last one +Inf.
+    revisit_buckets: [u64; REVISIT_BUCKETS.len() + 1],
+    /// Revisits' sum and recent maximum, seconds.
+    revisits: Summary,
 }
 
 /// The shell around [`Scheduler`]: cameras' sinks offer frames, pool workers wait for the
@@ -157,9 +156,8 @@ impl FrameScheduler {
                 owners: std::collections::HashMap::new(),
                 next_owner: 0,
                 closed: false,
-                revisits: [0; REVISIT_BUCKETS.len() + 1],
-                revisit_sum_ms: 0,
-                recent_revisit_max_ms: [0; 2],
+                revisit_buckets: [0; REVISIT_BUCKETS.len() + 1],
+                revisits: Summary::default(),
             }),
             ready: Condvar::new(),
             epoch: Instant::now(),
@@ -239,9 +237,8 @@ impl FrameScheduler {
                         .iter()
                         .position(|&bound| revisit_ms as f64 <= bound * 1000.0)
                         .unwrap_or(REVISIT_BUCKETS.len());
-                    state.revisits[bucket] += 1;
-                    state.revisit_sum_ms += revisit_ms;
-                    state.recent_revisit_max_ms[0] = state.recent_revisit_max_ms[0].max(revisit_ms);
+                    state.revisit_buckets[bucket] += 1;
+                    state.revisits.record(revisit_ms as f64 / 1000.0);
                     taken.frame.camera.record_revisit(revisit_ms.max(0) as u64);
                 }
                 return Some(taken.frame);
@@ -252,8 +249,7 @@ impl FrameScheduler {
 
     /// Starts a new period for the recent maximum (the run loop calls this every 10 s).
     pub fn rotate(&self) {
-        let mut state = self.state.lock().unwrap();
-        state.recent_revisit_max_ms = [0, state.recent_revisit_max_ms[0]];
+        self.state.lock().unwrap().revisits.rotate();
     }
 
     fn close(&self) {
@@ -270,15 +266,15 @@ impl FrameScheduler {
             demand_per_second: state.scheduler.demand_per_second(),
             active_cameras: state.scheduler.active_cameras(),
             revisit_buckets: state
-                .revisits
+                .revisit_buckets
                 .iter()
                 .map(|count| {
                     cumulative += count;
                     cumulative
                 })
                 .collect(),
-            revisit_sum_seconds: state.revisit_sum_ms as f64 / 1000.0,
-            recent_revisit_max_seconds: state.recent_revisit_max_ms.iter().copied().max().unwrap_or(0) as f64 / 1000.0,
+            revisit_sum_seconds: state.revisits.sum,
+            recent_revisit_max_seconds: state.revisits.recent_max(),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Integration tests against real things: GStreamer's RTSP server, mosquitto, the real model,
 //! the `gateway` binary. One test binary, a module per area.
 
+mod abuse;
 mod broker;
 mod capacity;
 mod classifier;

@@ -1,0 +1,1 @@
+//! Abuse of the camera surface (see ../mod.rs).

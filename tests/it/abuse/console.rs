@@ -1,0 +1,1 @@
+//! Abuse of the console surface (see ../mod.rs).

@@ -1,0 +1,1 @@
+//! Abuse of the mqtt surface (see ../mod.rs).

@@ -205,6 +205,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::type_complexity)] // a table of steps reads best inline
     fn one_incident_per_problem_with_hysteresis_heartbeat_and_cooldown() {
         let mut book = IncidentBook::new("gate-3");
         // (t, raise, present, count, expected event and seq)

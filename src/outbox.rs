@@ -446,7 +446,7 @@ impl Outbox {
     /// Records waiting for delivery.
     pub fn depth(&self) -> anyhow::Result<u64> {
         let txn = self.db.begin_read().context("outbox read transaction")?;
-        Ok(txn.open_table(EVENTS).context("outbox table")?.len().context("outbox length")?)
+        txn.open_table(EVENTS).context("outbox table")?.len().context("outbox length")
     }
 }
 

@@ -211,6 +211,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::type_complexity)] // a table of steps reads best inline
     fn confirms_keeps_identity_and_drops_after_the_miss_budget() {
         let mut tracker = Tracker::new(TrackerConfig::default());
         // (time, observations, expected (id, confirmed) of live tracks)

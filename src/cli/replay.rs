@@ -124,7 +124,7 @@ impl FrameSink for Replay {
 impl Replay {
     fn analyse(&mut self, frame: &EncodedFrame) -> anyhow::Result<()> {
         let due = self.schedule.is_due(&(), frame.media_time_ms);
-        if !self.every_frame && !(frame.is_keyframe && due) {
+        if !self.every_frame && (!frame.is_keyframe || !due) {
             return Ok(());
         }
         let key = DecoderKey { codec: frame.codec, extradata: frame.extradata.clone() };

@@ -111,8 +111,10 @@ impl Detector {
         let session = Session::builder(&environment)
             .map_err(|error| configure(error.to_string()))?
             .with_optimization_level(GraphOptimizationLevel::Level3)
-            .and_then(|builder| builder.with_intra_threads(config.intra_op_threads))
-            .and_then(|builder| builder.with_inter_threads(1))
+            .map_err(|error| configure(error.to_string()))?
+            .with_intra_threads(config.intra_op_threads)
+            .map_err(|error| configure(error.to_string()))?
+            .with_inter_threads(1)
             .map_err(|error| configure(error.to_string()))?
             .commit_from_file(&model.onnx_path)
             .map_err(|error| anyhow!("load model {}: {error}", model.onnx_path.display()))?;

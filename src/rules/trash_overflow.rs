@@ -150,7 +150,7 @@ mod tests {
 
     /// A textured clean bin area (a brick-like pattern).
     fn clean(x: usize, y: usize) -> u8 {
-        if (x / 8 + y / 4) % 2 == 0 {
+        if (x / 8 + y / 4).is_multiple_of(2) {
             90
         } else {
             150

@@ -302,8 +302,7 @@ fn serve_hung(
             Err(_) => return,
         }
         // Whole packets: fixed header byte, variable-length remaining length.
-        loop {
-            let Some((length, header)) = remaining_length(&buffer) else { break };
+        while let Some((length, header)) = remaining_length(&buffer) {
             if buffer.len() < header + length {
                 break;
             }

@@ -194,26 +194,10 @@ pub fn watchdog_interval_from(
 }
 
 /// `CLOCK_MONOTONIC` in microseconds, the clock systemd compares `MONOTONIC_USEC` with.
-/// `std::time::Instant` reads the same clock but does not expose its value, so this asks libc
-/// directly (linked by std already; no crate needed).
+/// `std::time::Instant` reads the same clock but does not expose its value; rustix's safe
+/// `clock_gettime` does (it is already in the tree through tempfile).
 fn monotonic_usec() -> u64 {
-    #[repr(C)]
-    struct Timespec {
-        tv_sec: std::os::raw::c_long,
-        tv_nsec: std::os::raw::c_long,
-    }
-    extern "C" {
-        fn clock_gettime(clock_id: std::os::raw::c_int, time: *mut Timespec) -> std::os::raw::c_int;
-    }
-    const CLOCK_MONOTONIC: std::os::raw::c_int = 1;
-    let mut time = Timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `time` is a valid, writable `struct timespec` (two `long`s on Linux glibc/musl
-    // targets with a native 64-bit or 32-bit `time_t` ABI) that lives across the call.
-    let result = unsafe { clock_gettime(CLOCK_MONOTONIC, &mut time) };
-    if result != 0 {
-        // Cannot happen for CLOCK_MONOTONIC; 0 only makes systemd 253+ skip its check.
-        return 0;
-    }
+    let time = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
     (time.tv_sec as u64) * 1_000_000 + (time.tv_nsec as u64) / 1_000
 }
 

@@ -50,6 +50,32 @@ pub struct ModelManifest {
     pub classes: Vec<String>,
 }
 
+impl ModelManifest {
+    /// Refuses shapes the decoder cannot use (a zero stride would divide by zero when the
+    /// output grid is laid out; an input not a multiple of every stride has no whole grid).
+    fn check_shapes(&self) -> anyhow::Result<()> {
+        if self.input_width == 0 || self.input_height == 0 {
+            bail!("input_width and input_height must be positive");
+        }
+        if self.strides.is_empty() {
+            bail!("strides: needs at least one stride");
+        }
+        for stride in &self.strides {
+            if *stride == 0 || !self.input_width.is_multiple_of(*stride) || !self.input_height.is_multiple_of(*stride) {
+                bail!(
+                    "strides: {stride} does not divide the {}x{} input into a whole grid",
+                    self.input_width,
+                    self.input_height
+                );
+            }
+        }
+        if self.classes.is_empty() {
+            bail!("classes: needs at least one class name");
+        }
+        Ok(())
+    }
+}
+
 /// A manifest together with the verified model file.
 #[derive(Debug, Clone)]
 pub struct Model {
@@ -69,6 +95,7 @@ impl Model {
         if manifest.architecture != "yolox" {
             bail!("model architecture {:?} is not supported (only \"yolox\")", manifest.architecture);
         }
+        manifest.check_shapes().with_context(|| format!("invalid model manifest {}", manifest_path.display()))?;
         let onnx_path = manifest_path.parent().unwrap_or(Path::new(".")).join(&manifest.file);
         let bytes = std::fs::read(&onnx_path).with_context(|| {
             format!(
@@ -97,4 +124,46 @@ impl Model {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(width: u32, height: u32, strides: &[u32], classes: usize) -> ModelManifest {
+        ModelManifest {
+            name: "test".into(),
+            version: "1".into(),
+            architecture: "yolox".into(),
+            file: "m.onnx".into(),
+            sha256: String::new(),
+            url: String::new(),
+            licence: String::new(),
+            input_name: "images".into(),
+            output_name: "output".into(),
+            input_width: width,
+            input_height: height,
+            channel_order: ChannelOrder::Bgr,
+            strides: strides.to_vec(),
+            classes: (0..classes).map(|i| format!("c{i}")).collect(),
+        }
+    }
+
+    #[test]
+    fn shapes_the_decoder_cannot_use_are_refused() {
+        // (width, height, strides, classes, accepted)
+        let table: &[(u32, u32, &[u32], usize, bool)] = &[
+            (416, 416, &[8, 16, 32], 80, true),
+            (416, 256, &[8, 16, 32], 80, true),
+            (416, 416, &[0], 80, false), // divide by zero, formerly a panic in check-config
+            (416, 416, &[], 80, false),
+            (416, 400, &[32], 80, false), // 400 is not a multiple of 32
+            (0, 416, &[8], 80, false),
+            (416, 416, &[8], 0, false),
+        ];
+        for (width, height, strides, classes, accepted) in table {
+            let result = manifest(*width, *height, strides, *classes).check_shapes();
+            assert_eq!(result.is_ok(), *accepted, "{width}x{height} {strides:?} {classes}: {result:?}");
+        }
+    }
 }

@@ -189,8 +189,9 @@ async fn a_hung_broker_loses_nothing_and_gets_no_more_than_the_window() {
 }
 
 /// The child of the SIGKILL test: commits `count` events from `first`, printing each seq once
-/// its commit returned, while delivering; then keeps delivering.
+/// its commit returned, while delivering; then keeps delivering. Ignored on its own.
 #[test]
+#[ignore = "a child process of the SIGKILL test"]
 fn mqtt_kill_child() {
     let Ok(spec) = std::env::var("MQTT_KILL_CHILD") else { return };
     let parts: Vec<&str> = spec.split(',').collect();
@@ -217,7 +218,7 @@ async fn every_committed_event_arrives_after_the_gateway_is_killed() {
     let spawn = |first: u32, count: u32| {
         let spec = format!("{},{},{first},{count}", broker.port, state.path().display());
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["mqtt::mqtt_kill_child", "--exact", "--nocapture", "--test-threads=1"])
+            .args(["mqtt::mqtt_kill_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
             .env("MQTT_KILL_CHILD", spec)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

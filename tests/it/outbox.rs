@@ -37,8 +37,10 @@ fn record(seq: u32) -> OutboxRecord {
     }
 }
 
-/// The child: runs only when re-executed by the crash test.
+/// The child: runs only when re-executed by the crash test (ignored on its own, so it is not
+/// counted as a passing test that checks nothing).
 #[test]
+#[ignore = "a child process of no_committed_event_is_lost_when_the_process_is_killed"]
 fn crash_child() {
     let Some(path) = std::env::var_os("OUTBOX_CRASH_CHILD") else { return };
     let outbox = Outbox::open(path.as_ref(), u64::MAX).unwrap();
@@ -55,7 +57,7 @@ fn no_committed_event_is_lost_when_the_process_is_killed() {
     let mut committed: Vec<u64> = Vec::new();
     for round in 0..5u64 {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["outbox::crash_child", "--exact", "--nocapture", "--test-threads=1"])
+            .args(["outbox::crash_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
             .env("OUTBOX_CRASH_CHILD", &path)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -44,16 +44,37 @@ pub fn save_book(state_dir: &Path, camera: &str, book: &IncidentBook) -> anyhow:
     write_atomically(&book_path(state_dir, camera), &json)
 }
 
-/// Loads a camera's incident book saved before a restart, if any. A corrupt file is an error
-/// (never silently replaced: it holds open incidents).
-pub fn load_book(state_dir: &Path, camera: &str) -> anyhow::Result<Option<IncidentBook>> {
+/// A camera's incident book as found at start.
+#[derive(Debug)]
+pub enum SavedBook {
+    /// None saved: the camera starts afresh.
+    None,
+    /// The book saved before the restart.
+    Restored(IncidentBook),
+    /// The file could not be read as a book. It was moved aside (never deleted: it may hold
+    /// open incidents an operator wants to see) and the camera starts afresh; `reason` says why.
+    Quarantined { moved_to: PathBuf, reason: String },
+}
+
+/// Loads a camera's incident book saved before a restart. A corrupt file is state, not
+/// config: it is moved aside to `<camera>.json.corrupt-<unix_ms>` rather than stopping the
+/// gateway (an exit would leave every other camera unwatched). Only an I/O error other than
+/// "not found" (permissions, a failing disk) is an error.
+pub fn load_book(state_dir: &Path, camera: &str, now_ms: i64) -> anyhow::Result<SavedBook> {
     let path = book_path(state_dir, camera);
-    match std::fs::read(&path) {
-        Ok(bytes) => Ok(Some(
-            serde_json::from_slice(&bytes).with_context(|| format!("corrupt incident state {}", path.display()))?,
-        )),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(error) => Err(error).with_context(|| format!("read {}", path.display())),
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(SavedBook::None),
+        Err(error) => return Err(error).with_context(|| format!("read {}", path.display())),
+    };
+    match serde_json::from_slice(&bytes) {
+        Ok(book) => Ok(SavedBook::Restored(book)),
+        Err(error) => {
+            let moved_to = path.with_file_name(format!("{camera}.json.corrupt-{now_ms}"));
+            std::fs::rename(&path, &moved_to)
+                .with_context(|| format!("move the corrupt incident state {} aside", path.display()))?;
+            Ok(SavedBook::Quarantined { moved_to, reason: error.to_string() })
+        }
     }
 }
 
@@ -200,5 +221,28 @@ fn draw_polygon(image: &mut RgbImage, polygon: &Polygon, colour: Rgb<u8>) {
     for i in 0..points.len() {
         let (a, b) = (points[i], points[(i + 1) % points.len()]);
         draw_line(image, (a.x, a.y), (b.x, b.y), colour);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_corrupt_book_is_moved_aside_and_a_good_one_restored() {
+        let state = tempfile::tempdir().unwrap();
+        assert!(matches!(load_book(state.path(), "gate-3", 1).unwrap(), SavedBook::None));
+        save_book(state.path(), "gate-3", &IncidentBook::new("gate-3")).unwrap();
+        assert!(matches!(load_book(state.path(), "gate-3", 2).unwrap(), SavedBook::Restored(_)));
+        std::fs::write(book_path(state.path(), "gate-3"), b"{\"truncated\": ").unwrap();
+        match load_book(state.path(), "gate-3", 3).unwrap() {
+            SavedBook::Quarantined { moved_to, reason } => {
+                assert_eq!(moved_to.file_name().unwrap(), "gate-3.json.corrupt-3");
+                assert_eq!(std::fs::read(&moved_to).unwrap(), b"{\"truncated\": ", "kept for the operator");
+                assert!(!reason.is_empty());
+            }
+            other => panic!("expected quarantine, got {other:?}"),
+        }
+        assert!(matches!(load_book(state.path(), "gate-3", 4).unwrap(), SavedBook::None), "starts afresh");
     }
 }

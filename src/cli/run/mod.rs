@@ -560,12 +560,19 @@ fn build_cameras(config: &Config, classes: &[String]) -> anyhow::Result<HashMap<
     let mut cameras = HashMap::new();
     for camera in &config.cameras {
         let mut runtime = build_camera(camera, config, classes)?;
-        if let Some(book) = evidence::load_book(&config.state_dir, camera.id.as_str())? {
-            let open = book.open_incidents().len();
-            runtime.engine.restore(book);
-            if open > 0 {
-                info!(camera = %camera.id, open, "restored open incidents");
+        match evidence::load_book(&config.state_dir, camera.id.as_str(), now_ms())? {
+            evidence::SavedBook::None => {}
+            evidence::SavedBook::Restored(book) => {
+                let open = book.open_incidents().len();
+                runtime.engine.restore(book);
+                if open > 0 {
+                    info!(camera = %camera.id, open, "restored open incidents");
+                }
             }
+            evidence::SavedBook::Quarantined { moved_to, reason } => error!(
+                camera = %camera.id, moved_to = %moved_to.display(), reason = %reason,
+                "the saved incident state was unreadable: moved aside, the camera starts with no open incidents"
+            ),
         }
         cameras.insert(camera.id.clone(), runtime);
     }

@@ -185,6 +185,21 @@ fn is_picture(path: &Path) -> bool {
     crate::evidence::read_picture(path).is_ok()
 }
 
+/// Whether every point lies on one line (within 1e-6 of the frame), a polygon with no area.
+fn on_one_line(points: &[[f32; 2]]) -> bool {
+    let origin = points[0];
+    let distance = |p: &[f32; 2]| (p[0] - origin[0]).hypot(p[1] - origin[1]);
+    let Some(far) = points.iter().max_by(|a, b| distance(a).total_cmp(&distance(b))) else { return true };
+    let length = distance(far);
+    if length < 1e-6 {
+        return true;
+    }
+    points.iter().all(|p| {
+        let cross = (far[0] - origin[0]) * (p[1] - origin[1]) - (far[1] - origin[1]) * (p[0] - origin[0]);
+        (cross / length).abs() < 1e-6
+    })
+}
+
 fn validate_polygon(points: Option<&[[f32; 2]]>, path: &str, problems: &mut Problems) -> Option<Polygon> {
     let Some(points) = points else {
         problems.push(path, "is required");
@@ -202,7 +217,12 @@ fn validate_polygon(points: Option<&[[f32; 2]]>, path: &str, problems: &mut Prob
         return None;
     }
     let polygon = Polygon { points: points.iter().map(|&[x, y]| PointNorm { x, y }).collect() };
-    // Crossing first: a symmetric bow tie's signed area is zero, and "no area" would mislead.
+    if on_one_line(points) {
+        problems.push(path, "has no area (all points on a line)");
+        return None;
+    }
+    // Crossing before area: a symmetric bow tie's signed area is zero, and "no area" would
+    // mislead.
     if let Some((first, second)) = polygon.self_intersection() {
         let n = points.len();
         problems.push(

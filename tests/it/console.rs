@@ -257,7 +257,10 @@ async fn console_answers_edits_zones_and_reloads_without_touching_other_cameras(
     })
     .await;
     assert!(swapped, "reload did not add and remove cameras: {}", gateway.json("/api/cameras"));
-    let yard_cleared = incidents_of(&gateway, "yard").iter().all(|i| i["state"] != "open");
+    // The removal's `cleared` is committed by the run loop just after the swap is visible.
+    let yard_cleared =
+        eventually(Duration::from_secs(15), || incidents_of(&gateway, "yard").iter().all(|i| i["state"] != "open"))
+            .await;
     assert!(yard_cleared, "the removed camera's incident stayed open: {:?}", incidents_of(&gateway, "yard"));
     assert_eq!(camera(&gateway.json("/api/cameras"), "gate-8").unwrap()["since_ms"], gate_since);
     let logs = gateway.stop();

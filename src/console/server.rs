@@ -10,6 +10,11 @@
 //!   closed, an SSE stream (a response being written) is not;
 //! - [`MAX_HEADER_BYTES`] of request head and [`MAX_HEADERS`] header lines;
 //! - [`REQUEST_TIMEOUT`] for a handler, body upload included (not for the live stream);
+//! - while every slot is taken, connections that have had no request in flight for
+//!   [`SHED_IDLE_AFTER`] are dropped, every [`SHED_IDLE_AFTER`] (the overload policy of envoy
+//!   and linkerd): a flood of idle connections delays an operator's request by about that
+//!   much per cap's worth of flood queued before it, instead of by the head timeout; live
+//!   streams and requests being served are never shed;
 //! - on shutdown, idle connections close at once, requests in flight get [`SHUTDOWN_GRACE`],
 //!   then every connection is dropped: shutdown never waits on a client.
 //!
@@ -45,6 +50,8 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// Most header lines in one request.
 pub const MAX_HEADERS: usize = 48;
+/// At the cap, a connection with no request in flight for this long is dropped.
+pub const SHED_IDLE_AFTER: Duration = Duration::from_secs(1);
 /// Live event streams open at once; more get 503 (each also holds a connection).
 pub const MAX_LIVE_STREAMS: usize = 16;
 /// Refusals of one kind are logged at most this often.
@@ -67,6 +74,8 @@ pub struct HttpCounters {
     pub request_timeouts: AtomicU64,
     /// Connections dropped at shutdown after the grace period.
     pub dropped_at_shutdown: AtomicU64,
+    /// Idle connections dropped to make room while every slot was taken.
+    pub shed_idle: AtomicU64,
     /// `accept` failures (e.g. out of file descriptors).
     pub accept_errors: AtomicU64,
     last_cap_log_ms: AtomicI64,
@@ -113,6 +122,7 @@ impl HttpCounters {
         );
         let closed = [
             ("header_timeout", read(&self.header_timeouts)),
+            ("shed_idle_at_cap", read(&self.shed_idle)),
             ("bad_request", read(&self.bad_requests)),
             ("dropped_at_shutdown", read(&self.dropped_at_shutdown)),
             ("accept_error", read(&self.accept_errors)),
@@ -162,20 +172,29 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    // Bumped while every slot is taken: connections idle for SHED_IDLE_AFTER then close.
+    let (shed, _) = tokio::sync::watch::channel(0u64);
     loop {
         if slots.available_permits() == 0 {
             counters.at_cap.fetch_add(1, Ordering::Relaxed);
             if due(&counters.last_cap_log_ms) {
                 tracing::warn!(
                     max_connections = limits.max_connections,
-                    "console connection cap reached: new connections wait until one closes"
+                    "console connection cap reached: idle connections are shed, new ones wait in the backlog \
+                     (counted in /metrics; logged once a minute)"
                 );
             }
         }
-        let slot = tokio::select! {
-            () = shutdown.cancelled() => break,
-            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+        let slot = loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break None,
+                slot = slots.clone().acquire_owned() => break Some(slot.expect("the semaphore is never closed")),
+                () = tokio::time::sleep(SHED_IDLE_AFTER), if slots.available_permits() == 0 => {
+                    shed.send_modify(|generation| *generation += 1);
+                }
+            }
         };
+        let Some(slot) = slot else { break };
         let (stream, peer) = tokio::select! {
             () = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
@@ -197,8 +216,9 @@ pub async fn serve(
         let app = app.clone();
         let counters = counters.clone();
         let shutdown = shutdown.clone();
+        let shed = shed.subscribe();
         tokio::spawn(async move {
-            serve_connection(stream, peer, app, limits, &counters, shutdown).await;
+            serve_connection(stream, peer, app, limits, &counters, shutdown, shed).await;
             counters.open.fetch_sub(1, Ordering::Relaxed);
             drop(slot);
         });
@@ -209,6 +229,26 @@ pub async fn serve(
     let _ = tokio::time::timeout(limits.shutdown_grace + Duration::from_secs(1), slots.acquire_many(all)).await;
 }
 
+/// What a connection is doing, for shedding: handlers running, whether it carries a live
+/// stream, and when its last handler ended (or it was accepted).
+#[derive(Debug)]
+struct Activity {
+    handlers: AtomicU64,
+    streaming: std::sync::atomic::AtomicBool,
+    last_active: std::sync::Mutex<tokio::time::Instant>,
+}
+
+impl Activity {
+    /// Whether the connection may be dropped to make room: no handler running, no live
+    /// stream, nothing for [`SHED_IDLE_AFTER`]. (A response body still being written after its
+    /// handler ended counts as idle: under a flood a reader that slow loses its response.)
+    fn sheddable(&self) -> bool {
+        self.handlers.load(Ordering::Relaxed) == 0
+            && !self.streaming.load(Ordering::Relaxed)
+            && self.last_active.lock().unwrap().elapsed() >= SHED_IDLE_AFTER
+    }
+}
+
 async fn serve_connection(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
@@ -216,12 +256,29 @@ async fn serve_connection(
     limits: Limits,
     counters: &HttpCounters,
     shutdown: CancellationToken,
+    mut shed: tokio::sync::watch::Receiver<u64>,
 ) {
+    let activity = Arc::new(Activity {
+        handlers: AtomicU64::new(0),
+        streaming: false.into(),
+        last_active: std::sync::Mutex::new(tokio::time::Instant::now()),
+    });
+    let seen = activity.clone();
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let mut request = request.map(Body::new);
         request.extensions_mut().insert(ConnectInfo(peer));
+        if request.uri().path() == "/api/events" {
+            seen.streaming.store(true, Ordering::Relaxed);
+        }
+        seen.handlers.fetch_add(1, Ordering::Relaxed);
+        let seen = seen.clone();
         let mut app = app.clone();
-        async move { Ok::<_, Infallible>(app.call(request).await.unwrap_or_else(|never| match never {})) }
+        async move {
+            let response = app.call(request).await.unwrap_or_else(|never| match never {});
+            *seen.last_active.lock().unwrap() = tokio::time::Instant::now();
+            seen.handlers.fetch_sub(1, Ordering::Relaxed);
+            Ok::<_, Infallible>(response)
+        }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -232,8 +289,23 @@ async fn serve_connection(
         .keep_alive(true);
     let connection = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(connection);
+    let shed_now = async {
+        loop {
+            if shed.changed().await.is_err() {
+                // The server is gone: only shutdown ends the connection now.
+                std::future::pending::<()>().await;
+            }
+            if activity.sheddable() {
+                return;
+            }
+        }
+    };
     let result = tokio::select! {
         result = connection.as_mut() => result,
+        () = shed_now => {
+            counters.shed_idle.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }
         () = shutdown.cancelled() => {
             // Idle connections close now; a request in flight gets the grace period.
             connection.as_mut().graceful_shutdown();

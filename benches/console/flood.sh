@@ -12,7 +12,7 @@ dir=$(mktemp -d)
 port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
 token=measure-token-0123456789abcdef
 echo "$token" > $dir/console.token; chmod 600 $dir/console.token
-bike=${FOOTAGE:?set FOOTAGE to an H.264 clip, e.g. target/tmp/footage/parked_bike.mp4 made by the tests}
+bike=$(realpath "${FOOTAGE:?set FOOTAGE to an H.264 clip, e.g. target/tmp/footage/parked_bike.mp4 made by the tests}")
 cat > $dir/gateway.toml <<TOML
 [detector]
 model = "$root/models/yolox_nano.toml"

@@ -20,18 +20,85 @@ use crate::config::CameraConfig;
 use crate::geometry::{BoxNorm, Polygon};
 use crate::incident::{IncidentBook, IncidentEvent};
 
+/// Mode of the directories the gateway creates for its state and evidence: snapshots show
+/// faces, so other local users get nothing (the systemd unit adds `UMask=0027` and a 0700
+/// `StateDirectory`; this holds outside systemd too, issue 11).
+pub const PRIVATE_DIR_MODE: u32 = 0o750;
+/// Mode of the files written there.
+pub const PRIVATE_FILE_MODE: u32 = 0o640;
+
+/// Creates `directory` and its missing parents with [`PRIVATE_DIR_MODE`] (an existing one is
+/// left as it is).
+pub fn create_private_dir(directory: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().recursive(true).mode(PRIVATE_DIR_MODE).create(directory)
+}
+
 /// Writes `bytes` to `path` atomically: temporary file, fsync, rename, fsync of the directory.
+/// The file gets [`PRIVATE_FILE_MODE`], a created directory [`PRIVATE_DIR_MODE`].
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let directory = path.parent().context("path has no directory")?;
-    std::fs::create_dir_all(directory).with_context(|| format!("create {}", directory.display()))?;
+    create_private_dir(directory).with_context(|| format!("create {}", directory.display()))?;
     let temporary = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&temporary).with_context(|| format!("create {}", temporary.display()))?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(PRIVATE_FILE_MODE)
+        .open(&temporary)
+        .with_context(|| format!("create {}", temporary.display()))?;
+    // A temporary left by a crash keeps its old mode through `open`: set it.
+    file.set_permissions(std::fs::Permissions::from_mode(PRIVATE_FILE_MODE))
+        .with_context(|| format!("chmod {}", temporary.display()))?;
     file.write_all(bytes).and_then(|()| file.sync_all()).with_context(|| format!("write {}", temporary.display()))?;
     std::fs::rename(&temporary, path).with_context(|| format!("rename to {}", path.display()))?;
     std::fs::File::open(directory)
         .and_then(|d| d.sync_all())
         .with_context(|| format!("sync {}", directory.display()))?;
     Ok(())
+}
+
+/// Largest picture file `read_picture` reads, in bytes.
+pub const MAX_PICTURE_BYTES: u64 = 64 * 1024 * 1024;
+/// Largest picture side `read_picture` decodes, in pixels.
+pub const MAX_PICTURE_SIDE_PX: u32 = 16384;
+
+/// Reads a PNG or JPEG picture from a file made by someone else (`gateway detect` inputs,
+/// reference pictures): a regular file of at most [`MAX_PICTURE_BYTES`], at most
+/// [`MAX_PICTURE_SIDE_PX`] a side, decoded completely. A JPEG cut short is an error, although
+/// the decoder would fill the missing part with grey (issue 11: "0 detections" on a truncated
+/// file). Errors do not name the file: callers add it.
+pub fn read_picture(path: &Path) -> anyhow::Result<image::DynamicImage> {
+    let metadata = std::fs::metadata(path)?;
+    anyhow::ensure!(metadata.is_file(), "not a regular file");
+    anyhow::ensure!(metadata.len() <= MAX_PICTURE_BYTES, "larger than {} MiB", MAX_PICTURE_BYTES / (1024 * 1024));
+    let bytes = std::fs::read(path)?;
+    let format = image::guess_format(&bytes).context("not a picture")?;
+    match format {
+        image::ImageFormat::Jpeg => {
+            anyhow::ensure!(jpeg_is_complete(&bytes), "a truncated JPEG (no end-of-image marker after its last scan)")
+        }
+        image::ImageFormat::Png => {}
+        other => anyhow::bail!("a {other:?} picture; expected PNG or JPEG"),
+    }
+    let mut reader = image::ImageReader::with_format(std::io::Cursor::new(&bytes), format);
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_PICTURE_SIDE_PX);
+    limits.max_image_height = Some(MAX_PICTURE_SIDE_PX);
+    reader.limits(limits);
+    Ok(reader.decode()?)
+}
+
+/// Whether a JPEG has an end-of-image marker after its last start-of-scan. Inside entropy-coded
+/// data every 0xFF is stuffed (0xFF 0x00), so `FF D9` there is the real marker; an embedded
+/// EXIF thumbnail's markers all come before the main image's scans.
+pub fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let last = |marker: u8| bytes.windows(2).rposition(|pair| pair == [0xFF, marker]);
+    match (last(0xDA), last(0xD9)) {
+        (Some(scan), Some(end)) => end > scan,
+        _ => false,
+    }
 }
 
 fn book_path(state_dir: &Path, camera: &str) -> PathBuf {
@@ -244,5 +311,45 @@ mod tests {
             other => panic!("expected quarantine, got {other:?}"),
         }
         assert!(matches!(load_book(state.path(), "gate-3", 4).unwrap(), SavedBook::None), "starts afresh");
+    }
+
+    #[test]
+    fn a_truncated_jpeg_is_refused_and_a_whole_one_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let picture = RgbImage::from_fn(64, 48, |x, y| Rgb([(x * 4) as u8, (y * 5) as u8, 90]));
+        let jpeg = encode_jpeg(&picture).unwrap();
+        assert!(jpeg_is_complete(&jpeg));
+        let whole = dir.path().join("whole.jpg");
+        std::fs::write(&whole, &jpeg).unwrap();
+        assert_eq!(read_picture(&whole).unwrap().width(), 64);
+        // (file, bytes, part of the error)
+        let table: [(&str, Vec<u8>, &str); 4] = [
+            ("half.jpg", jpeg[..jpeg.len() / 2].to_vec(), "truncated JPEG"),
+            ("no-end.jpg", jpeg[..jpeg.len() - 2].to_vec(), "truncated JPEG"),
+            ("text.jpg", b"just some text\n".to_vec(), "not a picture"),
+            ("empty.png", Vec::new(), "not a picture"),
+        ];
+        for (name, bytes, expected) in table {
+            let path = dir.path().join(name);
+            std::fs::write(&path, bytes).unwrap();
+            let error = format!("{:#}", read_picture(&path).unwrap_err());
+            assert!(error.contains(expected), "{name}: {error}");
+        }
+        assert!(format!("{:#}", read_picture(dir.path()).unwrap_err()).contains("not a regular file"));
+        assert!(read_picture(Path::new("/dev/zero")).is_err());
+    }
+
+    #[test]
+    fn state_files_and_directories_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state/evidence/a.jpg");
+        write_atomically(&path, b"x").unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        // The umask may take bits away, never add them.
+        assert_eq!(mode(&path) & !PRIVATE_FILE_MODE, 0, "file mode {:o}", mode(&path));
+        for directory in [dir.path().join("state"), dir.path().join("state/evidence")] {
+            assert_eq!(mode(&directory) & !PRIVATE_DIR_MODE, 0, "{} mode {:o}", directory.display(), mode(&directory));
+        }
     }
 }

@@ -132,6 +132,40 @@ impl Polygon {
             .sum()
     }
 
+    /// The first two edges that cross or touch, as edge indices `(i, j)` with `i < j` (edge `i`
+    /// runs from point `i` to point `i + 1`, the last one back to point 0); `None` for a simple
+    /// polygon. Neighbouring edges may share their common point but must not fold back over
+    /// each other. A self-intersecting zone has no clear inside (issue 11: the even-odd rule
+    /// makes the overlap "outside"), so config refuses it. O(n²), n ≤ a few dozen points.
+    pub fn self_intersection(&self) -> Option<(usize, usize)> {
+        let points = &self.points;
+        let n = points.len();
+        if n < 3 {
+            return None;
+        }
+        let edge = |i: usize| (points[i], points[(i + 1) % n]);
+        for i in 0..n {
+            for j in i + 1..n {
+                let (a, b) = edge(i);
+                let (c, d) = edge(j);
+                let neighbours = j == i + 1 || (i == 0 && j == n - 1);
+                let crossing = if neighbours {
+                    // They share one point; they intersect elsewhere only when collinear and
+                    // folding back (a spike), or when an edge has no length.
+                    let shared = if j == i + 1 { b } else { a };
+                    let (other_first, other_second) = if j == i + 1 { (a, d) } else { (b, c) };
+                    a == b || c == d || folds_back(shared, other_first, other_second)
+                } else {
+                    segments_touch(a, b, c, d)
+                };
+                if crossing {
+                    return Some((i, j));
+                }
+            }
+        }
+        None
+    }
+
     /// Bounding box.
     pub fn bounds(&self) -> BoxNorm {
         let fold =
@@ -145,9 +179,71 @@ impl Polygon {
     }
 }
 
+/// Orientation of `c` relative to the line `a → b`: >0 left, <0 right, 0 on it (in f64, exact
+/// enough for f32 inputs).
+fn orientation(a: PointNorm, b: PointNorm, c: PointNorm) -> f64 {
+    let (ax, ay, bx, by, cx, cy) =
+        (f64::from(a.x), f64::from(a.y), f64::from(b.x), f64::from(b.y), f64::from(c.x), f64::from(c.y));
+    (bx - ax) * (cy - ay) - (by - ay) * (cx - ax)
+}
+
+/// Whether `p`, known to be on the line through `a` and `b`, lies within the segment.
+fn within(a: PointNorm, b: PointNorm, p: PointNorm) -> bool {
+    p.x >= a.x.min(b.x) && p.x <= a.x.max(b.x) && p.y >= a.y.min(b.y) && p.y <= a.y.max(b.y)
+}
+
+/// Whether segments `a–b` and `c–d` have any point in common.
+fn segments_touch(a: PointNorm, b: PointNorm, c: PointNorm, d: PointNorm) -> bool {
+    let (o1, o2, o3, o4) = (orientation(a, b, c), orientation(a, b, d), orientation(c, d, a), orientation(c, d, b));
+    if o1 * o2 < 0.0 && o3 * o4 < 0.0 {
+        return true;
+    }
+    (o1 == 0.0 && within(a, b, c))
+        || (o2 == 0.0 && within(a, b, d))
+        || (o3 == 0.0 && within(c, d, a))
+        || (o4 == 0.0 && within(c, d, b))
+}
+
+/// Whether the edges `shared → first` and `shared → second` lie on one line on the same side of
+/// `shared`, i.e. the outline turns back on itself.
+fn folds_back(shared: PointNorm, first: PointNorm, second: PointNorm) -> bool {
+    if orientation(shared, first, second) != 0.0 {
+        return false;
+    }
+    let dot = f64::from(first.x - shared.x) * f64::from(second.x - shared.x)
+        + f64::from(first.y - shared.y) * f64::from(second.y - shared.y);
+    dot > 0.0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn self_intersection_table() {
+        // (name, points, first crossing edges)
+        type Row<'a> = (&'a str, &'a [(f32, f32)], Option<(usize, usize)>);
+        let table: &[Row] = &[
+            ("triangle", &[(0.1, 0.1), (0.9, 0.1), (0.5, 0.9)], None),
+            ("square", &[(0.2, 0.2), (0.6, 0.2), (0.6, 0.6), (0.2, 0.6)], None),
+            ("concave L", &[(0.0, 0.0), (0.5, 0.0), (0.5, 0.5), (1.0, 0.5), (1.0, 1.0), (0.0, 1.0)], None),
+            ("collinear point on an edge", &[(0.0, 0.0), (0.5, 0.0), (1.0, 0.0), (1.0, 1.0)], None),
+            ("bow tie", &[(0.1, 0.1), (0.9, 0.9), (0.9, 0.1), (0.1, 0.9)], Some((0, 2))),
+            ("bow tie, other winding", &[(0.1, 0.1), (0.1, 0.9), (0.9, 0.1), (0.9, 0.9)], Some((1, 3))),
+            ("star drawn in one stroke", &[(0.5, 0.0), (0.8, 1.0), (0.0, 0.35), (1.0, 0.35), (0.2, 1.0)], Some((0, 2))),
+            ("vertex touching an edge", &[(0.0, 0.0), (1.0, 0.0), (0.5, 0.5), (1.0, 1.0), (0.5, 0.0)], Some((0, 3))),
+            ("spike folding back", &[(0.0, 0.0), (1.0, 0.0), (0.5, 0.0), (0.5, 1.0)], Some((0, 1))),
+            ("repeated point", &[(0.0, 0.0), (1.0, 0.0), (1.0, 0.0), (1.0, 1.0)], Some((0, 1))),
+            (
+                "figure eight through a shared point",
+                &[(0.0, 0.0), (0.5, 0.5), (1.0, 0.0), (1.0, 1.0), (0.5, 0.5), (0.0, 1.0)],
+                Some((0, 3)),
+            ),
+        ];
+        for (name, points, expected) in table {
+            assert_eq!(polygon(points).self_intersection(), *expected, "{name}");
+        }
+    }
 
     fn polygon(points: &[(f32, f32)]) -> Polygon {
         Polygon { points: points.iter().map(|&(x, y)| PointNorm { x, y }).collect() }

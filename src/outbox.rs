@@ -152,7 +152,8 @@ impl Outbox {
     /// it is never silently replaced.
     pub fn open(path: &Path, max_entries: u64) -> anyhow::Result<Self> {
         if let Some(directory) = path.parent() {
-            std::fs::create_dir_all(directory).with_context(|| format!("create {}", directory.display()))?;
+            crate::evidence::create_private_dir(directory)
+                .with_context(|| format!("create {}", directory.display()))?;
         }
         let db =
             Database::create(path).with_context(|| format!("open outbox {} (corrupt or locked?)", path.display()))?;

@@ -91,7 +91,8 @@ struct Outcome {
 }
 
 fn detect_one(detector: &mut Detector, path: &Path) -> anyhow::Result<Outcome> {
-    let image = image::open(path).with_context(|| format!("cannot read image {}", path.display()))?.to_rgb8();
+    let image =
+        crate::evidence::read_picture(path).with_context(|| format!("cannot read image {}", path.display()))?.to_rgb8();
     let (input_width, input_height) = detector.input_size();
     let mut tensor = Vec::new();
     let letterbox = letterbox_image(&image, input_width, input_height, &mut tensor);

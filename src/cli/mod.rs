@@ -59,7 +59,8 @@ pub fn load_references(
     for zone in &camera.zones {
         if let crate::zones::ZoneRule::Trash(params) = &zone.rule {
             let crate::zones::TrashSource::ReferenceDiff { reference: Some(path) } = &params.source else { continue };
-            let image = image::open(path).with_context(|| format!("cannot read reference image {}", path.display()))?;
+            let image = crate::evidence::read_picture(path)
+                .with_context(|| format!("cannot read reference image {}", path.display()))?;
             references.push((zone.id.clone(), crate::rules::trash_overflow::GreyFrame::from_rgb(&image.to_rgb8())));
         }
     }

@@ -6,6 +6,8 @@
 //! means the same thing whatever the working directory of the process is.
 
 pub mod delivery;
+#[cfg(test)]
+mod property_tests;
 pub mod raw;
 mod validate;
 mod zones;
@@ -85,8 +87,13 @@ pub struct Config {
 pub struct ConsoleConfig {
     /// Where the HTTP server listens.
     pub bind: std::net::SocketAddr,
-    /// The token state-changing requests must present; `None` makes the console read-only.
+    /// The token every request for camera or incident data, and every change, must present;
+    /// `None` makes the console read-only, its data readable from loopback peers only.
     pub token: Option<Secret>,
+    /// Connections served at once (idle, in flight and live streams together).
+    pub max_connections: usize,
+    /// Extra host names accepted in `Host`, lower case, without port.
+    pub allowed_hosts: Vec<String>,
 }
 
 /// `[ingest]`, validated.

@@ -126,6 +126,13 @@ pub struct RawConsole {
     pub token_env: Option<String>,
     /// File holding that token (first line). Without a token, the console is read-only.
     pub token_file: Option<String>,
+    /// Connections served at once (SSE streams included); more wait in the listen backlog
+    /// without using a file descriptor. Default 64, 1–4096.
+    pub max_connections: Option<usize>,
+    /// Host names, besides `localhost`, IP literals and the bind address, that requests may
+    /// name in `Host` (e.g. a reverse proxy's name). Anything else gets 421 (DNS rebinding).
+    /// Default none.
+    pub allowed_hosts: Option<Vec<String>>,
 }
 
 /// `[cameras.<id>]`

@@ -226,7 +226,22 @@ fn validate_console(
         }
         token => token.map(|token| Secret::new(token.trim().to_string())),
     };
-    super::ConsoleConfig { bind, token }
+    let max_connections = problems.count("console.max_connections", raw.max_connections, 64, 1, 4096);
+    let mut allowed_hosts = Vec::new();
+    for (index, host) in raw.allowed_hosts.iter().flatten().enumerate() {
+        let valid = !host.is_empty()
+            && host.len() <= 253
+            && host.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+        if valid {
+            allowed_hosts.push(host.to_ascii_lowercase());
+        } else {
+            problems.push(
+                format!("console.allowed_hosts[{index}]"),
+                format!("{host:?} is not a host name (letters, digits, '-' and '.', no port)"),
+            );
+        }
+    }
+    super::ConsoleConfig { bind, token, max_connections, allowed_hosts }
 }
 
 /// Validates one camera; `None` if it is disabled or has problems (recorded in `problems`).
@@ -368,6 +383,10 @@ fn validate_source(
             problems.push(url_path, format!("footage file {} does not exist", file_path.display()));
             return None;
         }
+        if let Err(problem) = crate::ingest::file::probe(&file_path) {
+            problems.push(url_path, format!("footage file {}: {problem:#}", file_path.display()));
+            return None;
+        }
         for (key, set) in [
             ("username", raw.username.is_some()),
             ("password_env", raw.password_env.is_some()),
@@ -463,17 +482,60 @@ pub(super) fn named_secret(
         },
         (None, Some(file)) => {
             let file_path = resolve(base_dir, file);
-            match std::fs::read_to_string(&file_path) {
-                Ok(text) => Some(text.lines().next().unwrap_or("").to_string()),
-                Err(error) => {
-                    problems
-                        .push(format!("{path}.{file_key}"), format!("cannot read {}: {error}", file_path.display()));
+            match read_secret_file(&file_path) {
+                Ok(secret) => Some(secret),
+                Err(problem) => {
+                    problems.push(format!("{path}.{file_key}"), format!("{}: {problem}", file_path.display()));
                     None
                 }
             }
         }
         (None, None) => None,
     }
+}
+
+/// Largest secret (first line of a password or token file) read, in bytes.
+pub const MAX_SECRET_BYTES: usize = 4096;
+
+/// The first line of a secret file, read safely (issue 11: `password_file = "/dev/zero"` made
+/// check-config hang at 19.7 GB): regular files only (no device, FIFO or directory, which
+/// could block or never end), at most [`MAX_SECRET_BYTES`] read, valid UTF-8. A file that
+/// others may read or write, or its group may write, is accepted with a warning (refusing it
+/// would stop a running service at its next restart): the secret may already be known to
+/// other local users. Group read is fine: the documented layout is root:street-gateway 0640
+/// (docs/operations.md); `scripts/demo` makes its token 0600.
+pub fn read_secret_file(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    // `metadata` first: opening a FIFO for reading would block until a writer comes.
+    let metadata = std::fs::metadata(path).map_err(|error| format!("cannot read: {error}"))?;
+    if !metadata.is_file() {
+        return Err("is not a regular file (a secret file holds one line of text)".into());
+    }
+    let file = std::fs::File::open(path).map_err(|error| format!("cannot read: {error}"))?;
+    let mut bytes = Vec::with_capacity(256);
+    file.take(MAX_SECRET_BYTES as u64 + 1).read_to_end(&mut bytes).map_err(|error| format!("cannot read: {error}"))?;
+    let line_end = bytes.iter().position(|&b| b == b'\n');
+    let line = match line_end {
+        Some(end) => &bytes[..end],
+        None if bytes.len() > MAX_SECRET_BYTES => {
+            return Err(format!("its first line is longer than {MAX_SECRET_BYTES} bytes; a secret file holds one line"))
+        }
+        None => &bytes[..],
+    };
+    let line = std::str::from_utf8(line).map_err(|_| "its first line is not UTF-8 text".to_string())?;
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = metadata.permissions().mode();
+        if mode & 0o027 != 0 {
+            tracing::warn!(
+                file = %path.display(),
+                mode = format!("{:o}", mode & 0o777),
+                "secret file is readable or writable by other users (or writable by its group); chmod 640 or 600 it"
+            );
+        }
+    }
+    Ok(line.to_string())
 }
 
 /// Resolves a config path against the config file's directory.
@@ -561,6 +623,125 @@ mod tests {
         assert!(!format!("{config:?}").contains("pa55"), "Debug output leaks the password");
         assert_eq!(config.ingest, IngestConfig::default());
         assert_eq!(config.detector.model_manifest, dir.path().join("models/yolox_nano.toml"));
+    }
+
+    /// Issue 11: a secret file that is not a small regular file is refused, never read whole.
+    #[test]
+    fn secret_files_are_regular_small_files_read_to_their_first_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, bytes: &[u8]| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, bytes).unwrap();
+            path
+        };
+        let fifo = dir.path().join("fifo");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        let big_one_line = write("big-one-line", &vec![b'x'; 10 * 1024 * 1024]);
+        let mut big_with_newline = b"s3cret-first-line\n".to_vec();
+        big_with_newline.extend(std::iter::repeat_n(b'y', 10 * 1024 * 1024));
+        let big_with_newline = write("big-with-newline", &big_with_newline);
+        // (path, Ok(secret) or Err(part of the message))
+        let table: Vec<(std::path::PathBuf, Result<&str, &str>)> = vec![
+            (write("good", b"pa55word\nsecond line\n"), Ok("pa55word")),
+            (write("crlf", b"pa55word\r\n"), Ok("pa55word")),
+            (write("no-newline", b"pa55word"), Ok("pa55word")),
+            (write("empty", b""), Ok("")),
+            (big_with_newline, Ok("s3cret-first-line")),
+            (big_one_line, Err("longer than 4096 bytes")),
+            (write("binary", b"\xff\xfe\n"), Err("not UTF-8")),
+            (std::path::PathBuf::from("/dev/zero"), Err("not a regular file")),
+            (fifo, Err("not a regular file")),
+            (dir.path().to_path_buf(), Err("not a regular file")),
+            (dir.path().join("missing"), Err("cannot read")),
+        ];
+        for (path, expected) in table {
+            match (read_secret_file(&path), expected) {
+                (Ok(secret), Ok(expected)) => assert_eq!(secret, expected, "{}", path.display()),
+                (Err(problem), Err(expected)) => assert!(problem.contains(expected), "{}: {problem}", path.display()),
+                (got, expected) => panic!("{}: got {got:?}, expected {expected:?}", path.display()),
+            }
+        }
+    }
+
+    #[test]
+    fn a_camera_password_file_that_is_a_device_is_a_problem_with_its_key_path() {
+        let problems = problems_of(
+            "[cameras.gate-3]\nurl = \"rtsp://10.0.0.3/\"\nusername = \"admin\"\npassword_file = \"/dev/zero\"\n",
+        );
+        assert_eq!(
+            problems,
+            ["cameras.gate-3.password_file: /dev/zero: is not a regular file (a secret file holds one line of text)"]
+        );
+        let problems = problems_of("[console]\ntoken_file = \"/dev/zero\"\n");
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].starts_with("console.token_file: /dev/zero: is not a regular file"), "{problems:?}");
+    }
+
+    /// Issue 11: a zone outline that crosses itself has no clear inside.
+    #[test]
+    fn self_intersecting_polygons_are_refused_with_their_key_path() {
+        let zone = |polygon: &str| {
+            format!("[cameras.gate-3]\nurl = \"rtsp://h/\"\n[[cameras.gate-3.zones]]\nid = \"z\"\nkind = \"no_parking\"\npolygon = {polygon}\n")
+        };
+        let problems = problems_of(&zone("[[0.1, 0.1], [0.9, 0.9], [0.9, 0.1], [0.1, 0.9]]"));
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("cameras.gate-3.zones[0].polygon: crosses itself: the edge from point 0 to 1 meets the edge from point 2 to 3"),
+            "{problems:?}"
+        );
+        assert_eq!(problems_of(&zone("[[0.1, 0.1], [0.9, 0.1], [0.9, 0.9], [0.1, 0.9]]")), Vec::<String>::new());
+    }
+
+    /// Issue 11: a `file:` camera must be video FFmpeg can read, and a reference a picture; the
+    /// reference's refusal reads the same whether the file exists or not.
+    #[test]
+    fn file_cameras_must_be_video_and_references_pictures() {
+        let dir = tempfile::tempdir().unwrap();
+        let text_file = dir.path().join("notes.mp4");
+        std::fs::write(&text_file, "this is not video\n".repeat(100)).unwrap();
+        let problems = problems_of(&format!("[cameras.gate-3]\nurl = \"file:{}\"\n", text_file.display()));
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].starts_with("cameras.gate-3.url: footage file"), "{problems:?}");
+        let fifo = dir.path().join("fifo.mp4");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        let problems = problems_of(&format!("[cameras.gate-3]\nurl = \"file:{}\"\n", fifo.display()));
+        assert_eq!(problems.len(), 1, "a FIFO is refused without being opened: {problems:?}");
+
+        let zone = |reference: &str| {
+            format!(
+                "[cameras.gate-3]\nurl = \"rtsp://h/\"\n[[cameras.gate-3.zones]]\nid = \"bins\"\nkind = \"bin_area\"\n\
+                 polygon = [[0.1, 0.1], [0.5, 0.1], [0.5, 0.5]]\nreference = \"{reference}\"\n"
+            )
+        };
+        let messages: Vec<String> =
+            [text_file.display().to_string(), "/nonexistent/ref.png".into(), "/dev/zero".into()]
+                .iter()
+                .map(|reference| {
+                    let problems = problems_of(&zone(reference));
+                    assert_eq!(problems.len(), 1, "{problems:?}");
+                    assert!(problems[0].starts_with("cameras.gate-3.zones[0].reference: "), "{problems:?}");
+                    problems[0].replace(reference.as_str(), "<file>")
+                })
+                .collect();
+        assert!(messages.iter().all(|m| *m == messages[0]), "{messages:#?}");
+        assert!(!messages[0].contains("exist"), "{}", messages[0]);
+    }
+
+    #[test]
+    fn console_limits_and_host_names_are_validated() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = parse("[console]\nallowed_hosts = [\"Gateway.LAN\"]\n", dir.path()).unwrap();
+        let console = config.console.unwrap();
+        assert_eq!((console.max_connections, console.allowed_hosts), (64, vec!["gateway.lan".to_string()]));
+        let problems = problems_of("[console]\nmax_connections = 0\nallowed_hosts = [\"evil.example:80\", \"\"]\n");
+        assert_eq!(
+            problems,
+            [
+                "console.max_connections: 0 is out of range 1..=4096",
+                "console.allowed_hosts[0]: \"evil.example:80\" is not a host name (letters, digits, '-' and '.', no port)",
+                "console.allowed_hosts[1]: \"\" is not a host name (letters, digits, '-' and '.', no port)",
+            ]
+        );
     }
 
     #[test]

@@ -124,10 +124,15 @@ fn validate_zone(raw: &RawZone, path: &str, base_dir: &Path, problems: &mut Prob
             }
             let reference = raw.reference.as_deref().map(|file| resolve(base_dir, file));
             if let Some(reference) = &reference {
-                if !reference.is_file() {
+                if !is_picture(reference) {
+                    // One message whatever the cause (missing, unreadable, not a picture), so a
+                    // zone edit cannot be used to learn which files exist (issue 11).
                     problems.push(
                         format!("{path}.reference"),
-                        format!("{} does not exist (capture it with `gateway reference`)", reference.display()),
+                        format!(
+                            "{} is not a readable PNG or JPEG picture (capture one with `gateway reference`)",
+                            reference.display()
+                        ),
                     );
                 }
             }
@@ -172,6 +177,29 @@ fn validate_zone(raw: &RawZone, path: &str, base_dir: &Path, problems: &mut Prob
     Some(Zone { id, kind, polygon: polygon?, classes, min_score, min_area, max_area, rule, lifecycle })
 }
 
+/// Whether `path` is a picture `gateway run` will load ([`crate::evidence::read_picture`]:
+/// a bounded, complete PNG or JPEG). A reference that is not would make `run` exit 64 at its
+/// next start (and the unit's `RestartPreventExitStatus=64` leave it down), so the config is
+/// refused now.
+fn is_picture(path: &Path) -> bool {
+    crate::evidence::read_picture(path).is_ok()
+}
+
+/// Whether every point lies on one line (within 1e-6 of the frame), a polygon with no area.
+fn on_one_line(points: &[[f32; 2]]) -> bool {
+    let origin = points[0];
+    let distance = |p: &[f32; 2]| (p[0] - origin[0]).hypot(p[1] - origin[1]);
+    let Some(far) = points.iter().max_by(|a, b| distance(a).total_cmp(&distance(b))) else { return true };
+    let length = distance(far);
+    if length < 1e-6 {
+        return true;
+    }
+    points.iter().all(|p| {
+        let cross = (far[0] - origin[0]) * (p[1] - origin[1]) - (far[1] - origin[1]) * (p[0] - origin[0]);
+        (cross / length).abs() < 1e-6
+    })
+}
+
 fn validate_polygon(points: Option<&[[f32; 2]]>, path: &str, problems: &mut Problems) -> Option<Polygon> {
     let Some(points) = points else {
         problems.push(path, "is required");
@@ -189,6 +217,25 @@ fn validate_polygon(points: Option<&[[f32; 2]]>, path: &str, problems: &mut Prob
         return None;
     }
     let polygon = Polygon { points: points.iter().map(|&[x, y]| PointNorm { x, y }).collect() };
+    if on_one_line(points) {
+        problems.push(path, "has no area (all points on a line)");
+        return None;
+    }
+    // Crossing before area: a symmetric bow tie's signed area is zero, and "no area" would
+    // mislead.
+    if let Some((first, second)) = polygon.self_intersection() {
+        let n = points.len();
+        problems.push(
+            path,
+            format!(
+                "crosses itself: the edge from point {first} to {} meets the edge from point {second} to {} \
+                 (draw the outline without crossing lines)",
+                (first + 1) % n,
+                (second + 1) % n
+            ),
+        );
+        return None;
+    }
     if polygon.doubled_area().abs() < 1e-6 {
         problems.push(path, "has no area (all points on a line)");
         return None;

@@ -48,9 +48,34 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
         .route("/api/incidents/{id}/snapshot.jpg", get(snapshot_jpeg))
         .route("/api/incidents/{id}/answer", post(answer))
         .route("/api/events", get(events))
+        .route("/api/session", post(start_session).delete(end_session))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(shared.clone(), super::auth::guard))
+        .layer(axum::middleware::from_fn_with_state(shared.http.clone(), super::server::request_timeout))
         .with_state(shared)
+}
+
+/// `POST /api/session` (the guard checked the bearer token): sets the session cookie the pages
+/// read with, so images and the live stream need no header and the token stays out of URLs.
+async fn start_session(State(shared): State<Arc<Shared>>) -> Response {
+    let config = shared.config();
+    let Some(token) = config.console.as_ref().and_then(|console| console.token.as_ref()) else {
+        return error(StatusCode::FORBIDDEN, "no token is configured").into_response();
+    };
+    let cookie = format!(
+        "{}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
+        super::auth::SESSION_COOKIE,
+        super::auth::session_value(token.expose()),
+        super::auth::SESSION_MAX_AGE_SECS
+    );
+    ([(header::SET_COOKIE, cookie), (header::CACHE_CONTROL, "no-store".to_string())], Json(json!({ "session": true })))
+        .into_response()
+}
+
+/// `DELETE /api/session`: forgets the session cookie.
+async fn end_session() -> Response {
+    let cookie = format!("{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0", super::auth::SESSION_COOKIE);
+    ([(header::SET_COOKIE, cookie)], Json(json!({ "session": false }))).into_response()
 }
 
 /// A JSON error: `{"error": message}`.
@@ -122,6 +147,12 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         reloads,
         loop_idle_seconds: shared.since_heartbeat().as_secs_f64(),
     });
+    let refused = [
+        ("token", shared.refused.load(Ordering::Relaxed)),
+        ("host", shared.refused_host.load(Ordering::Relaxed)),
+        ("live_streams", shared.refused_live_streams.load(Ordering::Relaxed)),
+    ];
+    let text = text + &shared.http.render(&refused);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
 
@@ -415,8 +446,8 @@ async fn snapshot_jpeg(State(shared): State<Arc<Shared>>, Path(id): Path<String>
         return error(StatusCode::NOT_FOUND, "the snapshot is not in the evidence directory").into_response();
     }
     match tokio::fs::read(&path).await {
-        Ok(jpeg) => ([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "private, max-age=3600")], jpeg)
-            .into_response(),
+        // Snapshots may show faces: no cache keeps them.
+        Ok(jpeg) => ([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "no-store")], jpeg).into_response(),
         Err(err) => error(StatusCode::NOT_FOUND, format!("snapshot unreadable: {err}")).into_response(),
     }
 }
@@ -467,14 +498,28 @@ async fn answer(State(shared): State<Arc<Shared>>, Path(id): Path<String>, body:
 
 /// What the live stream is waiting on.
 struct Listeners {
+    /// Its slot among [`super::server::MAX_LIVE_STREAMS`], given back when the stream ends.
+    _slot: tokio::sync::OwnedSemaphorePermit,
     shared: Arc<Shared>,
     incidents: broadcast::Receiver<String>,
     cameras: broadcast::Receiver<StateChange>,
     zones: broadcast::Receiver<CameraId>,
 }
 
-async fn events(State(shared): State<Arc<Shared>>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+async fn events(State(shared): State<Arc<Shared>>) -> Response {
+    let Ok(slot) = shared.live_streams.clone().try_acquire_owned() else {
+        shared.refused_live_streams.fetch_add(1, Ordering::Relaxed);
+        return error(StatusCode::SERVICE_UNAVAILABLE, "too many live streams are open").into_response();
+    };
+    live_stream(slot, shared).into_response()
+}
+
+fn live_stream(
+    slot: tokio::sync::OwnedSemaphorePermit,
+    shared: Arc<Shared>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let listeners = Listeners {
+        _slot: slot,
         incidents: shared.outbox.subscribe(),
         cameras: shared.health.subscribe(),
         zones: shared.zones_applied.subscribe(),

@@ -14,17 +14,20 @@
 //! edits go to the run loop, the one writer of the config file, which validates them with the
 //! same code as `check-config` and applies them to that camera only.
 //!
-//! Authentication: state-changing requests need `Authorization: Bearer <token>` (the token
-//! from `[console] token_file`/`token_env`); read-only requests are open to loopback peers
-//! and need the token from anywhere else.
+//! Authentication (`auth`): every request must name an allowed `Host` (DNS rebinding);
+//! camera and incident data need the token from `[console] token_file`/`token_env`, as
+//! `Authorization: Bearer <token>` or as the session cookie `POST /api/session` sets;
+//! state-changing requests need the header. The page shells, their assets and `/healthz`
+//! are open; `/metrics` is open to loopback peers. Connection, time and size limits:
+//! [`server`].
 
 mod api;
 mod auth;
 pub mod metrics;
+pub mod server;
 pub mod zones_edit;
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -147,6 +150,16 @@ pub struct Shared {
     pub requests: mpsc::Sender<ConfigRequest>,
     /// Requests refused for want of a valid token.
     pub refused: AtomicU64,
+    /// Requests refused for naming a host not allowed (DNS rebinding).
+    pub refused_host: AtomicU64,
+    /// Live streams refused because [`server::MAX_LIVE_STREAMS`] were open.
+    pub refused_live_streams: AtomicU64,
+    /// Slots for live streams.
+    pub live_streams: Arc<tokio::sync::Semaphore>,
+    /// The HTTP server's counters.
+    pub http: Arc<server::HttpCounters>,
+    /// Last time a refusal was logged (refusals are logged once per interval).
+    pub(crate) last_refusal_log_ms: std::sync::atomic::AtomicI64,
     /// Ends the live streams when the gateway stops (graceful shutdown waits for them).
     pub shutdown: CancellationToken,
 }
@@ -179,6 +192,11 @@ impl Shared {
             zones_applied: broadcast::channel(64).0,
             requests,
             refused: AtomicU64::new(0),
+            refused_host: AtomicU64::new(0),
+            refused_live_streams: AtomicU64::new(0),
+            live_streams: Arc::new(tokio::sync::Semaphore::new(server::MAX_LIVE_STREAMS)),
+            http: Arc::default(),
+            last_refusal_log_ms: std::sync::atomic::AtomicI64::new(0),
             shutdown,
         }
     }
@@ -229,11 +247,11 @@ pub(crate) fn epoch_ms(time: SystemTime) -> i64 {
     time.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Serves the console on `listener` until `shutdown`.
+/// Serves the console on `listener` until `shutdown`, within the limits of [`server`]; returns
+/// at most [`server::SHUTDOWN_GRACE`] (plus a second) after `shutdown`, whatever clients do.
 pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
+    let max_connections = shared.config().console.as_ref().map_or(64, |console| console.max_connections);
+    let counters = shared.http.clone();
     let app = api::router(shared);
-    let service = app.into_make_service_with_connect_info::<SocketAddr>();
-    if let Err(err) = axum::serve(listener, service).with_graceful_shutdown(shutdown.cancelled_owned()).await {
-        tracing::error!(error = %err, "console server failed");
-    }
+    server::serve(listener, app, server::Limits::new(max_connections), counters, shutdown).await;
 }

@@ -135,3 +135,29 @@ pub fn play(
         input = ffmpeg::format::input(path).with_context(|| format!("reopen footage {}", path.display()))?;
     }
 }
+
+/// Bytes FFmpeg may read to find a footage file's streams when config is checked.
+const PROBE_BYTES: &str = "2000000";
+/// Footage time, in µs, FFmpeg may analyse to find them.
+const PROBE_MICROS: &str = "2000000";
+
+/// Checks that `path` is footage [`play`] can read: FFmpeg opens it, it has a video stream and
+/// that stream is H.264 or H.265. Bounded: a regular file only (no device or FIFO) and at
+/// most [`PROBE_BYTES`] read (issue 11: a `file:` URL to a text file passed check-config and
+/// the camera failed only once running).
+pub fn probe(path: &Path) -> anyhow::Result<()> {
+    let metadata = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    anyhow::ensure!(metadata.is_file(), "{} is not a regular file", path.display());
+    crate::decode::init_ffmpeg();
+    let mut options = ffmpeg::Dictionary::new();
+    options.set("probesize", PROBE_BYTES);
+    options.set("analyzeduration", PROBE_MICROS);
+    options.set("protocol_whitelist", "file");
+    let input = ffmpeg::format::input_with_dictionary(path, options)
+        .map_err(|error| anyhow::anyhow!("FFmpeg cannot open it as video ({error})"))?;
+    let stream = input.streams().best(ffmpeg::media::Type::Video).context("it has no video stream")?;
+    match stream.parameters().id() {
+        ffmpeg::codec::Id::H264 | ffmpeg::codec::Id::HEVC => Ok(()),
+        other => bail!("its video is {other:?}; expected H.264 or H.265"),
+    }
+}

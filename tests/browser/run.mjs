@@ -79,8 +79,9 @@ async function screenshot(page, name) {
 }
 
 /**
- * If the page shows the token form, fills it in with GATEWAY_TOKEN. The gateway asks only
- * when a request is refused (reads from loopback are open), so it may come at any time.
+ * If the page shows the token form, fills it in with GATEWAY_TOKEN. The gateway refuses
+ * camera and incident data without the token (issue 11), so the form comes at the first load;
+ * it may also come at any later time a request is refused.
  */
 async function serviceTokenForm(page) {
   const input = page.locator('#token-input');
@@ -134,6 +135,12 @@ async function consoleScenario(browser) {
   await waitUntil(page, 'the event stream to connect and the incidents to load', 30000,
     async () => (await page.locator('#connection[data-state="live"]').count())
       && (await page.locator('#incident-list[data-loaded="true"]').count()));
+  // The page read with the session cookie it got for the token: HttpOnly (scripts cannot
+  // read it), SameSite=Strict (no other site's page sends it).
+  const session = (await page.context().cookies()).find((cookie) => cookie.name === 'gateway_session');
+  check(session, 'no gateway_session cookie after the token was entered');
+  observed.session_cookie = { httpOnly: session.httpOnly, sameSite: session.sameSite };
+  observed.token_form_used_at_load = observed.token_form_used || 0;
   // Incidents already listed now were not "live": REQUIRE_LIVE wants one that comes later.
   const atLoad = new Set(await page.locator('li.incident').evaluateAll(
     (rows) => rows.map((row) => row.dataset.incidentId)));

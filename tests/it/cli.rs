@@ -72,6 +72,28 @@ fn detect_reports_an_unreadable_image_and_goes_on() {
     assert_eq!(String::from_utf8(output.stdout).unwrap().lines().count(), 1, "the good image is still processed");
 }
 
+/// Issue 11: a JPEG cut short decoded as grey and gave "0 detections" with exit 0.
+#[test]
+fn detect_reports_a_truncated_jpeg_and_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let whole = std::fs::read(shared_media("images/yolox_assets_dog.jpg")).unwrap();
+    let truncated = dir.path().join("truncated.jpg");
+    std::fs::write(&truncated, &whole[..whole.len() * 2 / 3]).unwrap();
+    let output = gateway()
+        .args(["detect", "--json"])
+        .arg(&truncated)
+        .arg(shared_media("images/yolox_assets_dog.jpg"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("truncated.jpg") && stderr.contains("truncated JPEG"), "{stderr}");
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(stdout.lines().count(), 1, "only the good image is reported on stdout: {stdout}");
+    let line: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert!(line["file"].as_str().unwrap().ends_with("yolox_assets_dog.jpg"), "{line}");
+}
+
 #[test]
 fn calibrate_json_reports_the_cost_of_one_analysed_frame() {
     let clip = shared_media("vtest_plaza_768x576_10fps_gop20.mp4");

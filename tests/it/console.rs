@@ -78,8 +78,19 @@ impl Gateway {
         (status.trim().parse().unwrap_or(0), body.to_string())
     }
 
+    /// Response headers of a GET, lower-cased names.
+    fn headers(&self, path: &str, token: Option<&str>) -> String {
+        let mut command = Command::new("curl");
+        command.args(["-s", "-D", "-", "-o", "/dev/null", &self.url(path)]);
+        if let Some(token) = token {
+            command.args(["-H", &format!("Authorization: Bearer {token}")]);
+        }
+        String::from_utf8_lossy(&command.output().expect("curl runs").stdout).to_ascii_lowercase()
+    }
+
+    /// GET with the token (camera and incident data need it, issue 11), as JSON.
     fn json(&self, path: &str) -> Value {
-        let (status, body) = self.http("GET", path, None, None);
+        let (status, body) = self.http("GET", path, Some(TOKEN), None);
         assert_eq!(status, 200, "GET {path}: {body}");
         serde_json::from_str(&body).unwrap()
     }
@@ -153,7 +164,8 @@ async fn console_answers_edits_zones_and_reloads_without_touching_other_cameras(
     let steward = Subscriber::start(broker.port, "console-watch", "lixia/#");
     let mut gateway = Gateway::start(broker.port, &cameras(""));
 
-    // Health and metrics, read-only and open on loopback.
+    // Health and metrics, read-only and open on loopback; camera and incident data need the
+    // token (issue 11).
     assert!(eventually(Duration::from_secs(30), || gateway.http("GET", "/healthz", None, None).0 == 200).await);
     let opened = eventually(Duration::from_secs(60), || !incidents_of(&gateway, "gate-8").is_empty()).await;
     assert!(opened, "no incident listed; logs:\n{}", gateway.stop());
@@ -168,8 +180,14 @@ async fn console_answers_edits_zones_and_reloads_without_touching_other_cameras(
     ] {
         assert!(metrics.lines().any(|l| l == expected), "{expected:?} missing from /metrics:\n{metrics}");
     }
-    let snapshot = gateway.http("GET", &format!("/api/incidents/{}/snapshot.jpg", encode(&id)), None, None);
+    let snapshot_path = format!("/api/incidents/{}/snapshot.jpg", encode(&id));
+    for path in [snapshot_path.as_str(), "/api/incidents", "/api/cameras", "/api/cameras/gate-8/frame.jpg"] {
+        assert_eq!(gateway.http("GET", path, None, None).0, 401, "{path} without the token");
+    }
+    let snapshot = gateway.http("GET", &snapshot_path, Some(TOKEN), None);
     assert_eq!(snapshot.0, 200, "snapshot: {}", &snapshot.1.chars().take(200).collect::<String>());
+    let headers = gateway.headers(&snapshot_path, Some(TOKEN));
+    assert!(headers.contains("cache-control: no-store"), "a snapshot may be cached:\n{headers}");
 
     // Answering needs the token; with it, the answer is recorded and echoed on MQTT.
     let answer = r#"{"action":"ack","by":"operator li"}"#;
@@ -239,7 +257,10 @@ async fn console_answers_edits_zones_and_reloads_without_touching_other_cameras(
     })
     .await;
     assert!(swapped, "reload did not add and remove cameras: {}", gateway.json("/api/cameras"));
-    let yard_cleared = incidents_of(&gateway, "yard").iter().all(|i| i["state"] != "open");
+    // The removal's `cleared` is committed by the run loop just after the swap is visible.
+    let yard_cleared =
+        eventually(Duration::from_secs(15), || incidents_of(&gateway, "yard").iter().all(|i| i["state"] != "open"))
+            .await;
     assert!(yard_cleared, "the removed camera's incident stayed open: {:?}", incidents_of(&gateway, "yard"));
     assert_eq!(camera(&gateway.json("/api/cameras"), "gate-8").unwrap()["since_ms"], gate_since);
     let logs = gateway.stop();
@@ -274,6 +295,10 @@ async fn browser_console_and_zone_editor() {
 
     let console = run_browser(&gateway, "console", "late", &artefacts, &[("REQUIRE_LIVE", "1")]);
     assert_eq!(console["state_after"], "acknowledged", "{console}");
+    // The token was asked for once, at load, and traded for an HttpOnly, SameSite=Strict cookie.
+    assert_eq!(console["token_form_used_at_load"], 1, "{console}");
+    assert_eq!(console["session_cookie"]["httpOnly"], true, "{console}");
+    assert_eq!(console["session_cookie"]["sameSite"], "Strict", "{console}");
     let id = console["incident_id"].as_str().unwrap().to_string();
     let echoed = eventually(Duration::from_secs(20), || {
         steward.on("/answers/misparked_bike").iter().any(|m| m.payload["incident_id"] == id.as_str())

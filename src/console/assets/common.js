@@ -1,7 +1,13 @@
 // Shared by the operator console (console.js) and the zone editor (editor.js): authenticated
 // fetch with the token form, images as object URLs, the live event stream (SSE read with
-// fetch, not EventSource, because EventSource cannot send an Authorization header), relative
-// times that tick, and a small DOM builder.
+// fetch, so a refusal can show the token form), relative times that tick, and a small DOM
+// builder.
+//
+// Authentication: the gateway wants the console token for every read of camera or incident
+// data and for every change. The operator enters it once; the page trades it for a session
+// cookie (POST /api/session: HttpOnly, SameSite=Strict, a hash of the token) that reads then
+// carry, and sends it as an Authorization header only with changes. The token is never put
+// in a URL.
 //
 // Plain script, no modules and no build step: it defines one global, `Gateway`.
 'use strict';
@@ -57,7 +63,8 @@ const Gateway = (() => {
               : `The gateway asked for a token (HTTP ${status}${reason ? `: ${reason}` : ''}). `,
           'Paste the console token: the contents of the file named by token_file in the ',
           'gateway\'s [console] configuration (or of the variable named by token_env). ',
-          'It is kept in this browser only and sent as an Authorization header, never in a URL. ',
+          'It is kept in this browser only: viewing uses a session cookie made from it, changes ',
+          'send it as an Authorization header, never in a URL. ',
           'If the gateway has no token configured, changes are refused for everyone.'),
         el('label', { for: 'token-input' }, 'Token'),
         el('div', { class: 'token-row' },
@@ -101,20 +108,44 @@ const Gateway = (() => {
   /** The gateway's idea of now, in ms since the epoch. */
   function now() { return Date.now() + clockOffsetMs; }
 
+  // One session request shared by every read refused meanwhile.
+  let sessionRequest = null;
+
+  /** Trades the token for the session cookie; resolves to whether the gateway took it. */
+  function startSession(value) {
+    if (!sessionRequest) {
+      sessionRequest = fetch('/api/session', {
+        method: 'POST', headers: { Authorization: `Bearer ${value}` }, cache: 'no-store',
+        credentials: 'same-origin',
+      }).then((response) => response.ok, () => false).finally(() => { sessionRequest = null; });
+    }
+    return sessionRequest;
+  }
+
   /**
-   * fetch() with the bearer token. On 401/403 it shows the token form, waits for a token and
-   * tries again, as often as the operator enters one (cancelling rejects the promise).
+   * fetch() as the console: reads carry the session cookie, changes the bearer token. On
+   * 401/403 a read first tries to start a session with the stored token; otherwise the token
+   * form is shown, and the request is tried again with what the operator enters, as often as
+   * they enter one (cancelling rejects the promise).
    */
   async function apiFetch(path, options = {}) {
+    const method = (options.method || 'GET').toUpperCase();
+    const reads = method === 'GET' || method === 'HEAD';
+    let sessionTried = false;
     for (;;) {
       const headers = new Headers(options.headers || {});
       const stored = token();
-      if (stored) headers.set('Authorization', `Bearer ${stored}`);
-      const response = await fetch(path, { ...options, headers, cache: 'no-store' });
+      if (stored && !reads) headers.set('Authorization', `Bearer ${stored}`);
+      const response = await fetch(path, { ...options, headers, cache: 'no-store', credentials: 'same-origin' });
       noteServerDate(response);
       if (response.status !== 401 && response.status !== 403) return response;
+      if (reads && stored && !sessionTried) {
+        sessionTried = true;
+        if (await startSession(stored)) continue;
+      }
       const body = await response.clone().json().catch(() => null);
-      await askForToken(response.status, body && typeof body.error === 'string' ? body.error : '');
+      const entered = await askForToken(response.status, body && typeof body.error === 'string' ? body.error : '');
+      if (reads) await startSession(entered);
     }
   }
 

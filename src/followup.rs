@@ -129,16 +129,25 @@ impl Followup {
         }
     }
 
+    /// Why [`Followup::answer`] would refuse `answer` (`Duplicate` or `TooMany`), if it would:
+    /// lets a caller drop a flood of refused answers after a read, without a write.
+    pub fn refuses(&self, answer: &Answer) -> Option<Answered> {
+        if self.answers.iter().any(|earlier| earlier.action == answer.action && earlier.by == answer.by) {
+            Some(Answered::Duplicate)
+        } else if self.answers.len() >= MAX_ANSWERS {
+            Some(Answered::TooMany)
+        } else {
+            None
+        }
+    }
+
     /// Records an answer. The same person giving an action they gave before is a duplicate,
     /// whatever its time: a redelivered message without `at_ms` gets a new arrival time, so
     /// the time cannot tell a redelivery (issue 11: 2000 messages became 1717 answers).
     /// Past [`MAX_ANSWERS`], answers are refused.
     pub fn answer(&mut self, answer: Answer) -> Answered {
-        if self.answers.iter().any(|earlier| earlier.action == answer.action && earlier.by == answer.by) {
-            return Answered::Duplicate;
-        }
-        if self.answers.len() >= MAX_ANSWERS {
-            return Answered::TooMany;
+        if let Some(refused) = self.refuses(&answer) {
+            return refused;
         }
         let first_false_alarm =
             answer.action == AckAction::FalseAlarm && !self.answers.iter().any(|a| a.action == AckAction::FalseAlarm);

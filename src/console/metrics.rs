@@ -240,7 +240,11 @@ pub fn render(snapshot: &Snapshot<'_>) -> String {
                 &delivery.acknowledged,
             ),
             ("gateway_mqtt_answers_total", "Answers recorded from stewards over MQTT.", &delivery.answers),
-            ("gateway_mqtt_answers_ignored_total", "Malformed or unknown answers ignored.", &delivery.answers_ignored),
+            (
+                "gateway_mqtt_answers_ignored_total",
+                "Answers dropped for any reason but duplication (by reason: gateway_mqtt_answers_dropped_total).",
+                &delivery.answers_ignored,
+            ),
             ("gateway_followups_fired_total", "Reminders and escalations sent.", &delivery.followups_fired),
         ];
         for (name, help, counter) in delivery_counters {

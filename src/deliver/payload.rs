@@ -119,10 +119,11 @@ pub fn incident_payload(
 /// MQTT 5 Maximum Packet Size the gateway announces, [`super::ANSWER_PACKET_MAX_BYTES`]) are
 /// acknowledged and dropped as `oversized`; the broker discards anything larger for us.
 pub const ANSWER_MAX_BYTES: usize = 4096;
-/// Longest `incident_id`, bytes: `camera:zone:kind:start_ms` with 64-character ids fits.
-pub const INCIDENT_ID_MAX_BYTES: usize = 256;
-/// Longest `by`, bytes (a name or phone id; about 40 Chinese characters).
-pub const BY_MAX_BYTES: usize = 128;
+/// Longest `incident_id`, characters: `camera:zone:kind:start_ms` with 64-character ids fits.
+/// In characters, as `maxLength` in `schemas/ack.v1.schema.json` counts.
+pub const INCIDENT_ID_MAX_CHARS: usize = 256;
+/// Longest `by`, characters (a name or a phone's id; at most 256 bytes of UTF-8).
+pub const BY_MAX_CHARS: usize = 64;
 /// How long before its incident opened an answer may say it was given (phones' clocks run
 /// off by minutes); earlier, the arrival time is recorded instead.
 pub const ANSWER_EARLY_SLACK_MS: i64 = 10 * 60_000;
@@ -173,11 +174,11 @@ pub fn parse_answer(bytes: &[u8]) -> Result<AckMessage, AckProblem> {
     let message: AckMessage =
         serde_json::from_slice(bytes).map_err(|error| AckProblem::Malformed(error.to_string()))?;
     let malformed = |problem: &str| Err(AckProblem::Malformed(problem.to_string()));
-    if message.incident_id.is_empty() || message.incident_id.len() > INCIDENT_ID_MAX_BYTES {
-        return malformed("incident_id must be 1-256 bytes");
+    if message.incident_id.is_empty() || message.incident_id.chars().count() > INCIDENT_ID_MAX_CHARS {
+        return malformed("incident_id must be 1-256 characters");
     }
-    if message.by.trim().is_empty() || message.by.len() > BY_MAX_BYTES {
-        return malformed("by must be 1-128 bytes, not only spaces");
+    if message.by.trim().is_empty() || message.by.chars().count() > BY_MAX_CHARS {
+        return malformed("by must be 1-64 characters, not only spaces");
     }
     if message.incident_id.chars().chain(message.by.chars()).any(char::is_control) {
         return malformed("incident_id and by must not hold control characters");
@@ -339,8 +340,8 @@ mod tests {
             ) {
                 if let Ok(message) = parse_answer(&bytes) {
                     prop_assert!(bytes.len() <= ANSWER_MAX_BYTES);
-                    prop_assert!((1..=INCIDENT_ID_MAX_BYTES).contains(&message.incident_id.len()));
-                    prop_assert!((1..=BY_MAX_BYTES).contains(&message.by.len()));
+                    prop_assert!((1..=INCIDENT_ID_MAX_CHARS).contains(&message.incident_id.chars().count()));
+                    prop_assert!((1..=BY_MAX_CHARS).contains(&message.by.chars().count()));
                     prop_assert!(!message.by.chars().any(char::is_control));
                 }
             }
@@ -356,8 +357,8 @@ mod tests {
                 let parsed = parse_answer(value.to_string().as_bytes());
                 if let Ok(message) = parsed {
                     prop_assert!(!extra);
-                    prop_assert!(message.incident_id.len() <= INCIDENT_ID_MAX_BYTES);
-                    prop_assert!(message.by.len() <= BY_MAX_BYTES);
+                    prop_assert!(message.incident_id.chars().count() <= INCIDENT_ID_MAX_CHARS);
+                    prop_assert!(message.by.chars().count() <= BY_MAX_CHARS);
                     prop_assert!(!message.incident_id.chars().chain(message.by.chars()).any(char::is_control));
                 }
             }
@@ -369,7 +370,7 @@ mod tests {
                 action in action(),
                 at in any::<Option<i64>>(),
             ) {
-                prop_assume!(!by.trim().is_empty() && by.len() <= BY_MAX_BYTES);
+                prop_assume!(!by.trim().is_empty());
                 let message = AckMessage { incident_id: id, action, by, at_ms: at };
                 let bytes = serde_json::to_vec(&message).unwrap();
                 prop_assert_eq!(parse_answer(&bytes), Ok(message));

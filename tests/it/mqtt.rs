@@ -424,8 +424,14 @@ fn payloads_and_acks_follow_the_schemas_in_the_repo() {
     let acks_good = [
         serde_json::json!({"incident_id": "a:b:c:1", "action": "resolved", "by": "wang", "at_ms": 5}),
         serde_json::json!({"incident_id": "a:b:c:1", "action": "false_alarm", "by": "wang"}),
+        serde_json::json!({"incident_id": "a:b:c:1", "action": "ack", "by": "王师傅 (grid 2)"}),
     ];
-    let acks_bad = [serde_json::json!({"incident_id": "a", "action": "maybe", "by": "wang"})];
+    let acks_bad = [
+        serde_json::json!({"incident_id": "a", "action": "maybe", "by": "wang"}),
+        serde_json::json!({"incident_id": "a", "action": "ack", "by": "wang\nINFO gateway: forged"}),
+        serde_json::json!({"incident_id": "a", "action": "ack", "by": "  "}),
+        serde_json::json!({"incident_id": "a", "action": "ack", "by": "x".repeat(65)}),
+    ];
     // Whatever the schema accepts, the gateway's parser accepts, and the other way round.
     for ack in &acks_good {
         assert!(gateway::deliver::payload::parse_ack(ack.to_string().as_bytes(), 0).is_ok());

@@ -260,8 +260,15 @@ async fn hostile_answers_never_stop_delivery_and_are_recorded_once() {
     let drop_lines = logs.lines().filter(|l| l.contains("steward answers dropped")).count();
     assert!(drop_lines <= 6, "{drop_lines} drop summaries for ~850 drops: logged per item?");
     assert!(!logs.contains("payload size limit"), "the packet limit dropped the connection");
+    // The 1.1 MB messages (queued and live) never reached the gateway: the broker discarded
+    // them for its MQTT 5 Maximum Packet Size.
+    assert!(
+        broker_log.matches("Dropping too large outgoing PUBLISH for gw-abuse").count() >= 2,
+        "the broker sent the 1.1 MB messages on: {}",
+        tail(&broker_log, 20)
+    );
 
-    let sizes = [("1.1 MB", broker_log.matches("Dropping too large outgoing PUBLISH").count())];
+    let sizes = [("1.1 MB", broker_log.matches("Dropping too large outgoing PUBLISH for gw-abuse").count())];
     eprintln!(
         "mqtt abuse: burst of 530 answers taken in {burst_seconds:.1} s ({:.0} answers/s), {connections} connection(s), \
          RSS {rss_before_kb} kB → {rss_after_kb} kB, broker discarded oversized: {sizes:?}, drops: {}",

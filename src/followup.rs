@@ -76,8 +76,11 @@ pub enum Answered {
         /// Counts towards the camera/zone's false-alarm counter.
         first_false_alarm: bool,
     },
-    /// Same action, sender and time as one already recorded (an MQTT redelivery).
+    /// The same sender gave the same action before (an MQTT redelivery, a double click, a
+    /// phone resending after a restart): no news.
     Duplicate,
+    /// Already [`MAX_ANSWERS`] answers: not recorded, and not echoed to anyone.
+    TooMany,
 }
 
 impl Followup {
@@ -126,18 +129,29 @@ impl Followup {
         }
     }
 
-    /// Records an answer. A redelivery (the same answer again) and a repeat (the same person
-    /// saying the same thing as their latest answer, e.g. a double click) are duplicates.
+    /// Why [`Followup::answer`] would refuse `answer` (`Duplicate` or `TooMany`), if it would:
+    /// lets a caller drop a flood of refused answers after a read, without a write.
+    pub fn refuses(&self, answer: &Answer) -> Option<Answered> {
+        if self.answers.iter().any(|earlier| earlier.action == answer.action && earlier.by == answer.by) {
+            Some(Answered::Duplicate)
+        } else if self.answers.len() >= MAX_ANSWERS {
+            Some(Answered::TooMany)
+        } else {
+            None
+        }
+    }
+
+    /// Records an answer. The same person giving an action they gave before is a duplicate,
+    /// whatever its time: a redelivered message without `at_ms` gets a new arrival time, so
+    /// the time cannot tell a redelivery (issue 11: 2000 messages became 1717 answers).
+    /// Past [`MAX_ANSWERS`], answers are refused.
     pub fn answer(&mut self, answer: Answer) -> Answered {
-        let repeat = self.answers.last().is_some_and(|last| last.action == answer.action && last.by == answer.by);
-        if repeat || self.answers.contains(&answer) {
-            return Answered::Duplicate;
+        if let Some(refused) = self.refuses(&answer) {
+            return refused;
         }
         let first_false_alarm =
             answer.action == AckAction::FalseAlarm && !self.answers.iter().any(|a| a.action == AckAction::FalseAlarm);
-        if self.answers.len() < MAX_ANSWERS {
-            self.answers.push(answer);
-        }
+        self.answers.push(answer);
         Answered::Recorded { first_false_alarm }
     }
 
@@ -183,9 +197,26 @@ mod tests {
         // change of answer is.
         let again = Answer { at_ms: 705_000, ..answer.clone() };
         assert_eq!(followup.answer(again), Answered::Duplicate);
-        let resolved = Answer { action: AckAction::Resolved, at_ms: 800_000, ..answer };
+        let resolved = Answer { action: AckAction::Resolved, at_ms: 800_000, ..answer.clone() };
         assert_eq!(followup.answer(resolved), Answered::Recorded { first_false_alarm: false });
+        // A redelivery of the first answer, after the second, is still a duplicate.
+        let redelivered = Answer { at_ms: 900_000, ..answer };
+        assert_eq!(followup.answer(redelivered), Answered::Duplicate);
         assert_eq!(followup.due(10_000_000, TIMERS), None);
+    }
+
+    #[test]
+    fn past_the_cap_answers_are_refused_not_recorded() {
+        let mut followup = Followup::opened(0);
+        for i in 0..MAX_ANSWERS {
+            let answer = Answer { action: AckAction::Ack, by: format!("steward-{i}"), at_ms: 1 };
+            assert_eq!(followup.answer(answer), Answered::Recorded { first_false_alarm: false });
+        }
+        let one_more = Answer { action: AckAction::FalseAlarm, by: "steward-x".into(), at_ms: 2 };
+        assert_eq!(followup.answer(one_more), Answered::TooMany);
+        let again = Answer { action: AckAction::Ack, by: "steward-0".into(), at_ms: 3 };
+        assert_eq!(followup.answer(again), Answered::Duplicate, "a duplicate stays a duplicate");
+        assert_eq!(followup.answers.len(), MAX_ANSWERS);
     }
 
     #[test]

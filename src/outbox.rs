@@ -32,6 +32,9 @@ const FOLLOWUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("followups"
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// `camera/zone/kind` → false alarms reported by stewards.
 const FALSE_ALARMS: TableDefinition<&str, u64> = TableDefinition::new("false_alarms");
+/// Record id → the bytes of an outbox record that could not be read, moved out of the way
+/// so the records behind it are still delivered (issue 12), and kept for a post-mortem.
+const DEAD: TableDefinition<u64, &[u8]> = TableDefinition::new("dead");
 
 /// Answered or cleared incidents are remembered this long for late answers.
 const FOLLOWUP_KEEP_MS: i64 = 7 * 86_400_000;
@@ -109,8 +112,11 @@ pub struct TrackedIncident {
 pub enum AnswerOutcome {
     /// No such incident (never opened here, or forgotten a week after it ended).
     UnknownIncident,
-    /// Already recorded (a redelivery).
+    /// Already recorded (a redelivery, or the same person giving the same answer again).
     Duplicate,
+    /// The incident holds its [`crate::followup::MAX_ANSWERS`] answers: neither recorded
+    /// nor echoed.
+    TooMany,
     /// Recorded; `false_alarms` is the camera/zone's new count when this was a first
     /// false alarm.
     Recorded {
@@ -145,6 +151,8 @@ pub struct Outbox {
     max_entries: u64,
     /// Ids of incidents whose follow-up state changed, sent after each commit.
     changes: tokio::sync::broadcast::Sender<String>,
+    /// Records in the dead table (quarantined since the file was created).
+    quarantined: std::sync::atomic::AtomicU64,
 }
 
 impl Outbox {
@@ -162,8 +170,14 @@ impl Outbox {
         txn.open_table(FOLLOWUPS).context("followups table")?;
         txn.open_table(FALSE_ALARMS).context("false alarm table")?;
         txn.open_table(META).context("outbox meta table")?;
+        let quarantined = txn.open_table(DEAD).context("outbox dead table")?.len().context("outbox dead table")?;
         txn.commit().context("outbox commit")?;
-        Ok(Outbox { db, max_entries: max_entries.max(1), changes: tokio::sync::broadcast::channel(1024).0 })
+        Ok(Outbox {
+            db,
+            max_entries: max_entries.max(1),
+            changes: tokio::sync::broadcast::channel(1024).0,
+            quarantined: quarantined.into(),
+        })
     }
 
     /// Commits `records` in one transaction (durable when this returns), then compacts the
@@ -240,18 +254,75 @@ impl Outbox {
         Ok(Enqueued { ids, compacted, depth })
     }
 
-    /// Up to `limit` records with ids greater than `after`, oldest first.
+    /// Up to `limit` records with ids greater than `after`, oldest first. A record that
+    /// cannot be read is moved to the dead table (counted in [`Outbox::quarantined`], logged)
+    /// and skipped: one bad record must not stall every record behind it.
     pub fn pending(&self, after: u64, limit: usize) -> anyhow::Result<Vec<(u64, OutboxRecord)>> {
-        let txn = self.db.begin_read().context("outbox read transaction")?;
-        let table = txn.open_table(EVENTS).context("outbox table")?;
         let mut records = Vec::new();
-        for entry in table.range(after + 1..).context("outbox scan")?.take(limit) {
-            let (key, value) = entry.context("outbox read")?;
-            let record = serde_json::from_slice(value.value())
-                .with_context(|| format!("outbox record {} is unreadable", key.value()))?;
-            records.push((key.value(), record));
+        let mut unreadable = Vec::new();
+        {
+            let txn = self.db.begin_read().context("outbox read transaction")?;
+            let table = txn.open_table(EVENTS).context("outbox table")?;
+            for entry in table.range(after + 1..).context("outbox scan")?.take(limit) {
+                let (key, value) = entry.context("outbox read")?;
+                match serde_json::from_slice(value.value()) {
+                    Ok(record) => records.push((key.value(), record)),
+                    Err(err) => unreadable.push((key.value(), err.to_string())),
+                }
+            }
+        }
+        if !unreadable.is_empty() {
+            self.quarantine(&unreadable)?;
         }
         Ok(records)
+    }
+
+    /// Moves unreadable records to the dead table, in one transaction, with one log line.
+    fn quarantine(&self, unreadable: &[(u64, String)]) -> anyhow::Result<()> {
+        let txn = self.db.begin_write().context("outbox write transaction")?;
+        {
+            let mut events = txn.open_table(EVENTS).context("outbox table")?;
+            let mut dead = txn.open_table(DEAD).context("outbox dead table")?;
+            for (id, _) in unreadable {
+                let Some(bytes) = events.remove(id).context("outbox remove")?.map(|v| v.value().to_vec()) else {
+                    continue;
+                };
+                dead.insert(id, bytes.as_slice()).context("outbox dead insert (disk full?)")?;
+            }
+        }
+        txn.commit().context("outbox commit")?;
+        let total = self.quarantined.fetch_add(unreadable.len() as u64, std::sync::atomic::Ordering::Relaxed)
+            + unreadable.len() as u64;
+        let (first_id, problem) = &unreadable[0];
+        tracing::error!(
+            count = unreadable.len(),
+            first_id,
+            problem = ?problem,
+            quarantined_total = total,
+            "unreadable outbox records moved to the dead table; delivery goes on"
+        );
+        Ok(())
+    }
+
+    /// Records moved to the dead table since the outbox file was created.
+    pub fn quarantined(&self) -> u64 {
+        self.quarantined.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Stores raw bytes as a record, bypassing serialisation: for tests of what an unreadable
+    /// record (a bug, a downgrade, a flipped bit) does to delivery.
+    #[doc(hidden)]
+    pub fn insert_raw_for_test(&self, bytes: &[u8]) -> anyhow::Result<u64> {
+        let txn = self.db.begin_write().context("outbox write transaction")?;
+        let id = {
+            let mut events = txn.open_table(EVENTS).context("outbox table")?;
+            let id = next_id(&txn, &events)?;
+            events.insert(id, bytes).context("outbox insert")?;
+            set_next_id(&txn, id + 1)?;
+            id
+        };
+        txn.commit().context("outbox commit")?;
+        Ok(id)
     }
 
     /// Removes an acknowledged record; `false` if it was already gone.
@@ -340,6 +411,7 @@ impl Outbox {
             };
             match tracked.followup.answer(answer.clone()) {
                 Answered::Duplicate => AnswerOutcome::Duplicate,
+                Answered::TooMany => AnswerOutcome::TooMany,
                 Answered::Recorded { first_false_alarm } => {
                     let bytes = serde_json::to_vec(&tracked).expect("followup serialises");
                     followups.insert(incident_id, bytes.as_slice()).context("followups insert")?;
@@ -579,6 +651,23 @@ mod tests {
         assert_eq!(outbox.answer(id, answer).unwrap(), AnswerOutcome::Duplicate);
         assert!(outbox.fire_due(10_000_000, &|_| TIMERS).unwrap().fired.is_empty());
         assert_eq!(outbox.false_alarms().unwrap(), vec![(key, 1)]);
+    }
+
+    #[test]
+    fn an_unreadable_record_is_quarantined_and_the_rest_still_come() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.redb");
+        {
+            let outbox = Outbox::open(&path, 100).unwrap();
+            outbox.enqueue(&[record(EventKind::Opened, 1)], 0).unwrap();
+            let bad = outbox.insert_raw_for_test(b"{\"schema\": 99, \"garbage\"").unwrap();
+            outbox.enqueue(&[record(EventKind::Updated, 2)], 0).unwrap();
+            let pending: Vec<u64> = outbox.pending(0, 10).unwrap().iter().map(|(id, _)| *id).collect();
+            assert_eq!(pending, vec![1, 3], "the bad record {bad} is skipped, not fatal");
+            assert_eq!((outbox.quarantined(), outbox.depth().unwrap()), (1, 2), "moved out of the outbox");
+            assert_eq!(outbox.pending(0, 10).unwrap().len(), 2, "and only once");
+        }
+        assert_eq!(Outbox::open(&path, 100).unwrap().quarantined(), 1, "the count survives a restart");
     }
 
     #[test]

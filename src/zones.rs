@@ -111,6 +111,10 @@ pub struct LifecycleParams {
     pub cooldown_ms: i64,
     /// An open incident is re-sent (`updated`) at least this often.
     pub heartbeat_ms: i64,
+    /// A changed count is sent (`updated`) at most this often, and only once the new count
+    /// held for [`crate::incident::COUNT_HELD_ANALYSES`] analyses in a row: flicker and
+    /// passing riders must not page a steward every analysed frame (issue 11).
+    pub update_min_interval_ms: i64,
 }
 
 /// A validated zone.

@@ -217,6 +217,10 @@ pub struct RawZone {
     /// (bin_area), 300000 (fall_watch).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub heartbeat_ms: Option<i64>,
+    /// Send a changed count (`updated`) at most this often, and only once the new count held
+    /// for 3 analyses in a row (flicker and passing riders are not news). Default 60000.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub update_min_interval_ms: Option<i64>,
     /// no_parking: a bike stationary this long raises. Default 300000.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dwell_ms: Option<i64>,

@@ -107,6 +107,12 @@ fn validate_zone(raw: &RawZone, path: &str, base_dir: &Path, problems: &mut Prob
         clear_after_ms: millis(problems, "clear_after_ms", raw.clear_after_ms, lifecycle_defaults.0),
         cooldown_ms: millis(problems, "cooldown_ms", raw.cooldown_ms, lifecycle_defaults.1),
         heartbeat_ms: millis(problems, "heartbeat_ms", raw.heartbeat_ms, lifecycle_defaults.2).max(1000),
+        update_min_interval_ms: millis(
+            problems,
+            "update_min_interval_ms",
+            raw.update_min_interval_ms,
+            if kind == ZoneKind::Mask { 0 } else { 60_000 },
+        ),
     };
     let rule = match kind {
         ZoneKind::NoParking => ZoneRule::Misparked(MisparkedParams {
@@ -245,7 +251,7 @@ fn validate_polygon(points: Option<&[[f32; 2]]>, path: &str, problems: &mut Prob
 
 /// The parameter keys of a zone, the kinds they apply to, and what they mean (for
 /// [`refuse_foreign_keys`] and the zone editor).
-const ZONE_KEYS: [(&str, &[ZoneKind], &str); 20] = [
+const ZONE_KEYS: [(&str, &[ZoneKind], &str); 21] = [
     ("classes", &[ZoneKind::NoParking, ZoneKind::FallWatch], "Detector classes considered."),
     ("min_score", &[ZoneKind::NoParking, ZoneKind::FallWatch], "Minimum detection score, 0–1."),
     ("min_area", &[ZoneKind::NoParking, ZoneKind::FallWatch], "Minimum box area, share of the frame."),
@@ -282,6 +288,11 @@ const ZONE_KEYS: [(&str, &[ZoneKind], &str); 20] = [
         &[ZoneKind::NoParking, ZoneKind::BinArea, ZoneKind::FallWatch],
         "Send an unchanged open incident again this often.",
     ),
+    (
+        "update_min_interval_ms",
+        &[ZoneKind::NoParking, ZoneKind::BinArea, ZoneKind::FallWatch],
+        "Send a changed count at most this often, once the new count held for 3 analyses.",
+    ),
 ];
 
 fn is_set(raw: &RawZone, key: &str) -> bool {
@@ -306,6 +317,7 @@ fn is_set(raw: &RawZone, key: &str) -> bool {
         "clear_after_ms" => raw.clear_after_ms.is_some(),
         "cooldown_ms" => raw.cooldown_ms.is_some(),
         "heartbeat_ms" => raw.heartbeat_ms.is_some(),
+        "update_min_interval_ms" => raw.update_min_interval_ms.is_some(),
         _ => false,
     }
 }
@@ -365,6 +377,7 @@ fn defaults_of(zone: &Zone) -> serde_json::Map<String, serde_json::Value> {
     map.insert("clear_after_ms".into(), serde_json::json!(zone.lifecycle.clear_after_ms));
     map.insert("cooldown_ms".into(), serde_json::json!(zone.lifecycle.cooldown_ms));
     map.insert("heartbeat_ms".into(), serde_json::json!(zone.lifecycle.heartbeat_ms));
+    map.insert("update_min_interval_ms".into(), serde_json::json!(zone.lifecycle.update_min_interval_ms));
     match &zone.rule {
         ZoneRule::Misparked(p) => {
             map.insert("dwell_ms".into(), serde_json::json!(p.dwell_ms));

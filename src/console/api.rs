@@ -488,6 +488,7 @@ async fn answer(State(shared): State<Arc<Shared>>, Path(id): Path<String>, body:
             Json(json!({ "outcome": "recorded" })).into_response()
         }
         Ok(Ok(AnswerOutcome::Duplicate)) => Json(json!({ "outcome": "duplicate" })).into_response(),
+        Ok(Ok(AnswerOutcome::TooMany)) => Json(json!({ "outcome": "too_many" })).into_response(),
         Ok(Ok(AnswerOutcome::UnknownIncident)) => {
             error(StatusCode::NOT_FOUND, format!("no incident {id:?} (or it ended over a week ago)")).into_response()
         }

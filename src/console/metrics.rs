@@ -240,12 +240,55 @@ pub fn render(snapshot: &Snapshot<'_>) -> String {
                 &delivery.acknowledged,
             ),
             ("gateway_mqtt_answers_total", "Answers recorded from stewards over MQTT.", &delivery.answers),
-            ("gateway_mqtt_answers_ignored_total", "Malformed or unknown answers ignored.", &delivery.answers_ignored),
+            (
+                "gateway_mqtt_answers_ignored_total",
+                "Answers dropped for any reason but duplication (by reason: gateway_mqtt_answers_dropped_total).",
+                &delivery.answers_ignored,
+            ),
             ("gateway_followups_fired_total", "Reminders and escalations sent.", &delivery.followups_fired),
         ];
         for (name, help, counter) in delivery_counters {
             family(&mut out, name, "counter", help);
             let _ = writeln!(out, "{name} {}", counter.load(Ordering::Relaxed));
+        }
+        family(
+            &mut out,
+            "gateway_mqtt_answers_dropped_total",
+            "counter",
+            "Answer messages acknowledged and dropped, by reason (larger than the MQTT 5 Maximum Packet Size, \
+             the broker discards them: see its log).",
+        );
+        for reason in crate::deliver::answers::DropReason::ALL {
+            let _ = writeln!(
+                out,
+                "gateway_mqtt_answers_dropped_total{{reason=\"{}\"}} {}",
+                reason.as_str(),
+                delivery.answers_dropped.get(reason)
+            );
+        }
+        let answer_gauges = [
+            (
+                "gateway_mqtt_answer_times_replaced_total",
+                "counter",
+                "Answers whose at_ms was out of bounds, recorded at their arrival time instead.",
+                delivery.answer_times_replaced.load(Ordering::Relaxed),
+            ),
+            (
+                "gateway_outbox_quarantined_total",
+                "counter",
+                "Unreadable outbox records moved to the dead table so the rest are delivered.",
+                delivery.records_quarantined.load(Ordering::Relaxed),
+            ),
+            (
+                "gateway_mqtt_answer_acks_queued",
+                "gauge",
+                "PUBACKs for answers waiting for room in the request channel (at most the Receive Maximum).",
+                delivery.answer_acks_queued.load(Ordering::Relaxed),
+            ),
+        ];
+        for (name, kind, help, value) in answer_gauges {
+            family(&mut out, name, kind, help);
+            let _ = writeln!(out, "{name} {value}");
         }
     }
 
@@ -363,6 +406,7 @@ mod tests {
         let cameras = registry.cameras();
         let delivery = crate::deliver::DeliveryStats::default();
         delivery.connected.store(true, Ordering::Relaxed);
+        delivery.answers_dropped.add(crate::deliver::answers::DropReason::WrongTopic);
         let mut latency = Summary::default();
         latency.record(0.5);
         latency.rotate();
@@ -414,6 +458,9 @@ mod tests {
             "gateway_detect_queue_depth 1",
             "gateway_outbox_depth 5",
             "gateway_mqtt_connected 1",
+            "gateway_mqtt_answers_dropped_total{reason=\"wrong_topic\"} 1",
+            "gateway_mqtt_answers_dropped_total{reason=\"oversized\"} 0",
+            "gateway_mqtt_answer_acks_queued 0",
             "gateway_incident_events_total{kind=\"misparked_bike\",event=\"opened\"} 3",
             "gateway_false_alarms_total{camera=\"gate-3\",zone=\"pavement\",kind=\"misparked_bike\"} 1",
             "gateway_config_reloads_total{result=\"rejected\"} 1",

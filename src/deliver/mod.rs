@@ -9,6 +9,25 @@
 //! clock tick (1 s) ──▶ outbox.fire_due() ──▶ reminders / escalations, committed like events
 //! ```
 //!
+//! MQTT 5 (rumqttc's `v5` client), because two of its CONNECT properties bound what the broker
+//! may send us, which MQTT 3.1.1 cannot (issue 11):
+//! - *Maximum Packet Size* ([`ANSWER_PACKET_MAX_BYTES`]): the broker discards a larger message
+//!   for us instead of sending it (MQTT 5 §3.1.2.11.4), so one 1 MB message on an ack topic
+//!   can no longer exceed the client's limit, drop the connection and be redelivered to our
+//!   persistent session at every reconnect, forever. Under 3.1.1 the only choices were a
+//!   limit the broker ignores (the loop) or no limit (any RSS an attacker likes). Answers
+//!   that fit but are over [`payload::ANSWER_MAX_BYTES`] are acknowledged and dropped here.
+//! - *Receive Maximum* ([`ANSWERS_IN_FLIGHT`]): the broker has at most that many answers
+//!   unacknowledged with us, so a burst (2000 acks from `mosquitto_pub -l`, or hundreds
+//!   queued while the gateway was down) arrives at our pace. Their PUBACKs (packet ids only)
+//!   wait in a local queue bounded by it (by the 65 535 packet ids for a broker that ignores
+//!   it) and go out as the request channel has room: a full channel no longer drops the
+//!   connection.
+//!
+//! Answers are accepted only on their incident's own ack topic, with their time bounded, and
+//! are recognised when redelivered; everything refused is counted by reason and logged once
+//! a minute ([`answers`]).
+//!
 //! rumqttc drops unacknowledged QoS 1 publishes when the broker has no session for us, and
 //! `publish()` returns no packet id. So the event loop is rebuilt for every connection (nothing
 //! of an old one is replayed behind our back), everything still in the outbox is sent again
@@ -19,26 +38,32 @@
 //! What it does not do: build incidents (the engine does) or decide what is worth sending
 //! (the outbox holds only what must go out).
 
+pub mod answers;
 pub mod payload;
 pub mod window;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Outgoing, Packet, QoS, TlsConfiguration, Transport};
+use rumqttc::v5::mqttbytes::v5::{LastWill, Packet, Publish};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use rumqttc::{Outgoing, TlsConfiguration, Transport};
 use serde_json::json;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::config::delivery::{EscalationConfig, MqttConfig};
+use crate::followup::Answer;
 use crate::followup::Timers;
 use crate::health::{CameraState, HealthRegistry};
 use crate::ingest::backoff::Backoff;
 use crate::outbox::{AnswerOutcome, Outbox};
+use answers::{DropCounters, DropLog, DropReason, RecentMessages};
 use window::{Carried, Window};
 
 /// Wall-clock milliseconds; injected so tests can move time (escalation timers).
@@ -69,8 +94,16 @@ pub struct DeliveryStats {
     pub acknowledged: AtomicU64,
     /// Steward answers recorded.
     pub answers: AtomicU64,
-    /// Ack messages ignored (malformed or for unknown incidents).
+    /// Ack messages ignored: every drop but duplicates (see `answers_dropped`).
     pub answers_ignored: AtomicU64,
+    /// Ack messages acknowledged to the broker and dropped, by reason.
+    pub answers_dropped: DropCounters,
+    /// Answers whose `at_ms` was out of bounds and replaced by their arrival time.
+    pub answer_times_replaced: AtomicU64,
+    /// PUBACKs for answers waiting for room in the request channel, as of the last look.
+    pub answer_acks_queued: AtomicU64,
+    /// Unreadable outbox records moved to the dead table (since the file was created).
+    pub records_quarantined: AtomicU64,
     /// Reminders and escalations fired.
     pub followups_fired: AtomicU64,
     /// Records in the outbox, as of the last look.
@@ -116,6 +149,8 @@ impl Delivery {
             stats: stats.clone(),
             shutdown,
             started_ms: 0,
+            recent: RecentMessages::new(RECENT_ANSWERS),
+            drop_log: DropLog::new(Instant::now()),
         };
         Ok(Delivery { wake, stats, task: tokio::spawn(task.run()) })
     }
@@ -183,10 +218,22 @@ struct Task {
     stats: Arc<DeliveryStats>,
     shutdown: CancellationToken,
     started_ms: i64,
+    recent: RecentMessages,
+    drop_log: DropLog,
 }
 
-/// rumqttc's packet-id range; our window stays below it so ids never collide.
+/// rumqttc's packet-id range (its outgoing in-flight limit, lowered to the broker's Receive
+/// Maximum); our window stays within it so ids never collide.
 const RUMQTTC_INFLIGHT: u16 = 100;
+/// MQTT 5 Maximum Packet Size the gateway announces: the broker discards larger messages
+/// for us. The gateway only subscribes to answers (about 150 bytes, capped at
+/// [`payload::ANSWER_MAX_BYTES`]); the rest is room for the topic and properties.
+pub const ANSWER_PACKET_MAX_BYTES: u32 = 16 * 1024;
+/// MQTT 5 Receive Maximum the gateway announces: answers the broker may have sent us
+/// unacknowledged at once. Bounds the queue of PUBACKs waiting for the request channel.
+pub const ANSWERS_IN_FLIGHT: u16 = 32;
+/// Answer messages remembered to recognise redeliveries.
+const RECENT_ANSWERS: usize = 4096;
 /// How often follow-ups and the hung-broker check run.
 const TICK: Duration = Duration::from_secs(1);
 /// How often the gateway's retained status is refreshed.
@@ -228,16 +275,21 @@ impl Task {
         let mut options = MqttOptions::new(mqtt.client_id.clone(), mqtt.host.clone(), mqtt.port);
         options
             .set_keep_alive(mqtt.keep_alive)
-            .set_clean_session(false)
+            // A persistent session: clean start off, and (MQTT 5) a session that outlives the
+            // connection; u32::MAX is "never expires", as clean_session = false was.
+            .set_clean_start(false)
+            .set_session_expiry_interval(Some(u32::MAX))
             .set_manual_acks(true)
-            .set_inflight(RUMQTTC_INFLIGHT)
-            .set_request_channel_capacity(mqtt.inflight + 64)
-            .set_max_packet_size(1 << 20, mqtt.snapshot_max_bytes * 4 / 3 + (64 << 10))
+            .set_outgoing_inflight_upper_limit(RUMQTTC_INFLIGHT)
+            .set_receive_maximum(Some(ANSWERS_IN_FLIGHT))
+            .set_max_packet_size(Some(ANSWER_PACKET_MAX_BYTES))
+            .set_request_channel_capacity(request_channel_capacity(mqtt.inflight))
             .set_last_will(LastWill::new(
                 self.gateway_topic(),
                 self.gateway_status("offline", Some("connection lost")),
                 QoS::AtLeastOnce,
                 true,
+                None,
             ))
             .set_transport(self.transport.clone());
         if let Some((username, password)) = &mqtt.credentials {
@@ -289,7 +341,8 @@ impl Task {
 
     /// One connection, from connecting until it is lost or the gateway stops.
     async fn session(&mut self) -> Ended {
-        let (client, mut event_loop) = AsyncClient::new(self.options(), self.settings.mqtt.inflight + 64);
+        let (client, mut event_loop) =
+            AsyncClient::new(self.options(), request_channel_capacity(self.settings.mqtt.inflight));
         let (events_tx, mut events) = mpsc::channel(256);
         // `EventLoop::poll` is not documented as cancel-safe: it gets a task of its own.
         let poller = AbortOnDrop(tokio::spawn(async move {
@@ -302,6 +355,12 @@ impl Task {
             }
         }));
         let mut window = Window::new(self.settings.mqtt.inflight);
+        // Packet ids of answers recorded (or dropped) whose PUBACK waits for room in the
+        // request channel. The broker sends at most ANSWERS_IN_FLIGHT unacknowledged answers
+        // (Receive Maximum); one that ignores it (mosquitto 2.0.11 was measured sending 1 944
+        // at once) is still bounded by the 65 535 packet ids, a few bytes each: the payloads
+        // are not kept.
+        let mut acks: VecDeque<(u16, QoS)> = VecDeque::new();
         // Retained statuses to publish, newest per topic, ahead of records.
         let mut statuses: BTreeMap<String, Vec<u8>> = BTreeMap::new();
         let mut connected = false;
@@ -315,7 +374,8 @@ impl Task {
                     None => return Ended::Lost("event loop ended".into()),
                     Some(Err(err)) => return Ended::Lost(err.to_string()),
                     Some(Ok(event)) => {
-                        if let Err(reason) = self.on_event(event, &client, &mut window, &mut connected, &mut statuses) {
+                        let handled = self.on_event(event, &client, &mut window, &mut connected, &mut statuses, &mut acks);
+                        if let Err(reason) = handled {
                             return Ended::Lost(reason);
                         }
                     }
@@ -323,6 +383,7 @@ impl Task {
                 () = self.wake.notified() => {}
                 _ = tick.tick() => {
                     self.fire_followups();
+                    self.log_drops();
                     if let Some(wait) = window.oldest_wait(Instant::now()) {
                         if wait > self.settings.mqtt.ack_timeout {
                             return Ended::Lost(format!(
@@ -345,30 +406,36 @@ impl Task {
                 }
                 () = self.shutdown.cancelled() => {
                     if connected {
-                        self.say_goodbye(&client, &mut events, &mut window).await;
+                        self.say_goodbye(&client, &mut events, &mut window, &mut acks).await;
                     }
                     drop(poller);
                     return Ended::Shutdown;
                 }
             }
+            send_acks(&client, &mut acks);
+            self.stats.answer_acks_queued.store(acks.len() as u64, Ordering::Relaxed);
             if connected {
-                if let Err(reason) = self.fill(&client, &mut window, &mut statuses, &mut cursor) {
-                    return Ended::Lost(reason);
-                }
+                self.fill(&client, &mut window, &mut statuses, &mut cursor);
             }
         }
     }
 
     fn on_event(
-        &self,
+        &mut self,
         event: Event,
         client: &AsyncClient,
         window: &mut Window,
         connected: &mut bool,
         statuses: &mut BTreeMap<String, Vec<u8>>,
+        acks: &mut VecDeque<(u16, QoS)>,
     ) -> Result<(), String> {
         match event {
             Event::Incoming(Packet::ConnAck(ack)) => {
+                // rumqttc cycles packet ids over the broker's Receive Maximum when it is
+                // lower than ours: the window must stay within it.
+                let broker_receive_max = ack.properties.as_ref().and_then(|p| p.receive_max).unwrap_or(u16::MAX);
+                let capacity = self.settings.mqtt.inflight.min(usize::from(broker_receive_max.min(RUMQTTC_INFLIGHT)));
+                window.set_capacity(capacity.max(1));
                 *connected = true;
                 self.stats.connected.store(true, Ordering::Relaxed);
                 self.stats.connections.fetch_add(1, Ordering::Relaxed);
@@ -377,6 +444,7 @@ impl Task {
                 info!(
                     session_present = ack.session_present,
                     outbox_depth = depth,
+                    window = window.capacity(),
                     "MQTT connected; sending the outbox"
                 );
                 let filter = payload::ack_filter(&self.settings.mqtt.topic_prefix);
@@ -401,9 +469,15 @@ impl Task {
                 }
             }
             Event::Incoming(Packet::Publish(publish)) => {
-                self.on_answer(&publish.topic, &publish.payload);
-                // Acknowledged only once the answer is on disk (or judged worthless).
-                client.try_ack(&publish).map_err(|err| format!("ack: {err}"))?;
+                match std::str::from_utf8(&publish.topic) {
+                    Ok(topic) => self.on_answer(topic, &publish.payload),
+                    Err(_) => self.dropped(DropReason::Malformed, || "topic is not UTF-8".into()),
+                }
+                // Acknowledged only once the answer is on disk (or judged worthless), in
+                // order, as the request channel has room (never by dropping the connection).
+                if publish.qos != QoS::AtMostOnce {
+                    acks.push_back((publish.pkid, publish.qos));
+                }
             }
             Event::Incoming(Packet::SubAck(ack)) => debug!(codes = ?ack.return_codes, "subscribed to answers"),
             _ => {}
@@ -411,33 +485,95 @@ impl Task {
         Ok(())
     }
 
-    /// A steward's answer: recorded, or logged and ignored; never fatal.
-    fn on_answer(&self, topic: &str, bytes: &[u8]) {
-        let (incident_id, answer) = match payload::parse_ack(bytes, self.clock.now_ms()) {
-            Ok(parsed) => parsed,
+    /// A steward's answer: recorded, or counted and dropped; never fatal. Taken only on its
+    /// incident's own ack topic, with its time bounded; a redelivery is recognised by its
+    /// bytes before the disk is touched.
+    fn on_answer(&mut self, topic: &str, bytes: &[u8]) {
+        if self.recent.contains(topic, bytes) {
+            self.dropped(DropReason::Duplicate, || format!("{topic:?}"));
+            return;
+        }
+        let received_ms = self.clock.now_ms();
+        let message = match payload::parse_answer(bytes) {
+            Ok(message) => message,
             Err(problem) => {
-                self.stats.answers_ignored.fetch_add(1, Ordering::Relaxed);
-                warn!(topic, problem = %problem, "malformed ack message ignored");
+                let reason = match problem {
+                    payload::AckProblem::Oversized(_) => DropReason::Oversized,
+                    payload::AckProblem::Malformed(_) => DropReason::Malformed,
+                };
+                self.dropped(reason, || format!("{topic:?}: {:?}", problem.to_string()));
+                self.recent.remember(topic, bytes);
                 return;
             }
         };
-        let (action, by) = (answer.action, answer.by.clone());
-        match self.outbox.answer(&incident_id, answer) {
-            Ok(AnswerOutcome::UnknownIncident) => {
-                self.stats.answers_ignored.fetch_add(1, Ordering::Relaxed);
-                warn!(topic, incident_id, "ack for an unknown incident ignored");
+        let incident_id = message.incident_id.as_str();
+        let incident = match self.outbox.incident(incident_id) {
+            Ok(Some(incident)) => incident,
+            Ok(None) => {
+                self.dropped(DropReason::UnknownIncident, || format!("{incident_id:?} on {topic:?}"));
+                self.recent.remember(topic, bytes);
+                return;
             }
-            Ok(AnswerOutcome::Duplicate) => debug!(incident_id, "repeated ack ignored"),
+            // Not remembered: a redelivery gets another chance.
+            Err(err) => {
+                return error!(error = format!("{err:#}"), incident_id = ?incident_id, "cannot read an incident")
+            }
+        };
+        let own_topic = payload::ack_topic(&self.settings.mqtt.topic_prefix, &incident.latest);
+        if topic != own_topic {
+            self.dropped(DropReason::WrongTopic, || format!("{incident_id:?} on {topic:?}, expected {own_topic:?}"));
+            self.recent.remember(topic, bytes);
+            return;
+        }
+        let (at_ms, replaced) = payload::answer_time_ms(message.at_ms, incident.followup.opened_at_ms, received_ms);
+        if replaced {
+            self.stats.answer_times_replaced.fetch_add(1, Ordering::Relaxed);
+            debug!(incident_id = ?incident_id, sent_at_ms = ?message.at_ms, at_ms, "answer time out of bounds: arrival time used");
+        }
+        let answer = Answer { action: message.action, by: message.by.clone(), at_ms };
+        // Refused answers are the flood's bulk (2000 from `mosquitto_pub -l`): judged on the
+        // state just read, they cost no write transaction. `Outbox::answer` judges again.
+        let outcome = match incident.followup.refuses(&answer) {
+            Some(crate::followup::Answered::TooMany) => Ok(AnswerOutcome::TooMany),
+            Some(_) => Ok(AnswerOutcome::Duplicate),
+            None => self.outbox.answer(incident_id, answer),
+        };
+        match outcome {
+            Ok(AnswerOutcome::UnknownIncident) => {
+                self.dropped(DropReason::UnknownIncident, || format!("{incident_id:?} on {topic:?}"))
+            }
+            Ok(AnswerOutcome::Duplicate) => self.dropped(DropReason::Duplicate, || format!("{incident_id:?}")),
+            Ok(AnswerOutcome::TooMany) => self.dropped(DropReason::TooMany, || format!("{incident_id:?}")),
             Ok(AnswerOutcome::Recorded { false_alarms }) => {
                 self.stats.answers.fetch_add(1, Ordering::Relaxed);
-                info!(incident_id, action = ?action, by = %by, "steward answered");
+                info!(incident_id = ?incident_id, action = ?message.action, by = ?message.by, "steward answered");
                 // Its echo was committed with it: publish it.
                 self.wake.notify_one();
                 if let Some((place, count)) = false_alarms {
-                    warn!(place = %place, count, "false alarm reported by a steward");
+                    warn!(place = ?place, count, "false alarm reported by a steward");
                 }
             }
-            Err(err) => error!(error = format!("{err:#}"), incident_id, "cannot record an answer"),
+            // Not remembered: a redelivery gets another chance.
+            Err(err) => {
+                return error!(error = format!("{err:#}"), incident_id = ?incident_id, "cannot record an answer")
+            }
+        }
+        self.recent.remember(topic, bytes);
+    }
+
+    /// Counts a dropped answer; `example` (debug-quoted) may appear in the next summary.
+    fn dropped(&mut self, reason: DropReason, example: impl FnOnce() -> String) {
+        self.stats.answers_dropped.add(reason);
+        if reason != DropReason::Duplicate {
+            self.stats.answers_ignored.fetch_add(1, Ordering::Relaxed);
+        }
+        self.drop_log.note(reason, example);
+    }
+
+    /// One line a minute at most about the answers dropped since the last.
+    fn log_drops(&mut self) {
+        if let Some((counts, examples)) = self.drop_log.take_due(Instant::now()) {
+            warn!(dropped = %counts, examples = %examples, "steward answers dropped (counted in /metrics)");
         }
     }
 
@@ -459,27 +595,34 @@ impl Task {
     }
 
     /// Requests publishes until the window is full: statuses first, then outbox records
-    /// after `cursor` in commit order.
+    /// after `cursor` in commit order. A full request channel is not an error: what did not
+    /// fit is requested again on the next turn (the event loop drains the channel meanwhile).
     fn fill(
         &self,
         client: &AsyncClient,
         window: &mut Window,
         statuses: &mut BTreeMap<String, Vec<u8>>,
         cursor: &mut u64,
-    ) -> Result<(), String> {
+    ) {
         while window.free() > 0 {
             let Some((topic, payload)) = statuses.pop_first() else { break };
-            client.try_publish(topic, QoS::AtLeastOnce, true, payload).map_err(|err| format!("publish: {err}"))?;
+            if client.try_publish(topic.clone(), QoS::AtLeastOnce, true, payload.clone()).is_err() {
+                // Unless a newer status for the topic arrived meanwhile.
+                statuses.entry(topic).or_insert(payload);
+                return;
+            }
             window.requested(Carried::Status);
         }
         if window.free() == 0 {
-            return Ok(());
+            return;
         }
-        let records = match self.outbox.pending(*cursor, window.free()) {
+        let records = self.outbox.pending(*cursor, window.free());
+        self.stats.records_quarantined.store(self.outbox.quarantined(), Ordering::Relaxed);
+        let records = match records {
             Ok(records) => records,
             Err(err) => {
                 error!(error = format!("{err:#}"), "cannot read the outbox");
-                return Ok(());
+                return;
             }
         };
         let mqtt = &self.settings.mqtt;
@@ -487,27 +630,32 @@ impl Task {
             let topic = payload::topic(&mqtt.topic_prefix, &self.settings.escalation, &record);
             let jpeg = record.snapshot.as_ref().and_then(|path| std::fs::read(path).ok());
             let body = payload::incident_payload(&mqtt.topic_prefix, &record, jpeg.as_deref(), mqtt.snapshot_max_bytes);
-            client.try_publish(topic, QoS::AtLeastOnce, false, body).map_err(|err| format!("publish: {err}"))?;
+            if client.try_publish(topic, QoS::AtLeastOnce, false, body).is_err() {
+                return;
+            }
             window.requested(Carried::Record(id));
             self.stats.published.fetch_add(1, Ordering::Relaxed);
             *cursor = id;
         }
-        Ok(())
     }
 
-    /// On a clean stop: retained "offline" status, the in-flight PUBACKs (briefly), DISCONNECT.
+    /// On a clean stop: retained "offline" status, the in-flight PUBACKs from the broker and
+    /// the queued ones to it (briefly: what is left is redelivered, and recognised, on the
+    /// next start), DISCONNECT.
     async fn say_goodbye(
         &self,
         client: &AsyncClient,
-        events: &mut mpsc::Receiver<Result<Event, rumqttc::ConnectionError>>,
+        events: &mut mpsc::Receiver<Result<Event, rumqttc::v5::ConnectionError>>,
         window: &mut Window,
+        acks: &mut VecDeque<(u16, QoS)>,
     ) {
         let goodbye = self.gateway_status("offline", Some("stopped"));
         if client.try_publish(self.gateway_topic(), QoS::AtLeastOnce, true, goodbye).is_ok() {
             window.requested(Carried::Status);
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-        while !window.is_empty() {
+        send_acks(client, acks);
+        while !window.is_empty() || !acks.is_empty() {
             match tokio::time::timeout_at(deadline, events.recv()).await {
                 Ok(Some(Ok(Event::Outgoing(Outgoing::Publish(pkid))))) => {
                     let _ = window.written(pkid, Instant::now());
@@ -520,9 +668,31 @@ impl Task {
                 Ok(Some(Ok(_))) => {}
                 _ => break,
             }
+            send_acks(client, acks);
         }
         let _ = client.try_disconnect();
         let _ = tokio::time::timeout(Duration::from_secs(1), events.recv()).await;
+    }
+}
+
+/// Room in the request channel for a full window of publishes, every answer the broker may
+/// have in flight to us, and the odd subscribe, status and disconnect.
+fn request_channel_capacity(inflight: usize) -> usize {
+    inflight + usize::from(ANSWERS_IN_FLIGHT) + 16
+}
+
+/// Sends the queued PUBACKs, oldest first, while the request channel takes them. A full
+/// channel leaves the rest for the next turn (the event loop drains it meanwhile); a closed
+/// one means the event loop stopped, whose own error ends the connection.
+fn send_acks(client: &AsyncClient, acks: &mut VecDeque<(u16, QoS)>) {
+    while let Some(&(pkid, qos)) = acks.front() {
+        // `try_ack` reads only the packet id and QoS.
+        let mut publish = Publish::new("", qos, Vec::new(), None);
+        publish.pkid = pkid;
+        if client.try_ack(&publish).is_err() {
+            break;
+        }
+        acks.pop_front();
     }
 }
 

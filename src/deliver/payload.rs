@@ -106,7 +106,7 @@ pub fn incident_payload(
             "grid": record.grid,
             "steward": record.steward,
         },
-        "ack_topic": format!("{}/ack", place_topic(prefix, record)),
+        "ack_topic": ack_topic(prefix, record),
         "followup": record.followup,
         "answer": record.answer,
         "snapshot": snapshot,
@@ -114,6 +114,22 @@ pub fn incident_payload(
     });
     serde_json::to_vec(&payload).expect("payload serialises")
 }
+
+/// Largest ack payload taken, bytes: a steward's answer is about 150. Larger ones (up to the
+/// MQTT 5 Maximum Packet Size the gateway announces, [`super::ANSWER_PACKET_MAX_BYTES`]) are
+/// acknowledged and dropped as `oversized`; the broker discards anything larger for us.
+pub const ANSWER_MAX_BYTES: usize = 4096;
+/// Longest `incident_id`, characters: `camera:zone:kind:start_ms` with 64-character ids fits.
+/// In characters, as `maxLength` in `schemas/ack.v1.schema.json` counts.
+pub const INCIDENT_ID_MAX_CHARS: usize = 256;
+/// Longest `by`, characters (a name or a phone's id; at most 256 bytes of UTF-8).
+pub const BY_MAX_CHARS: usize = 64;
+/// How long before its incident opened an answer may say it was given (phones' clocks run
+/// off by minutes); earlier, the arrival time is recorded instead.
+pub const ANSWER_EARLY_SLACK_MS: i64 = 10 * 60_000;
+/// How long after its arrival an answer may say it was given; later, the arrival time is
+/// recorded instead (an `at_ms` far ahead would keep the incident from ever expiring).
+pub const ANSWER_LATE_SLACK_MS: i64 = 60_000;
 
 /// A steward's answer as sent on an ack topic.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -130,17 +146,70 @@ pub struct AckMessage {
     pub at_ms: Option<i64>,
 }
 
-/// Parses an ack message; the error says what is wrong, for the log.
+/// Why an ack message was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AckProblem {
+    /// Over [`ANSWER_MAX_BYTES`]; the size.
+    Oversized(usize),
+    /// Not an ack message; what is wrong (for the log, debug-quoted there).
+    Malformed(String),
+}
+
+impl std::fmt::Display for AckProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AckProblem::Oversized(bytes) => write!(f, "{bytes} bytes is over the {ANSWER_MAX_BYTES}-byte cap"),
+            AckProblem::Malformed(problem) => f.write_str(problem),
+        }
+    }
+}
+
+/// Parses an ack message strictly: at most [`ANSWER_MAX_BYTES`], the schema's fields only,
+/// `incident_id` and `by` within their caps and free of control characters (they end up in
+/// logs, the console and stewards' phones). Never panics, whatever the bytes.
+pub fn parse_answer(bytes: &[u8]) -> Result<AckMessage, AckProblem> {
+    if bytes.len() > ANSWER_MAX_BYTES {
+        return Err(AckProblem::Oversized(bytes.len()));
+    }
+    let message: AckMessage =
+        serde_json::from_slice(bytes).map_err(|error| AckProblem::Malformed(error.to_string()))?;
+    let malformed = |problem: &str| Err(AckProblem::Malformed(problem.to_string()));
+    if message.incident_id.is_empty() || message.incident_id.chars().count() > INCIDENT_ID_MAX_CHARS {
+        return malformed("incident_id must be 1-256 characters");
+    }
+    if message.by.trim().is_empty() || message.by.chars().count() > BY_MAX_CHARS {
+        return malformed("by must be 1-64 characters, not only spaces");
+    }
+    if message.incident_id.chars().chain(message.by.chars()).any(char::is_control) {
+        return malformed("incident_id and by must not hold control characters");
+    }
+    Ok(message)
+}
+
+/// Parses an ack message into an answer, with `received_ms` as its time when it gives none.
+/// The time is taken as sent: [`answer_time_ms`] bounds it once the incident is known.
 pub fn parse_ack(bytes: &[u8], received_ms: i64) -> Result<(String, Answer), String> {
-    let message: AckMessage = serde_json::from_slice(bytes).map_err(|error| error.to_string())?;
-    if message.incident_id.is_empty() || message.incident_id.len() > 512 {
-        return Err("incident_id must be 1-512 characters".into());
-    }
-    if message.by.trim().is_empty() || message.by.len() > 256 {
-        return Err("by must be 1-256 characters".into());
-    }
+    let message = parse_answer(bytes).map_err(|problem| problem.to_string())?;
     let answer = Answer { action: message.action, by: message.by, at_ms: message.at_ms.unwrap_or(received_ms) };
     Ok((message.incident_id, answer))
+}
+
+/// The time recorded for an answer: the sender's `at_ms` if it falls between
+/// [`ANSWER_EARLY_SLACK_MS`] before the incident opened and [`ANSWER_LATE_SLACK_MS`] after the
+/// answer arrived, else the arrival time. The second value says whether it was replaced.
+pub fn answer_time_ms(sent_ms: Option<i64>, opened_at_ms: i64, received_ms: i64) -> (i64, bool) {
+    let earliest = opened_at_ms.saturating_sub(ANSWER_EARLY_SLACK_MS);
+    let latest = received_ms.saturating_add(ANSWER_LATE_SLACK_MS);
+    match sent_ms {
+        None => (received_ms, false),
+        Some(at_ms) if (earliest..=latest).contains(&at_ms) => (at_ms, false),
+        Some(_) => (received_ms, true),
+    }
+}
+
+/// The ack topic of a record's place: the only topic answers to its incident are taken from.
+pub fn ack_topic(prefix: &str, record: &OutboxRecord) -> String {
+    format!("{}/ack", place_topic(prefix, record))
 }
 
 #[cfg(test)]
@@ -227,8 +296,95 @@ mod tests {
             br#"{"incident_id":"a","action":"ack"}"#,
             br#"{"incident_id":"","action":"ack","by":"wang"}"#,
             br#"{"incident_id":"a","action":"ack","by":"wang","extra":1}"#,
+            br#"{"incident_id":"a","action":"ack","by":"wang\nINFO forged line"}"#,
+            br#"{"incident_id":"a\u001b[31m","action":"ack","by":"wang"}"#,
+            br#"{"incident_id":"a","action":"ack","by":"   "}"#,
         ] {
             assert!(parse_ack(bad, 0).is_err(), "{:?} accepted", String::from_utf8_lossy(bad));
+        }
+        let big = format!(r#"{{"incident_id":"a","action":"ack","by":"{}"}}"#, "x".repeat(ANSWER_MAX_BYTES));
+        assert_eq!(parse_answer(big.as_bytes()), Err(AckProblem::Oversized(big.len())));
+    }
+
+    #[test]
+    fn answer_times_are_bounded_by_the_incident_and_the_arrival() {
+        let (opened, received) = (1_000_000_000, 1_000_600_000);
+        // (sent, recorded, replaced)
+        let table = [
+            (None, received, false),
+            (Some(1_000_300_000), 1_000_300_000, false),
+            (Some(opened - ANSWER_EARLY_SLACK_MS), opened - ANSWER_EARLY_SLACK_MS, false),
+            (Some(opened - ANSWER_EARLY_SLACK_MS - 1), received, true),
+            (Some(received + ANSWER_LATE_SLACK_MS), received + ANSWER_LATE_SLACK_MS, false),
+            (Some(received + ANSWER_LATE_SLACK_MS + 1), received, true),
+            (Some(i64::MAX), received, true),
+            (Some(i64::MIN), received, true),
+        ];
+        for (sent, recorded, replaced) in table {
+            assert_eq!(answer_time_ms(sent, opened, received), (recorded, replaced), "sent {sent:?}");
+        }
+    }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn action() -> impl Strategy<Value = AckAction> {
+            prop_oneof![Just(AckAction::Ack), Just(AckAction::Resolved), Just(AckAction::FalseAlarm)]
+        }
+
+        proptest! {
+            #[test]
+            fn arbitrary_bytes_never_panic_and_what_passes_is_within_the_caps(
+                bytes in proptest::collection::vec(any::<u8>(), 0..6000)
+            ) {
+                if let Ok(message) = parse_answer(&bytes) {
+                    prop_assert!(bytes.len() <= ANSWER_MAX_BYTES);
+                    prop_assert!((1..=INCIDENT_ID_MAX_CHARS).contains(&message.incident_id.chars().count()));
+                    prop_assert!((1..=BY_MAX_CHARS).contains(&message.by.chars().count()));
+                    prop_assert!(!message.by.chars().any(char::is_control));
+                }
+            }
+
+            #[test]
+            fn json_shaped_garbage_never_panics(
+                id in ".{0,300}", by in ".{0,200}", at in any::<Option<i64>>(), extra in any::<bool>()
+            ) {
+                let mut value = serde_json::json!({"incident_id": id, "action": "ack", "by": by, "at_ms": at});
+                if extra {
+                    value["x"] = serde_json::json!(1);
+                }
+                let parsed = parse_answer(value.to_string().as_bytes());
+                if let Ok(message) = parsed {
+                    prop_assert!(!extra);
+                    prop_assert!(message.incident_id.chars().count() <= INCIDENT_ID_MAX_CHARS);
+                    prop_assert!(message.by.chars().count() <= BY_MAX_CHARS);
+                    prop_assert!(!message.incident_id.chars().chain(message.by.chars()).any(char::is_control));
+                }
+            }
+
+            #[test]
+            fn a_valid_answer_round_trips(
+                id in "[a-z0-9-]{1,64}:[a-z0-9-]{1,64}:[a-z_]{1,20}:[0-9]{1,13}",
+                by in "[^\\p{Cc}]{1,40}",
+                action in action(),
+                at in any::<Option<i64>>(),
+            ) {
+                prop_assume!(!by.trim().is_empty());
+                let message = AckMessage { incident_id: id, action, by, at_ms: at };
+                let bytes = serde_json::to_vec(&message).unwrap();
+                prop_assert_eq!(parse_answer(&bytes), Ok(message));
+            }
+
+            #[test]
+            fn a_recorded_time_is_never_far_ahead_of_arrival(
+                sent in any::<Option<i64>>(), opened in 0i64..4_000_000_000_000, delay in 0i64..1_000_000_000
+            ) {
+                let received = opened + delay;
+                let (at, _) = answer_time_ms(sent, opened, received);
+                prop_assert!(at <= received + ANSWER_LATE_SLACK_MS);
+                prop_assert!(at >= opened - ANSWER_EARLY_SLACK_MS);
+            }
         }
     }
 }

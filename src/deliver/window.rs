@@ -36,6 +36,17 @@ impl Window {
         Window { capacity, requested: VecDeque::new(), in_flight: HashMap::new() }
     }
 
+    /// Changes how many publishes may be outstanding (the broker's Receive Maximum, learnt
+    /// from its CONNACK, may be lower than ours). Already outstanding ones stay.
+    pub fn set_capacity(&mut self, capacity: usize) {
+        self.capacity = capacity;
+    }
+
+    /// How many publishes may be outstanding.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     /// How many more publishes may be requested now.
     pub fn free(&self) -> usize {
         self.capacity.saturating_sub(self.requested.len() + self.in_flight.len())

@@ -308,7 +308,12 @@ fn serve_hung(
             }
             match buffer[0] >> 4 {
                 1 => {
-                    let _ = stream.write_all(&[0x20, 0x02, 0x00, 0x00]); // CONNACK, accepted
+                    // CONNACK, accepted; MQTT 5 (protocol level 5, after the "MQTT" name)
+                    // adds an empty property length.
+                    let _ = match buffer.get(header + 6) {
+                        Some(5) => stream.write_all(&[0x20, 0x03, 0x00, 0x00, 0x00]),
+                        _ => stream.write_all(&[0x20, 0x02, 0x00, 0x00]),
+                    };
                 }
                 3 => per_connection.lock().unwrap()[index] += 1, // PUBLISH: never acknowledged
                 12 => {

@@ -272,6 +272,28 @@ async fn every_committed_event_arrives_after_the_gateway_is_killed() {
     );
 }
 
+/// Issue 12: one unreadable outbox record used to fail every read of the outbox, and delivery
+/// stalled behind it forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_outbox_record_is_quarantined_and_the_rest_delivered() {
+    let broker = Mosquitto::start();
+    let steward = Subscriber::start(broker.port, "steward-dead", "lixia/+/+/+/incidents/#");
+    let state = tempfile::tempdir().unwrap();
+    let gateway = Gateway::start(settings(broker.port, "", ""), state.path(), Arc::new(gateway::deliver::SystemClock));
+    gateway.commit(&[record("gate-2", 3, 1, EventKind::Opened)]);
+    gateway.outbox.insert_raw_for_test(b"{\"schema\": 1, \"event\": tru").unwrap();
+    let records: Vec<OutboxRecord> = (2..=5).map(|seq| record("gate-2", 3, seq, EventKind::Updated)).collect();
+    gateway.commit(&records);
+    let sent: BTreeSet<(String, u64)> =
+        (1..=5).map(|seq| ("gate-2:pavement:misparked_bike:3".to_string(), seq)).collect();
+    let all_there = eventually(Duration::from_secs(20), || steward.incident_events().is_superset(&sent)).await;
+    assert!(all_there, "delivery stalled behind the bad record: {:?}", steward.incident_events());
+    assert!(eventually(Duration::from_secs(10), || gateway.outbox.depth().unwrap() == 0).await, "outbox not drained");
+    assert_eq!(gateway.outbox.quarantined(), 1);
+    assert_eq!(gateway.delivery.as_ref().unwrap().stats.records_quarantined.load(Ordering::Relaxed), 1);
+    gateway.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_persistent_subscriber_that_was_offline_gets_everything_it_missed() {
     let broker = Mosquitto::start();
@@ -403,8 +425,14 @@ fn payloads_and_acks_follow_the_schemas_in_the_repo() {
     let acks_good = [
         serde_json::json!({"incident_id": "a:b:c:1", "action": "resolved", "by": "wang", "at_ms": 5}),
         serde_json::json!({"incident_id": "a:b:c:1", "action": "false_alarm", "by": "wang"}),
+        serde_json::json!({"incident_id": "a:b:c:1", "action": "ack", "by": "王师傅 (grid 2)"}),
     ];
-    let acks_bad = [serde_json::json!({"incident_id": "a", "action": "maybe", "by": "wang"})];
+    let acks_bad = [
+        serde_json::json!({"incident_id": "a", "action": "maybe", "by": "wang"}),
+        serde_json::json!({"incident_id": "a", "action": "ack", "by": "wang\nINFO gateway: forged"}),
+        serde_json::json!({"incident_id": "a", "action": "ack", "by": "  "}),
+        serde_json::json!({"incident_id": "a", "action": "ack", "by": "x".repeat(65)}),
+    ];
     // Whatever the schema accepts, the gateway's parser accepts, and the other way round.
     for ack in &acks_good {
         assert!(gateway::deliver::payload::parse_ack(ack.to_string().as_bytes(), 0).is_ok());

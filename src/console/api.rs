@@ -470,9 +470,14 @@ async fn answer(State(shared): State<Arc<Shared>>, Path(id): Path<String>, body:
             .into_response()
         }
     };
+    // The same rules as an answer over MQTT (deliver::payload): a name of 1-64 characters
+    // with no control characters, so neither path can put a forged log line or an unbounded
+    // string into the outbox, the echo or the stewards' phones.
     let by = body.by.trim();
-    if by.is_empty() || by.len() > 256 {
-        return error(StatusCode::BAD_REQUEST, "by must be 1-256 characters").into_response();
+    let max = crate::deliver::payload::BY_MAX_CHARS;
+    if by.is_empty() || by.chars().count() > max || by.chars().any(char::is_control) {
+        return error(StatusCode::BAD_REQUEST, format!("by must be 1-{max} characters, no control characters"))
+            .into_response();
     }
     let answer = Answer { action: body.action, by: by.to_string(), at_ms: epoch_ms(std::time::SystemTime::now()) };
     let outbox = shared.outbox.clone();

@@ -243,8 +243,13 @@
       const result = await apiJson(`/api/incidents/${encodeURIComponent(view.incident_id)}/answer`,
         { json: { action, by: operatorName() } });
       if (result.ok) {
-        const duplicate = result.body && result.body.outcome === 'duplicate';
-        announce(`${spec.done}${duplicate ? ' (already recorded)' : ''}: ${kindLabel(view.kind)} at ${place(view)}`);
+        const outcome = result.body && result.body.outcome;
+        if (outcome === 'too_many') {
+          showIncidentMessage(`${spec.label} not recorded for ${view.incident_id}: it already has the most answers an incident keeps`);
+        } else {
+          const duplicate = outcome === 'duplicate';
+          announce(`${spec.done}${duplicate ? ' (already recorded)' : ''}: ${kindLabel(view.kind)} at ${place(view)}`);
+        }
       } else {
         const why = result.body && result.body.error ? result.body.error : `HTTP ${result.status}`;
         showIncidentMessage(`${spec.label} failed for ${view.incident_id}: ${why}`);

@@ -402,3 +402,54 @@ dwell_ms = 3000
     assert!(logs.longest_line <= 4096, "a log line of {} bytes", logs.longest_line);
     assert!(peak_rss < PEAK_RSS_LIMIT_BYTES, "peak RSS {} MiB", peak_rss >> 20);
 }
+
+/// A sink that panics on the first frame of each session: a bug triggered by a camera's data.
+struct PanickingSink;
+
+impl gateway::ingest::FrameSink for PanickingSink {
+    fn push(&mut self, _frame: gateway::ingest::EncodedFrame) {
+        panic!("a bug reached by this camera's frame");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_camera_whose_session_panics_is_shown_offline_with_the_panic_and_restarted_with_backoff() {
+    // Issue 12: the camera task died with the panic, and the camera was never tried again.
+    let server = super::super::support::RtspServer::start(false);
+    let dir = tempfile::tempdir().unwrap();
+    let text = super::super::support::config_text(&format!(
+        "[cameras.buggy]\nurl = \"{}\"\nanalysis_interval_ms = 1000\n",
+        server.url("h264")
+    ));
+    let config = gateway::config::parse(&text, dir.path()).unwrap_or_else(|p| panic!("test config: {p}"));
+    let camera = config.cameras[0].clone();
+    let registry = gateway::health::HealthRegistry::default();
+    let mut changes = registry.subscribe();
+    let health = registry.camera(&camera.id);
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(gateway::ingest::supervise_camera(
+        camera,
+        config.ingest.clone(),
+        health.clone(),
+        Box::new(PanickingSink),
+        shutdown.clone(),
+    ));
+    let panic = gateway::health::CameraErrorKind::Panic;
+    let restarted = eventually(Duration::from_secs(60), || health.errors(panic) >= 3).await;
+    shutdown.cancel();
+    task.await.expect("the camera task itself never panics");
+    assert!(restarted, "panicking sessions were not retried: {} panics, {:?}", health.errors(panic), health.snapshot());
+    assert_eq!(health.state(), gateway::health::CameraState::Stopped);
+    assert!(health.counters.reconnects.load(Ordering::Relaxed) >= 3);
+    // Between attempts the camera is shown offline with the panic as its reason.
+    let mut offline_reasons = Vec::new();
+    while let Ok(change) = changes.try_recv() {
+        if change.state == gateway::health::CameraState::Offline {
+            offline_reasons.push(change.reason.unwrap_or_default());
+        }
+    }
+    assert!(
+        offline_reasons.iter().any(|r| r.contains("panicked") && r.contains("a bug reached by this camera's frame")),
+        "{offline_reasons:?}"
+    );
+}

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::broadcast;
 
 use crate::config::CameraId;
+use crate::logging::{LogLimiter, LogVerdict};
 
 /// A duration's count, sum and maxima, seconds (latencies, revisits). `recent_max` covers the current and the
 /// previous period of the run loop's statistics (10 s each), so a scrape every few seconds
@@ -209,6 +210,13 @@ impl CameraErrorKind {
     }
 }
 
+/// A camera's repeating log lines (offline, streaming again, a decoder that will not open):
+/// each kind at most once per this interval, with the count held back since.
+pub const LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// At most this many such lines per camera and [`LOG_INTERVAL`], whatever the kinds.
+pub const LOG_MAX_LINES_PER_INTERVAL: u32 = 10;
+
 /// A state change, as broadcast.
 #[derive(Debug, Clone)]
 pub struct StateChange {
@@ -272,10 +280,27 @@ pub struct CameraHealth {
     record: Mutex<StateRecord>,
     last_frame: Mutex<Option<Instant>>,
     last_skip: Mutex<Option<Instant>>,
+    log_limit: Mutex<LogLimiter<&'static str>>,
     changes: broadcast::Sender<StateChange>,
 }
 
 impl CameraHealth {
+    /// Whether a line of `kind` about this camera may be written now: `Some(suppressed)`, the
+    /// count held back since the previous line, or `None` (held back and counted in
+    /// `log_lines_suppressed`). Every stage logs what a camera can make it repeat through
+    /// this, so one camera writes at most [`LOG_MAX_LINES_PER_INTERVAL`] such lines a minute.
+    pub fn allow_log(&self, kind: &'static str) -> Option<u64> {
+        let verdict =
+            self.log_limit.lock().unwrap_or_else(std::sync::PoisonError::into_inner).check(Instant::now(), kind);
+        match verdict {
+            LogVerdict::Log { suppressed } => Some(suppressed),
+            LogVerdict::Suppress => {
+                self.counters.log_lines_suppressed.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
     /// Current state.
     pub fn state(&self) -> CameraState {
         self.record.lock().unwrap().state
@@ -434,6 +459,7 @@ impl HealthRegistry {
                     }),
                     last_frame: Mutex::new(None),
                     last_skip: Mutex::new(None),
+                    log_limit: Mutex::new(LogLimiter::new(LOG_INTERVAL, LOG_MAX_LINES_PER_INTERVAL)),
                     changes: self.changes.clone(),
                 })
             })
@@ -524,5 +550,9 @@ mod tests {
         camera.record_error(CameraErrorKind::ResponseRefused);
         assert_eq!(camera.errors(CameraErrorKind::ResponseRefused), 1);
         assert_eq!(camera.errors(CameraErrorKind::Connect), 0);
+        // The camera's log limit: a repeat within the interval is held back and counted.
+        assert_eq!(camera.allow_log("connect"), Some(0));
+        assert_eq!(camera.allow_log("connect"), None);
+        assert_eq!(camera.counters.log_lines_suppressed.load(Ordering::Relaxed), 1);
     }
 }

@@ -433,7 +433,9 @@ fn decode_keyframe(
         *decoder = match Decoder::open(key) {
             Ok(opened) => Some(opened),
             Err(error) => {
-                warn!(error = format!("{error:#}"), "cannot open decoder");
+                if let Some(suppressed) = camera.allow_log("decoder_open") {
+                    warn!(error = format!("{error:#}"), suppressed, "cannot open decoder");
+                }
                 camera.counters.decode_errors.fetch_add(1, Ordering::Relaxed);
                 return None;
             }
@@ -464,7 +466,9 @@ fn prepare(
     let letterbox = match letterboxer.run(picture, &mut tensor) {
         Ok(letterbox) => letterbox,
         Err(error) => {
-            warn!(error = format!("{error:#}"), "preprocessing failed");
+            if let Some(suppressed) = camera.allow_log("preprocessing") {
+                warn!(error = format!("{error:#}"), suppressed, "preprocessing failed");
+            }
             camera.counters.decode_errors.fetch_add(1, Ordering::Relaxed);
             return None;
         }
@@ -569,8 +573,13 @@ fn every_frame_worker(
         }
         let key = DecoderKey { codec: frame.codec, extradata: frame.extradata.clone() };
         if decoder.as_ref().is_none_or(|d| *d.key() != key) {
-            decoder =
-                Decoder::open(key).map_err(|error| warn!(error = format!("{error:#}"), "cannot open decoder")).ok();
+            decoder = Decoder::open(key)
+                .map_err(|error| {
+                    if let Some(suppressed) = camera.allow_log("decoder_open") {
+                        warn!(error = format!("{error:#}"), suppressed, "cannot open decoder");
+                    }
+                })
+                .ok();
         }
         let Some(decoder) = decoder.as_mut() else {
             camera.counters.decode_errors.fetch_add(1, Ordering::Relaxed);

@@ -11,7 +11,6 @@ pub mod file;
 pub mod relay;
 pub mod rtsp;
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,7 +20,6 @@ use tracing::{info, warn, Instrument};
 
 use crate::config::{CameraConfig, IngestConfig, SourceSpec};
 use crate::health::{CameraErrorKind, CameraHealth, CameraState};
-use crate::logging::{LogLimiter, LogVerdict};
 use backoff::Backoff;
 
 /// The video codecs the gateway ingests.
@@ -62,39 +60,6 @@ pub trait FrameSink: Send {
 /// Sessions that stream video for at least this long count as healthy: the backoff resets.
 const STABLE_SESSION: Duration = Duration::from_secs(30);
 
-/// A camera's repeating log lines (offline, streaming again, waiting out stale sessions):
-/// each kind at most once per this interval, with the count held back since.
-pub const LOG_INTERVAL: Duration = Duration::from_secs(60);
-
-/// At most this many such lines per camera and [`LOG_INTERVAL`], whatever the kinds.
-pub const LOG_MAX_LINES_PER_INTERVAL: u32 = 10;
-
-/// One camera's rate-limited log: lines it would repeat go through [`CameraLog::allow`], and
-/// what is held back is counted (`gateway_camera_log_lines_suppressed_total`).
-pub struct CameraLog {
-    limiter: LogLimiter<&'static str>,
-    health: Arc<CameraHealth>,
-}
-
-impl CameraLog {
-    /// A fresh limit for `health`'s camera.
-    pub fn new(health: Arc<CameraHealth>) -> Self {
-        CameraLog { limiter: LogLimiter::new(LOG_INTERVAL, LOG_MAX_LINES_PER_INTERVAL), health }
-    }
-
-    /// `Some(suppressed)` when a line of `kind` may be written now (with the count held back
-    /// since the previous line); `None` when it is held back, and counted.
-    pub fn allow(&mut self, kind: &'static str) -> Option<u64> {
-        match self.limiter.check(Instant::now(), kind) {
-            LogVerdict::Log { suppressed } => Some(suppressed),
-            LogVerdict::Suppress => {
-                self.health.counters.log_lines_suppressed.fetch_add(1, Ordering::Relaxed);
-                None
-            }
-        }
-    }
-}
-
 /// Runs one camera until `shutdown`: connect, stream, and on failure report and back off.
 pub async fn supervise_camera(
     camera: CameraConfig,
@@ -107,7 +72,6 @@ pub async fn supervise_camera(
     async move {
         let mut backoff = Backoff::new(ingest.reconnect_initial, ingest.reconnect_max);
         let session_group = Arc::new(retina::client::SessionGroup::default().named(camera.id.to_string()));
-        let mut log = CameraLog::new(health.clone());
         // Started on the first attempt and kept for the camera's life (see `relay`).
         let mut relay: Option<relay::Relay> = None;
         info!(source = %camera.source.describe(), "camera starting");
@@ -117,7 +81,7 @@ pub async fn supervise_camera(
             let result = match &camera.source {
                 SourceSpec::Rtsp { url, credentials, transport } => {
                     let target = rtsp::RtspTarget { url, credentials: credentials.as_ref(), transport: *transport };
-                    let attempt = rtsp::stream_relayed(&target, &ingest, &session_group, &mut relay, &health, sink.as_mut(), &mut log);
+                    let attempt = rtsp::stream_relayed(&target, &ingest, &session_group, &mut relay, &health, sink.as_mut());
                     tokio::select! {
                         result = catch_panic(attempt) => result,
                         () = shutdown.cancelled() => break,
@@ -145,7 +109,7 @@ pub async fn supervise_camera(
             health.record_reconnect();
             health.record_error(kind);
             let reason = health.set_offline(describe_failure(&error));
-            if let Some(suppressed) = log.allow(kind.as_str()) {
+            if let Some(suppressed) = health.allow_log(kind.as_str()) {
                 warn!(kind = kind.as_str(), reason = %reason, retry_in_ms = delay.as_millis() as u64, attempt = backoff.attempt(), suppressed, "camera offline");
             }
             tokio::select! {

@@ -29,7 +29,7 @@ use retina::codec::{CodecItem, FrameFormat};
 use tracing::{debug, info};
 
 use super::relay::Relay;
-use super::{CameraLog, EncodedFrame, FrameSink, VideoCodec};
+use super::{EncodedFrame, FrameSink, VideoCodec};
 use crate::config::{IngestConfig, RtspCredentials, RtspTransport};
 use crate::health::CameraHealth;
 
@@ -53,12 +53,11 @@ pub async fn stream_relayed(
     relay: &mut Option<Relay>,
     health: &CameraHealth,
     sink: &mut dyn FrameSink,
-    log: &mut CameraLog,
 ) -> anyhow::Result<()> {
     if target.transport == RtspTransport::Tcp && relay.is_none() {
         *relay = Some(Relay::start(target.url, ingest.connect_timeout).await.context("start the bounded RTSP relay")?);
     }
-    stream(target, ingest, session_group, relay.as_ref(), health, sink, log).await
+    stream(target, ingest, session_group, relay.as_ref(), health, sink).await
 }
 
 /// Streams one RTSP session into `sink` until it fails; through `relay` if given.
@@ -69,11 +68,10 @@ pub async fn stream(
     relay: Option<&Relay>,
     health: &CameraHealth,
     sink: &mut dyn FrameSink,
-    log: &mut CameraLog,
 ) -> anyhow::Result<()> {
     // A failure left from an earlier session (or its TEARDOWN) is not this session's.
     let _ = relay.and_then(Relay::take_failure);
-    let result = stream_session(target, ingest, session_group, relay, health, sink, log).await;
+    let result = stream_session(target, ingest, session_group, relay, health, sink).await;
     match (result, relay.and_then(Relay::take_failure)) {
         // What `retina` saw was the relay cutting the connection: say why it was cut.
         (Err(_), Some(failure)) => {
@@ -90,11 +88,10 @@ async fn stream_session(
     relay: Option<&Relay>,
     health: &CameraHealth,
     sink: &mut dyn FrameSink,
-    log: &mut CameraLog,
 ) -> anyhow::Result<()> {
     let stale = session_group.stale_sessions();
     if stale.num_sessions > 0 {
-        if let Some(suppressed) = log.allow("stale_sessions") {
+        if let Some(suppressed) = health.allow_log("stale_sessions") {
             info!(sessions = stale.num_sessions, suppressed, "waiting out stale sessions before reconnecting");
         }
         session_group.await_stale_sessions(&stale).await;
@@ -102,7 +99,7 @@ async fn stream_session(
     let (mut session, codec) = tokio::time::timeout(ingest.connect_timeout, connect(target, relay, session_group))
         .await
         .with_context(|| format!("connect to {} timed out after {:?}", target.url, ingest.connect_timeout))??;
-    if let Some(suppressed) = log.allow("streaming") {
+    if let Some(suppressed) = health.allow_log("streaming") {
         info!(url = %target.url, codec = ?codec, suppressed, "streaming");
     }
 
@@ -227,10 +224,9 @@ pub async fn first_keyframe(target: &RtspTarget<'_>, ingest: &IngestConfig) -> a
     let group = Arc::new(SessionGroup::default());
     let health = crate::health::HealthRegistry::default()
         .camera(&crate::config::CameraId::try_new("snapshot").expect("valid id"));
-    let mut log = CameraLog::new(health.clone());
     let limit = ingest.connect_timeout + ingest.no_frame_timeout;
     let mut relay = None;
-    let streaming = stream_relayed(target, ingest, &group, &mut relay, &health, &mut sink, &mut log);
+    let streaming = stream_relayed(target, ingest, &group, &mut relay, &health, &mut sink);
     tokio::select! {
         result = streaming => Err(result.err().unwrap_or_else(|| anyhow::anyhow!("session ended"))),
         frame = receiver => frame.context("no keyframe"),

@@ -54,14 +54,14 @@ impl Summary {
 pub enum CameraState {
     /// Configured, not yet tried.
     Starting,
-    /// Connecting (or reconnecting).
+    /// Connecting for the first time (a retry after a failure stays [`CameraState::Offline`]).
     Connecting,
     /// Frames are flowing.
     Online,
     /// Frames are flowing but some are skipped (the reason says which stage was busy);
     /// back to online once none has been skipped for [`DEGRADED_HOLD`].
     Degraded,
-    /// The last attempt failed; waiting to retry. The reason says why.
+    /// The last attempt failed; waiting to retry, or retrying. The reason says why.
     Offline,
     /// Shut down.
     Stopped,

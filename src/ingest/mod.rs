@@ -76,7 +76,12 @@ pub async fn supervise_camera(
         let mut relay: Option<relay::Relay> = None;
         info!(source = %camera.source.describe(), "camera starting");
         loop {
-            health.set_state(CameraState::Connecting, None);
+            // A retry stays "offline" with the last failure's reason until video flows: flipping
+            // to "connecting" and back on every attempt republished the retained status twice
+            // per attempt and hid the reason half of the time.
+            if health.state() != CameraState::Offline {
+                health.set_state(CameraState::Connecting, None);
+            }
             let started = Instant::now();
             let result = match &camera.source {
                 SourceSpec::Rtsp { url, credentials, transport } => {

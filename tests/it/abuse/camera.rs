@@ -393,6 +393,9 @@ dwell_ms = 3000
     for id in ["bad-huge", "bad-headers", "bad-page"] {
         let series = format!("gateway_camera_errors_total{{camera=\"{id}\",kind=\"response_refused\"}} ");
         assert!(metric(&metrics, &series).unwrap_or(0.0) >= 1.0, "{id}: no refusal counted");
+        // The same failure again and again is one retained status, not two per attempt.
+        let published = statuses.iter().filter(|s| s.0.ends_with(&format!("/{id}"))).count();
+        assert!(published <= 5, "{id}: {published} retained statuses for one repeating failure");
     }
     let suppressed: f64 = BAD
         .iter()

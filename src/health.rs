@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::broadcast;
 
 use crate::config::CameraId;
+use crate::logging::{LogLimiter, LogVerdict};
 
 /// A duration's count, sum and maxima, seconds (latencies, revisits). `recent_max` covers the current and the
 /// previous period of the run loop's statistics (10 s each), so a scrape every few seconds
@@ -53,14 +54,14 @@ impl Summary {
 pub enum CameraState {
     /// Configured, not yet tried.
     Starting,
-    /// Connecting (or reconnecting).
+    /// Connecting for the first time (a retry after a failure stays [`CameraState::Offline`]).
     Connecting,
     /// Frames are flowing.
     Online,
     /// Frames are flowing but some are skipped (the reason says which stage was busy);
     /// back to online once none has been skipped for [`DEGRADED_HOLD`].
     Degraded,
-    /// The last attempt failed; waiting to retry. The reason says why.
+    /// The last attempt failed; waiting to retry, or retrying. The reason says why.
     Offline,
     /// Shut down.
     Stopped,
@@ -106,6 +107,116 @@ impl SkipReason {
     }
 }
 
+/// The most bytes a camera's reason may have, wherever it is shown (logs, the retained MQTT
+/// status, the console API, SSE). A reason comes from the camera's error chain, which quotes
+/// what the camera sent: a camera answering DESCRIBE with a 500 KB page made a 501 KB retained
+/// status, over the broker's packet limit, and stopped all delivery (issue 11).
+pub const REASON_MAX_BYTES: usize = 512;
+
+/// Room kept at the end of a cut reason for the marker `… [+N bytes cut]`.
+const CUT_MARKER_MAX_BYTES: usize = 40;
+
+/// A reason as it may be shown: one line (control characters and bidirectional-text overrides
+/// escaped as `\n`, `\u{1b}`…, so a camera cannot forge log lines or reorder a terminal) and at
+/// most [`REASON_MAX_BYTES`], cut at a character boundary with a marker saying how much was cut.
+/// Idempotent: a capped reason comes back unchanged. [`CameraHealth::set_state`] applies it, so
+/// every reader of the state gets the capped text.
+pub fn cap_reason(text: &str) -> String {
+    let shown_len = |character: char| {
+        if needs_escape(character) {
+            character.escape_default().len()
+        } else {
+            character.len_utf8()
+        }
+    };
+    let total: usize = text.chars().map(shown_len).sum();
+    let budget = if total <= REASON_MAX_BYTES { REASON_MAX_BYTES } else { REASON_MAX_BYTES - CUT_MARKER_MAX_BYTES };
+    let mut capped = String::with_capacity(total.min(REASON_MAX_BYTES));
+    for (index, character) in text.char_indices() {
+        if capped.len() + shown_len(character) > budget {
+            let _ = std::fmt::Write::write_fmt(&mut capped, format_args!("… [+{} bytes cut]", text.len() - index));
+            break;
+        }
+        if needs_escape(character) {
+            capped.extend(character.escape_default());
+        } else {
+            capped.push(character);
+        }
+    }
+    capped
+}
+
+/// Characters that must not reach a log line or a terminal raw.
+fn needs_escape(character: char) -> bool {
+    character.is_control() || matches!(character, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// What ended a camera's session, for `gateway_camera_errors_total{kind}` and for the log's
+/// rate limit (one line per kind and interval).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CameraErrorKind {
+    /// TCP connect failed (refused, unreachable, name not resolved).
+    Connect,
+    /// The camera refused our credentials (401).
+    Auth,
+    /// No such stream (404).
+    NotFound,
+    /// Connect or a response took longer than `ingest.connect_timeout_ms`.
+    Timeout,
+    /// A response broke a size limit of the bounded relay (`ingest::relay`) and the
+    /// connection was cut.
+    ResponseRefused,
+    /// The camera's answers made no sense (bad SDP, no H.264/H.265 stream, RTSP errors).
+    Protocol,
+    /// The session delivered no video for `ingest.no_frame_timeout_ms`, or ended.
+    NoVideo,
+    /// The camera's task panicked (a bug); it is restarted like any failure.
+    Panic,
+    /// Anything else (footage file errors, …).
+    Other,
+}
+
+impl CameraErrorKind {
+    /// Every kind, for metrics.
+    pub const ALL: [CameraErrorKind; 9] = [
+        CameraErrorKind::Connect,
+        CameraErrorKind::Auth,
+        CameraErrorKind::NotFound,
+        CameraErrorKind::Timeout,
+        CameraErrorKind::ResponseRefused,
+        CameraErrorKind::Protocol,
+        CameraErrorKind::NoVideo,
+        CameraErrorKind::Panic,
+        CameraErrorKind::Other,
+    ];
+
+    /// Label for metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CameraErrorKind::Connect => "connect",
+            CameraErrorKind::Auth => "auth",
+            CameraErrorKind::NotFound => "not_found",
+            CameraErrorKind::Timeout => "timeout",
+            CameraErrorKind::ResponseRefused => "response_refused",
+            CameraErrorKind::Protocol => "protocol",
+            CameraErrorKind::NoVideo => "no_video",
+            CameraErrorKind::Panic => "panic",
+            CameraErrorKind::Other => "other",
+        }
+    }
+
+    fn index(self) -> usize {
+        CameraErrorKind::ALL.iter().position(|kind| *kind == self).expect("listed in ALL")
+    }
+}
+
+/// A camera's repeating log lines (offline, streaming again, a decoder that will not open):
+/// each kind at most once per this interval, with the count held back since.
+pub const LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// At most this many such lines per camera and [`LOG_INTERVAL`], whatever the kinds.
+pub const LOG_MAX_LINES_PER_INTERVAL: u32 = 10;
+
 /// A state change, as broadcast.
 #[derive(Debug, Clone)]
 pub struct StateChange {
@@ -147,6 +258,12 @@ pub struct CameraCounters {
     pub decode_us_total: AtomicU64,
     /// Sum of inference+postprocess time, µs.
     pub inference_us_total: AtomicU64,
+    /// Failed sessions by kind ([`CameraErrorKind::ALL`] order); see [`CameraHealth::errors`].
+    pub errors: [AtomicU64; CameraErrorKind::ALL.len()],
+    /// Log lines about this camera held back by the per-camera log rate limit.
+    pub log_lines_suppressed: AtomicU64,
+    /// Reasons cut to [`REASON_MAX_BYTES`] (or escaped) before being shown.
+    pub reasons_capped: AtomicU64,
     /// Arrival-time gap between the two latest analysed frames, ms.
     pub revisit_last_ms: AtomicU64,
     /// The longest such gap since start, ms.
@@ -163,10 +280,27 @@ pub struct CameraHealth {
     record: Mutex<StateRecord>,
     last_frame: Mutex<Option<Instant>>,
     last_skip: Mutex<Option<Instant>>,
+    log_limit: Mutex<LogLimiter<&'static str>>,
     changes: broadcast::Sender<StateChange>,
 }
 
 impl CameraHealth {
+    /// Whether a line of `kind` about this camera may be written now: `Some(suppressed)`, the
+    /// count held back since the previous line, or `None` (held back and counted in
+    /// `log_lines_suppressed`). Every stage logs what a camera can make it repeat through
+    /// this, so one camera writes at most [`LOG_MAX_LINES_PER_INTERVAL`] such lines a minute.
+    pub fn allow_log(&self, kind: &'static str) -> Option<u64> {
+        let verdict =
+            self.log_limit.lock().unwrap_or_else(std::sync::PoisonError::into_inner).check(Instant::now(), kind);
+        match verdict {
+            LogVerdict::Log { suppressed } => Some(suppressed),
+            LogVerdict::Suppress => {
+                self.counters.log_lines_suppressed.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
     /// Current state.
     pub fn state(&self) -> CameraState {
         self.record.lock().unwrap().state
@@ -178,8 +312,29 @@ impl CameraHealth {
         (record.state, record.reason.clone(), record.since)
     }
 
-    /// Moves to `state`; broadcasts and stamps the time only on a real change.
+    /// Moves to `state`; broadcasts and stamps the time only on a real change. The reason is
+    /// capped here ([`cap_reason`]), the one door every reason goes through.
     pub fn set_state(&self, state: CameraState, reason: Option<String>) {
+        let reason = reason.map(|reason| self.cap(reason));
+        self.store_state(state, reason);
+    }
+
+    /// Offline, with the failure's reason; returns the reason as shown (capped), for the log.
+    pub fn set_offline(&self, reason: String) -> String {
+        let shown = self.cap(reason);
+        self.store_state(CameraState::Offline, Some(shown.clone()));
+        shown
+    }
+
+    fn cap(&self, reason: String) -> String {
+        let capped = cap_reason(&reason);
+        if capped != reason {
+            self.counters.reasons_capped.fetch_add(1, Ordering::Relaxed);
+        }
+        capped
+    }
+
+    fn store_state(&self, state: CameraState, reason: Option<String>) {
         let mut record = self.record.lock().unwrap();
         if record.state == state && record.reason == reason {
             return;
@@ -252,6 +407,16 @@ impl CameraHealth {
         self.counters.reconnects.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a failed session by what ended it.
+    pub fn record_error(&self, kind: CameraErrorKind) {
+        self.counters.errors[kind.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Failed sessions of one kind since start.
+    pub fn errors(&self, kind: CameraErrorKind) -> u64 {
+        self.counters.errors[kind.index()].load(Ordering::Relaxed)
+    }
+
     /// Whether a frame arrived at or after `instant`.
     pub fn frames_since(&self, instant: Instant) -> bool {
         self.last_frame.lock().unwrap().is_some_and(|last| last >= instant)
@@ -294,6 +459,7 @@ impl HealthRegistry {
                     }),
                     last_frame: Mutex::new(None),
                     last_skip: Mutex::new(None),
+                    log_limit: Mutex::new(LogLimiter::new(LOG_INTERVAL, LOG_MAX_LINES_PER_INTERVAL)),
                     changes: self.changes.clone(),
                 })
             })
@@ -321,5 +487,72 @@ impl HealthRegistry {
     /// State changes from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<StateChange> {
         self.changes.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_are_one_line_and_capped_at_a_character_boundary() {
+        // (input, expected output)
+        let table: [(&str, &str); 5] = [
+            ("connection refused", "connection refused"),
+            ("line one\nforged line\r\n", "line one\\nforged line\\r\\n"),
+            ("bell \u{7} escape \u{1b}[31m", "bell \\u{7} escape \\u{1b}[31m"),
+            ("right-to-left \u{202e}override", "right-to-left \\u{202e}override"),
+            ("", ""),
+        ];
+        for (input, expected) in table {
+            assert_eq!(cap_reason(input), expected, "{input:?}");
+        }
+        // 2-, 3- and 4-byte characters: never cut inside one.
+        for filler in ["é", "摄", "🎥"] {
+            let long = filler.repeat(1000);
+            let capped = cap_reason(&long);
+            assert!(capped.len() <= REASON_MAX_BYTES, "{filler}: {} bytes", capped.len());
+            assert!(capped.ends_with(" bytes cut]"), "{capped}");
+            let kept = capped.split('…').next().unwrap();
+            assert!(kept.chars().all(|c| c.to_string() == filler));
+        }
+    }
+
+    #[test]
+    fn a_500_kb_reason_is_shown_as_at_most_512_bytes_and_capping_is_idempotent() {
+        let page = format!("DESCRIBE failed: {}", "<html>\r\n<body>not sdp</body>\r\n".repeat(20_000));
+        assert!(page.len() > 500_000);
+        let capped = cap_reason(&page);
+        assert!(capped.len() <= REASON_MAX_BYTES, "{} bytes", capped.len());
+        assert!(capped.starts_with("DESCRIBE failed: <html>\\r\\n"), "{capped}");
+        assert!(capped.ends_with(" bytes cut]"), "{capped}");
+        assert!(!capped.contains(['\n', '\r']));
+        assert_eq!(cap_reason(&capped), capped);
+        // Exactly at the limit: kept whole.
+        let full = "x".repeat(REASON_MAX_BYTES);
+        assert_eq!(cap_reason(&full), full);
+        // One escaped character over: cut.
+        let over = format!("{}\n", "x".repeat(REASON_MAX_BYTES - 1));
+        assert!(cap_reason(&over).len() <= REASON_MAX_BYTES);
+    }
+
+    #[test]
+    fn every_reader_of_the_state_gets_the_capped_reason() {
+        let registry = HealthRegistry::default();
+        let mut changes = registry.subscribe();
+        let camera = registry.camera(&CameraId::try_new("gate-1").unwrap());
+        camera.set_state(CameraState::Offline, Some("x\n".repeat(300_000)));
+        let (_, reason, _) = camera.snapshot();
+        assert!(reason.as_ref().unwrap().len() <= REASON_MAX_BYTES);
+        let change = changes.try_recv().unwrap();
+        assert_eq!(change.reason, reason);
+        assert_eq!(camera.counters.reasons_capped.load(Ordering::Relaxed), 1);
+        camera.record_error(CameraErrorKind::ResponseRefused);
+        assert_eq!(camera.errors(CameraErrorKind::ResponseRefused), 1);
+        assert_eq!(camera.errors(CameraErrorKind::Connect), 0);
+        // The camera's log limit: a repeat within the interval is held back and counted.
+        assert_eq!(camera.allow_log("connect"), Some(0));
+        assert_eq!(camera.allow_log("connect"), None);
+        assert_eq!(camera.counters.log_lines_suppressed.load(Ordering::Relaxed), 1);
     }
 }

@@ -1,12 +1,12 @@
 //! `/metrics` in the Prometheus text format (0.0.4), rendered from a snapshot so the
 //! renderer is pure and testable. Names follow `gateway_<stage>_<noun>_<unit>`, counters end
 //! in `_total`; per-camera series carry a `camera` label (ids are `[A-Za-z0-9_-]`, safe as
-//! label values). About 25 series per camera: ~15 000 lines for 600 cameras.
+//! label values). About 36 series per camera: ~22 000 lines for 600 cameras.
 
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
-use crate::health::{CameraHealth, CameraState, SkipReason, Summary};
+use crate::health::{CameraErrorKind, CameraHealth, CameraState, SkipReason, Summary};
 
 /// Everything `/metrics` shows, read at one moment.
 pub struct Snapshot<'a> {
@@ -122,6 +122,7 @@ pub fn render(snapshot: &Snapshot<'_>) -> String {
             );
         }
     }
+    render_camera_errors(&mut out, cameras);
     let seconds: [(&str, &str, ReadCounter); 2] = [
         (
             "gateway_decode_seconds_total",
@@ -372,6 +373,45 @@ fn render_schedule(out: &mut String, schedule: &ScheduleView) {
     );
 }
 
+/// What a camera's failures cost, and what was refused or held back (issue 11).
+fn render_camera_errors(out: &mut String, cameras: &[std::sync::Arc<CameraHealth>]) {
+    family(
+        out,
+        "gateway_camera_errors_total",
+        "counter",
+        "Camera sessions that failed, by kind; response_refused: an RTSP message over the relay's size limits, connection cut.",
+    );
+    for camera in cameras {
+        for kind in CameraErrorKind::ALL {
+            let _ = writeln!(
+                out,
+                "gateway_camera_errors_total{{camera=\"{}\",kind=\"{}\"}} {}",
+                camera.id,
+                kind.as_str(),
+                camera.errors(kind)
+            );
+        }
+    }
+    let counters: [(&str, &str, ReadCounter); 2] = [
+        (
+            "gateway_camera_log_lines_suppressed_total",
+            "Log lines about this camera held back by its log rate limit (each kind once a minute).",
+            |c| c.log_lines_suppressed.load(Ordering::Relaxed),
+        ),
+        (
+            "gateway_camera_reasons_capped_total",
+            "Failure reasons cut to 512 bytes or escaped before being shown.",
+            |c| c.reasons_capped.load(Ordering::Relaxed),
+        ),
+    ];
+    for (name, help, read) in counters {
+        family(out, name, "counter", help);
+        for camera in cameras {
+            let _ = writeln!(out, "{name}{{camera=\"{}\"}} {}", camera.id, read(&camera.counters));
+        }
+    }
+}
+
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
@@ -403,6 +443,8 @@ mod tests {
         gate.record_revisit(12_400);
         gate.record_revisit(9_800);
         gate.counters.decode_us_total.store(7_760, Ordering::Relaxed);
+        gate.record_error(CameraErrorKind::ResponseRefused);
+        gate.counters.log_lines_suppressed.store(4, Ordering::Relaxed);
         let cameras = registry.cameras();
         let delivery = crate::deliver::DeliveryStats::default();
         delivery.connected.store(true, Ordering::Relaxed);
@@ -464,6 +506,10 @@ mod tests {
             "gateway_incident_events_total{kind=\"misparked_bike\",event=\"opened\"} 3",
             "gateway_false_alarms_total{camera=\"gate-3\",zone=\"pavement\",kind=\"misparked_bike\"} 1",
             "gateway_config_reloads_total{result=\"rejected\"} 1",
+            "gateway_camera_errors_total{camera=\"gate-3\",kind=\"response_refused\"} 1",
+            "gateway_camera_errors_total{camera=\"gate-3\",kind=\"connect\"} 0",
+            "gateway_camera_log_lines_suppressed_total{camera=\"gate-3\"} 4",
+            "gateway_camera_reasons_capped_total{camera=\"gate-3\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }

@@ -27,7 +27,7 @@ mod decoder;
 pub mod letterbox;
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Condvar, Mutex, Once};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Once, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -168,12 +168,19 @@ impl FrameScheduler {
         }
     }
 
+    /// The state, even after a thread panicked while holding it: the scheduler's state is
+    /// plain data that stays usable, and a poisoned lock would make every camera's sink and
+    /// every decoder panic in turn, so one panicking decoder would stop them all.
+    fn lock_state(&self) -> MutexGuard<'_, SchedulerState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn ms(&self, at: Instant) -> i64 {
         at.saturating_duration_since(self.epoch).as_millis() as i64
     }
 
     fn add(self: &Arc<Self>, camera: &CameraConfig) -> Scheduled {
-        let mut state = self.state.lock().unwrap();
+        let mut state = self.lock_state();
         state.scheduler.add_with_phase(camera.id.clone(), camera.cadence(), phase_of(&camera.id));
         state.next_owner += 1;
         let owner = state.next_owner;
@@ -182,7 +189,7 @@ impl FrameScheduler {
     }
 
     fn remove(&self, camera: &CameraId, owner: u64) {
-        let mut state = self.state.lock().unwrap();
+        let mut state = self.lock_state();
         if state.owners.get(camera) == Some(&owner) {
             state.owners.remove(camera);
             state.scheduler.remove(camera);
@@ -192,7 +199,7 @@ impl FrameScheduler {
     /// Whether a frame of the camera arriving at `at` would be taken.
     fn is_due(&self, camera: &CameraId, at: Instant) -> bool {
         let now = self.ms(at);
-        self.state.lock().unwrap().scheduler.is_due(camera, now)
+        self.lock_state().scheduler.is_due(camera, now)
     }
 
     /// Whether an every-frame camera must decode the frame arriving at `at` (see
@@ -205,14 +212,14 @@ impl FrameScheduler {
             }
             _ => None,
         };
-        self.state.lock().unwrap().scheduler.needs_decoding(camera, now, is_keyframe, timing)
+        self.lock_state().scheduler.needs_decoding(camera, now, is_keyframe, timing)
     }
 
     /// Offers a frame; counts it if it replaced a due frame the gateway had no capacity for.
     fn offer(&self, waiting: Waiting, at: Instant) {
         let now = self.ms(at);
         let camera = waiting.camera.clone();
-        let offered = self.state.lock().unwrap().scheduler.offer(&camera.id, waiting, now);
+        let offered = self.lock_state().scheduler.offer(&camera.id, waiting, now);
         match offered {
             Offer::Queued => self.ready.notify_one(),
             // A fresher frame taking the place of one that waited briefly is not a loss.
@@ -224,12 +231,12 @@ impl FrameScheduler {
     /// People in view of a fall-watch camera's zones on its latest analysed frame.
     pub fn people_in_view(&self, camera: &CameraId, people: bool) {
         let now = self.ms(Instant::now());
-        self.state.lock().unwrap().scheduler.people_in_view(camera, people, now);
+        self.lock_state().scheduler.people_in_view(camera, people, now);
     }
 
     /// The next frame to work on, waiting for one; `None` once closed.
     fn next(&self) -> Option<Waiting> {
-        let mut state = self.state.lock().unwrap();
+        let mut state = self.lock_state();
         loop {
             if state.closed {
                 return None;
@@ -247,23 +254,23 @@ impl FrameScheduler {
                 }
                 return Some(taken.frame);
             }
-            state = self.ready.wait(state).unwrap();
+            state = self.ready.wait(state).unwrap_or_else(PoisonError::into_inner);
         }
     }
 
     /// Starts a new period for the recent maximum (the run loop calls this every 10 s).
     pub fn rotate(&self) {
-        self.state.lock().unwrap().revisits.rotate();
+        self.lock_state().revisits.rotate();
     }
 
     fn close(&self) {
-        self.state.lock().unwrap().closed = true;
+        self.lock_state().closed = true;
         self.ready.notify_all();
     }
 
     /// The scheduler's figures now.
     pub fn stats(&self) -> ScheduleStats {
-        let state = self.state.lock().unwrap();
+        let state = self.lock_state();
         let mut cumulative = 0;
         ScheduleStats {
             waiting: state.scheduler.waiting(),
@@ -391,9 +398,20 @@ fn pool_worker(scheduler: &FrameScheduler, prepared: &Sender<PreparedFrame>, inp
             Job::Prepared(frame) => frame,
             Job::Keyframe(frame) => {
                 let _span = tracing::debug_span!("camera", camera = %camera.id).entered();
-                match decode_keyframe(&mut decoder, &mut letterboxer, &camera, &frame, rotated_pass) {
-                    Some(prepared) => prepared,
-                    None => continue,
+                // A panic on one camera's keyframe must not take a pool thread (all cameras'
+                // decoding) with it: counted as a decode error, decoder and scaler rebuilt.
+                let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    decode_keyframe(&mut decoder, &mut letterboxer, &camera, &frame, rotated_pass)
+                }));
+                match decoded {
+                    Ok(Some(prepared)) => prepared,
+                    Ok(None) => continue,
+                    Err(_) => {
+                        camera.counters.decode_errors.fetch_add(1, Ordering::Relaxed);
+                        decoder = None;
+                        letterboxer = VideoLetterboxer::new(input_size.0, input_size.1);
+                        continue;
+                    }
                 }
             }
         };
@@ -419,7 +437,9 @@ fn decode_keyframe(
         *decoder = match Decoder::open(key) {
             Ok(opened) => Some(opened),
             Err(error) => {
-                warn!(error = format!("{error:#}"), "cannot open decoder");
+                if let Some(suppressed) = camera.allow_log("decoder_open") {
+                    warn!(error = format!("{error:#}"), suppressed, "cannot open decoder");
+                }
                 camera.counters.decode_errors.fetch_add(1, Ordering::Relaxed);
                 return None;
             }
@@ -450,7 +470,9 @@ fn prepare(
     let letterbox = match letterboxer.run(picture, &mut tensor) {
         Ok(letterbox) => letterbox,
         Err(error) => {
-            warn!(error = format!("{error:#}"), "preprocessing failed");
+            if let Some(suppressed) = camera.allow_log("preprocessing") {
+                warn!(error = format!("{error:#}"), suppressed, "preprocessing failed");
+            }
             camera.counters.decode_errors.fetch_add(1, Ordering::Relaxed);
             return None;
         }
@@ -555,8 +577,13 @@ fn every_frame_worker(
         }
         let key = DecoderKey { codec: frame.codec, extradata: frame.extradata.clone() };
         if decoder.as_ref().is_none_or(|d| *d.key() != key) {
-            decoder =
-                Decoder::open(key).map_err(|error| warn!(error = format!("{error:#}"), "cannot open decoder")).ok();
+            decoder = Decoder::open(key)
+                .map_err(|error| {
+                    if let Some(suppressed) = camera.allow_log("decoder_open") {
+                        warn!(error = format!("{error:#}"), suppressed, "cannot open decoder");
+                    }
+                })
+                .ok();
         }
         let Some(decoder) = decoder.as_mut() else {
             camera.counters.decode_errors.fetch_add(1, Ordering::Relaxed);
@@ -583,5 +610,28 @@ fn every_frame_worker(
                 camera.counters.decode_errors.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod poison_tests {
+    use super::*;
+
+    #[test]
+    fn a_thread_that_panics_holding_the_scheduler_does_not_stop_the_others() {
+        let scheduler = Arc::new(FrameScheduler::new());
+        let holder = scheduler.clone();
+        let panicked = std::thread::spawn(move || {
+            let _state = holder.state.lock().unwrap();
+            panic!("a decoder panicked while holding the scheduler");
+        })
+        .join();
+        assert!(panicked.is_err());
+        assert!(scheduler.state.is_poisoned());
+        // Every use still works.
+        scheduler.rotate();
+        assert_eq!(scheduler.stats().waiting, 0);
+        scheduler.close();
+        assert!(scheduler.next().is_none());
     }
 }

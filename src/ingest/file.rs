@@ -32,13 +32,20 @@ pub async fn stream_blocking(
     shutdown: CancellationToken,
 ) -> (anyhow::Result<()>, Box<dyn FrameSink>) {
     let joined = tokio::task::spawn_blocking(move || {
-        let result = play(&path, pace, Some(&health), sink.as_mut(), &|| shutdown.is_cancelled());
+        // A panic (in FFmpeg's wrapper, say, on a broken file) is this attempt's error: the
+        // sink stays here, so the supervisor can retry with it.
+        let played = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            play(&path, pace, Some(&health), sink.as_mut(), &|| shutdown.is_cancelled())
+        }));
+        let result = played.unwrap_or_else(|payload| Err(super::Panicked::from_payload(payload.as_ref()).into()));
         (result, sink)
     })
     .await;
     match joined {
         Ok(done) => done,
-        Err(error) => panic!("footage reader thread panicked: {error}"),
+        // Panics are caught above; a blocking task is only cancelled when the runtime shuts
+        // down, and then nobody awaits this.
+        Err(error) => unreachable!("footage reader cancelled: {error}"),
     }
 }
 

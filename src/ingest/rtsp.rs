@@ -11,6 +11,8 @@
 //!   errors on about 1% of sessions under the default policy.
 //! - A no-frame timeout (retina has none): a session that delivers no *video* for
 //!   `ingest.no_frame_timeout_ms` is torn down, even if RTCP keeps flowing.
+//! - Every byte the camera sends on a TCP session passes a bounded relay (`super::relay`):
+//!   `retina` has no size limit on RTSP messages, and a camera's 50 MB answer was buffered whole.
 //! - Stale sessions: after a failure the camera may still hold our previous session (many
 //!   cameras allow few sessions); the per-camera `SessionGroup` lets us wait them out first.
 
@@ -26,6 +28,7 @@ use retina::client::{
 use retina::codec::{CodecItem, FrameFormat};
 use tracing::{debug, info};
 
+use super::relay::Relay;
 use super::{EncodedFrame, FrameSink, VideoCodec};
 use crate::config::{IngestConfig, RtspCredentials, RtspTransport};
 use crate::health::CameraHealth;
@@ -40,23 +43,65 @@ pub struct RtspTarget<'a> {
     pub transport: RtspTransport,
 }
 
-/// Streams one RTSP session into `sink` until it fails.
+/// Streams one RTSP session into `sink` until it fails, through the camera's bounded relay
+/// ([`super::relay`]; started on first use and kept in `relay` for the camera's life) when
+/// the transport is TCP.
+pub async fn stream_relayed(
+    target: &RtspTarget<'_>,
+    ingest: &IngestConfig,
+    session_group: &Arc<SessionGroup>,
+    relay: &mut Option<Relay>,
+    health: &CameraHealth,
+    sink: &mut dyn FrameSink,
+) -> anyhow::Result<()> {
+    if target.transport == RtspTransport::Tcp && relay.is_none() {
+        *relay = Some(Relay::start(target.url, ingest.connect_timeout).await.context("start the bounded RTSP relay")?);
+    }
+    stream(target, ingest, session_group, relay.as_ref(), health, sink).await
+}
+
+/// Streams one RTSP session into `sink` until it fails; through `relay` if given.
 pub async fn stream(
     target: &RtspTarget<'_>,
     ingest: &IngestConfig,
     session_group: &Arc<SessionGroup>,
+    relay: Option<&Relay>,
+    health: &CameraHealth,
+    sink: &mut dyn FrameSink,
+) -> anyhow::Result<()> {
+    // A failure left from an earlier session (or its TEARDOWN) is not this session's.
+    let _ = relay.and_then(Relay::take_failure);
+    let result = stream_session(target, ingest, session_group, relay, health, sink).await;
+    match (result, relay.and_then(Relay::take_failure)) {
+        // What `retina` saw was the relay cutting the connection: say why it was cut.
+        (Err(_), Some(failure)) => {
+            Err(anyhow::Error::new(failure).context(format!("RTSP session with {}", target.url)))
+        }
+        (result, _) => result,
+    }
+}
+
+async fn stream_session(
+    target: &RtspTarget<'_>,
+    ingest: &IngestConfig,
+    session_group: &Arc<SessionGroup>,
+    relay: Option<&Relay>,
     health: &CameraHealth,
     sink: &mut dyn FrameSink,
 ) -> anyhow::Result<()> {
     let stale = session_group.stale_sessions();
     if stale.num_sessions > 0 {
-        info!(sessions = stale.num_sessions, "waiting out stale sessions before reconnecting");
+        if let Some(suppressed) = health.allow_log("stale_sessions") {
+            info!(sessions = stale.num_sessions, suppressed, "waiting out stale sessions before reconnecting");
+        }
         session_group.await_stale_sessions(&stale).await;
     }
-    let (mut session, codec) = tokio::time::timeout(ingest.connect_timeout, connect(target, session_group))
+    let (mut session, codec) = tokio::time::timeout(ingest.connect_timeout, connect(target, relay, session_group))
         .await
         .with_context(|| format!("connect to {} timed out after {:?}", target.url, ingest.connect_timeout))??;
-    info!(url = %target.url, codec = ?codec, "streaming");
+    if let Some(suppressed) = health.allow_log("streaming") {
+        info!(url = %target.url, codec = ?codec, suppressed, "streaming");
+    }
 
     let mut last_video = tokio::time::Instant::now();
     loop {
@@ -111,6 +156,7 @@ pub fn h265_has_irap(annex_b: &[u8]) -> bool {
 /// DESCRIBE, SETUP of the first H.264/H.265 video stream, PLAY.
 async fn connect(
     target: &RtspTarget<'_>,
+    relay: Option<&Relay>,
     session_group: &Arc<SessionGroup>,
 ) -> anyhow::Result<(retina::client::Demuxed, VideoCodec)> {
     let credentials = target.credentials.map(|credentials| retina::client::Credentials {
@@ -122,9 +168,9 @@ async fn connect(
         .user_agent(format!("street-gateway/{}", env!("CARGO_PKG_VERSION")))
         .session_group(session_group.clone())
         .teardown(TeardownPolicy::Auto);
-    let mut session = retina::client::Session::describe(target.url.clone(), options)
-        .await
-        .with_context(|| format!("DESCRIBE {}", target.url))?;
+    let url = relay.map_or_else(|| target.url.clone(), |relay| relay.url_for(target.url));
+    let mut session =
+        retina::client::Session::describe(url, options).await.with_context(|| format!("DESCRIBE {}", target.url))?;
     let (stream_index, codec) = session
         .streams()
         .iter()
@@ -179,7 +225,8 @@ pub async fn first_keyframe(target: &RtspTarget<'_>, ingest: &IngestConfig) -> a
     let health = crate::health::HealthRegistry::default()
         .camera(&crate::config::CameraId::try_new("snapshot").expect("valid id"));
     let limit = ingest.connect_timeout + ingest.no_frame_timeout;
-    let streaming = stream(target, ingest, &group, &health, &mut sink);
+    let mut relay = None;
+    let streaming = stream_relayed(target, ingest, &group, &mut relay, &health, &mut sink);
     tokio::select! {
         result = streaming => Err(result.err().unwrap_or_else(|| anyhow::anyhow!("session ended"))),
         frame = receiver => frame.context("no keyframe"),
@@ -190,6 +237,44 @@ pub async fn first_keyframe(target: &RtspTarget<'_>, ingest: &IngestConfig) -> a
 #[cfg(test)]
 mod tests {
     use super::h265_has_irap;
+    use proptest::prelude::*;
+
+    /// One NAL unit: its type, the layer id's high bit (in the first header byte, must be
+    /// ignored), a 4-byte start code or a 3-byte one, and payload bytes that cannot form a
+    /// start code (real streams guarantee that with emulation prevention).
+    fn nal_unit(kinds: std::ops::RangeInclusive<u8>) -> impl Strategy<Value = (u8, Vec<u8>)> {
+        (kinds, any::<bool>(), any::<bool>(), 1u8..=7, proptest::collection::vec(1u8..=255, 0..40)).prop_map(
+            |(kind, layer_high, long_start, temporal_id_plus_1, payload)| {
+                let mut bytes = if long_start { vec![0, 0, 0, 1] } else { vec![0, 0, 1] };
+                bytes.push(kind << 1 | u8::from(layer_high));
+                bytes.push(temporal_id_plus_1);
+                bytes.extend(payload);
+                (kind, bytes)
+            },
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
+            let _ = h265_has_irap(&bytes);
+        }
+
+        #[test]
+        fn an_access_unit_is_irap_exactly_when_its_first_slice_is_bla_idr_or_cra(
+            parameter_sets in proptest::collection::vec(nal_unit(32..=63), 0..6),
+            first_slice in nal_unit(0..=31),
+            later in proptest::collection::vec(nal_unit(0..=63), 0..6),
+        ) {
+            let mut access_unit: Vec<u8> = parameter_sets.iter().flat_map(|(_, bytes)| bytes.clone()).collect();
+            access_unit.extend(&first_slice.1);
+            access_unit.extend(later.iter().flat_map(|(_, bytes)| bytes.clone()));
+            prop_assert_eq!(h265_has_irap(&access_unit), (16..=23).contains(&first_slice.0));
+            // Without any slice, nothing is a random access point.
+            let only_parameter_sets: Vec<u8> = parameter_sets.iter().flat_map(|(_, bytes)| bytes.clone()).collect();
+            prop_assert!(!h265_has_irap(&only_parameter_sets));
+        }
+    }
 
     #[test]
     fn finds_cra_and_idr_pictures_in_h265_access_units() {

@@ -169,7 +169,10 @@ fn spawn_main_stream_snapshot(config: &Config, camera: &CameraConfig, event: &cr
         };
         match written {
             Ok(path) => info!(snapshot = %path.display(), "main-stream snapshot"),
-            Err(err) => error!(error = format!("{err:#}"), url = %url, "main-stream snapshot failed"),
+            // The chain may quote what the camera sent: capped like a camera's reason.
+            Err(err) => {
+                error!(error = crate::health::cap_reason(&format!("{err:#}")), url = %url, "main-stream snapshot failed")
+            }
         }
     });
 }

@@ -118,9 +118,13 @@ enum Command {
         /// Model file to write; default models/bin_state_default.json.
         #[arg(long)]
         output: Option<PathBuf>,
-        /// Also print leave-one-scene-out figures.
+        /// Also print leave-one-scene-out and few-shot figures.
         #[arg(long)]
         evaluate: bool,
+        /// Make a zone's own model from the set (that zone's crops), starting from the
+        /// generic default; needs --output.
+        #[arg(long)]
+        zone: bool,
     },
 }
 
@@ -146,8 +150,8 @@ fn main() {
         Command::BinState { config, camera, zone, json, images } => {
             cli::bin_state::main(config.as_deref(), camera.as_deref(), zone.as_deref(), json, &images)
         }
-        Command::BinTrain { dataset, output, evaluate } => {
-            cli::bin_state::train_main(dataset.as_deref(), output.as_deref(), evaluate)
+        Command::BinTrain { dataset, output, evaluate, zone } => {
+            cli::bin_state::train_main(dataset.as_deref(), output.as_deref(), evaluate, zone)
         }
     };
     std::process::exit(code);

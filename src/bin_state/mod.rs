@@ -456,6 +456,10 @@ impl Confusion {
 /// Leave-one-scene-out: for each scene, a model trained on the other scenes' training views
 /// (the first `views_used` of each photo) reads the scene's photos. Returns P(overflowing)
 /// per photo and per test view (`test_views[i]`: photo i as is, dimmed, …), in order.
+///
+/// The same models as [`train`] gives, fitted through inner products
+/// ([`logistic::fit_gram`]): the raw inner products of every view are computed once, and each
+/// fold's normalisation (mean, scale, colour standardisation) is applied to them.
 pub fn leave_one_scene_out(
     images: &[LabelledImage],
     training_views: &[Vec<ViewFeatures>],
@@ -464,14 +468,70 @@ pub fn leave_one_scene_out(
     l2: f64,
     views_used: usize,
 ) -> Vec<Vec<f32>> {
+    // Every view, with its photo and whether it trains.
+    let mut all: Vec<(&ViewFeatures, usize, bool)> = Vec::new();
+    for (index, (train_views, tests)) in training_views.iter().zip(test_views).enumerate() {
+        all.extend(train_views.iter().take(views_used).map(|v| (v, index, true)));
+        all.extend(tests.iter().map(|v| (v, index, false)));
+    }
+    let count = all.len();
+    let mut raw = vec![0.0_f64; count * count];
+    for a in 0..count {
+        for b in a..count {
+            let (x, y) = (&all[a].0.embedding, &all[b].0.embedding);
+            let mut dot = 0.0;
+            for j in 0..x.len().min(y.len()) {
+                dot += f64::from(x[j]) * f64::from(y[j]);
+            }
+            raw[a * count + b] = dot;
+            raw[b * count + a] = dot;
+        }
+    }
     let mut scenes: Vec<&str> = images.iter().map(|i| i.scene.as_str()).collect();
     scenes.sort_unstable();
     scenes.dedup();
     let mut probabilities = vec![Vec::new(); images.len()];
     for scene in scenes {
-        let model = train_without_scene(images, training_views, scene, features, l2, views_used);
-        for (index, _) in images.iter().enumerate().filter(|(_, image)| image.scene == scene) {
-            probabilities[index] = test_views[index].iter().map(|view| model.probability(view)).collect();
+        let training: Vec<usize> = (0..count).filter(|&a| all[a].2 && images[all[a].1].scene != scene).collect();
+        let n = training.len() as f64;
+        // Centring: x·μ for every view, μ·μ, and the scale.
+        let mean_dot: Vec<f64> =
+            (0..count).map(|a| training.iter().map(|&t| raw[a * count + t]).sum::<f64>() / n).collect();
+        let mean_mean = training.iter().map(|&t| mean_dot[t]).sum::<f64>() / n;
+        let spread = training.iter().map(|&t| raw[t * count + t]).sum::<f64>() / n - mean_mean;
+        let scale_squared = f64::from((spread.max(0.0).sqrt() as f32).max(1e-6)).powi(2);
+        let colour: Vec<Vec<f64>> = if features == FeatureSet::EmbeddingColour {
+            let norm = Normalisation::of(features, training.iter().map(|&t| all[t].0));
+            let weight = f64::from(COLOUR_BLOCK_SCALE) / (COLOUR_STATS_LEN as f64).sqrt();
+            all.iter()
+                .map(|(v, _, _)| {
+                    (0..COLOUR_STATS_LEN)
+                        .map(|k| f64::from(v.colour[k] - norm.colour_mean[k]) / f64::from(norm.colour_std[k]) * weight)
+                        .collect()
+                })
+                .collect()
+        } else {
+            vec![Vec::new(); count]
+        };
+        let kernel = |a: usize, b: usize| {
+            let centred = (raw[a * count + b] - mean_dot[a] - mean_dot[b] + mean_mean) / scale_squared;
+            centred + colour[a].iter().zip(&colour[b]).map(|(x, y)| x * y).sum::<f64>()
+        };
+        let m = training.len();
+        let mut gram = vec![0.0; m * m];
+        for (i, &a) in training.iter().enumerate() {
+            for (j, &b) in training.iter().enumerate() {
+                gram[i * m + j] = kernel(a, b);
+            }
+        }
+        let labels: Vec<bool> = training.iter().map(|&t| images[all[t].1].overflowing).collect();
+        let (alpha, bias) = logistic::fit_gram(&gram, &labels, l2);
+        for (v, &(_, photo, trains)) in all.iter().enumerate() {
+            if trains || images[photo].scene != scene {
+                continue;
+            }
+            let z = bias + training.iter().zip(&alpha).map(|(&t, a)| a * kernel(t, v)).sum::<f64>();
+            probabilities[photo].push(logistic::sigmoid(z) as f32);
         }
     }
     probabilities
@@ -493,6 +553,32 @@ pub fn train_without_scene(
         .flat_map(|(image, v)| v.iter().take(views_used).map(move |view| (view, image.overflowing)))
         .collect();
     train(&training, features, l2, None, "", "", "")
+}
+
+/// A zone's own model from its examples (few-shot): starts from, and is pulled towards
+/// (`l2`), the generic model, keeping its normalisation. Returns the model and the
+/// leave-one-out balanced accuracy over the examples (`None` with fewer than 2 of a state).
+pub fn train_zone(
+    examples: &[(ViewFeatures, bool)],
+    generic: &BinStateModel,
+    l2: f64,
+    training_sha256: &str,
+) -> (BinStateModel, Option<f64>) {
+    let labelled: Vec<(&ViewFeatures, bool)> = examples.iter().map(|(v, y)| (v, *y)).collect();
+    let positives = examples.iter().filter(|(_, y)| *y).count();
+    let trained_on = format!("{} zone examples ({positives} overflowing), from the generic model", examples.len());
+    let sha = generic.embedder_sha256.clone();
+    let model = train(&labelled, generic.features, l2, Some(generic), &sha, training_sha256, &trained_on);
+    let accuracy = (positives >= 2 && examples.len() - positives >= 2).then(|| {
+        let pairs = (0..examples.len()).map(|left_out| {
+            let others: Vec<(&ViewFeatures, bool)> =
+                labelled.iter().enumerate().filter(|(i, _)| *i != left_out).map(|(_, e)| *e).collect();
+            let fold = train(&others, generic.features, l2, Some(generic), "", "", "");
+            (examples[left_out].1, fold.probability(&examples[left_out].0) >= 0.5)
+        });
+        Confusion::of(pairs.collect::<Vec<_>>()).balanced_accuracy().unwrap_or(0.0)
+    });
+    (model, accuracy)
 }
 
 /// A small deterministic generator (64-bit LCG, Knuth's constants) for made footage and
@@ -559,6 +645,53 @@ mod tests {
             let back: BinStateModel = serde_json::from_str(&model.to_json()).unwrap();
             assert_eq!(back, model);
             assert_eq!(back.to_json(), model.to_json(), "same model, same bytes");
+        }
+    }
+
+    #[test]
+    fn a_zone_model_learns_its_examples_from_the_generic_one_and_reports_leave_one_out_accuracy() {
+        // The generic model reads direction +0.5 as overflowing; at this zone it is the other
+        // way round (say, the tidy bins are dark and the rubbish bright).
+        let generic_views: Vec<ViewFeatures> =
+            (0..12).map(|i| view(if i % 2 == 0 { 0.5 } else { -0.5 }, 1.0)).collect();
+        let labelled: Vec<(&ViewFeatures, bool)> =
+            generic_views.iter().enumerate().map(|(i, v)| (v, i % 2 == 0)).collect();
+        let generic = train(&labelled, FeatureSet::Embedding, DEFAULT_L2, None, "e", "t", "generic");
+        let zone_examples: Vec<(ViewFeatures, bool)> =
+            (0..6).map(|i| (view(if i % 2 == 0 { -0.4 - 0.02 * i as f32 } else { 0.4 }, 1.0), i % 2 == 0)).collect();
+        let (zone, accuracy) = train_zone(&zone_examples, &generic, 0.1, "z");
+        assert!(zone.probability(&view(-0.45, 1.0)) > 0.5, "the zone's overflowing look");
+        assert!(zone.probability(&view(0.45, 1.0)) < 0.5, "the zone's tidy look");
+        assert_eq!(zone.embedder_sha256, "e");
+        assert_eq!(accuracy, Some(1.0));
+        let (_, too_few) = train_zone(&zone_examples[..3], &generic, 0.1, "z");
+        assert_eq!(too_few, None);
+    }
+
+    #[test]
+    fn leave_one_scene_out_gives_what_training_without_the_scene_gives() {
+        let images: Vec<LabelledImage> = (0..8)
+            .map(|i| LabelledImage {
+                file: format!("{i}.jpg"),
+                overflowing: i % 2 == 0,
+                scene: format!("s{}", i / 3),
+                viewpoint: "street".into(),
+            })
+            .collect();
+        let views: Vec<Vec<ViewFeatures>> = (0..8)
+            .map(|i| {
+                let d = if i % 2 == 0 { 0.3 } else { -0.3 } + 0.05 * (i % 3) as f32;
+                vec![view(d, i as f32), view(d * 0.8, i as f32 + 0.5)]
+            })
+            .collect();
+        let tests: Vec<Vec<ViewFeatures>> = views.iter().map(|v| vec![v[0].clone()]).collect();
+        for features in [FeatureSet::Embedding, FeatureSet::EmbeddingColour] {
+            let loso = leave_one_scene_out(&images, &views, &tests, features, 0.05, 2);
+            for (i, image) in images.iter().enumerate() {
+                let model = train_without_scene(&images, &views, &image.scene, features, 0.05, 2);
+                let direct = model.probability(&views[i][0]);
+                assert!((loso[i][0] - direct).abs() < 1e-4, "{features:?} photo {i}: {} vs {direct}", loso[i][0]);
+            }
         }
     }
 

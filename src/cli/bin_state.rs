@@ -7,11 +7,12 @@
 //! the state is "overflowing" from 0.5). Unreadable images are reported on stderr after the
 //! others are printed, and the exit code is then 1; 64 for a bad config or a missing model.
 //!
-//! `gateway bin-train [--dataset DIR] [--output FILE] [--evaluate]`: makes the generic default
-//! from a labelled set (`labels.csv` + photos; default `$GATEWAY_BINS_DATASET`, else
+//! `gateway bin-train [--dataset DIR] [--output FILE] [--evaluate] [--zone]`: makes the generic
+//! default from a labelled set (`labels.csv` + photos; default `$GATEWAY_BINS_DATASET`, else
 //! `../shared/media/bins` beside the project), deterministically, and skips the work when the
 //! output already names the same training set and embedder. `--evaluate` also prints
-//! leave-one-scene-out figures for the feature and regularisation choices.
+//! leave-one-scene-out and few-shot figures. `--zone --output FILE`: a zone's own model from
+//! a labelled set of that zone's crops, starting from the generic default (for `model = …`).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -32,7 +33,7 @@ pub const DEFAULT_VIEWS: usize = 4;
 /// The generic default's features.
 pub const DEFAULT_FEATURES: FeatureSet = FeatureSet::Embedding;
 /// Pull of a zone's few-shot model towards the generic one.
-pub const FEW_SHOT_L2: f64 = 0.1;
+pub const FEW_SHOT_L2: f64 = 0.03;
 /// Largest image file read (bytes): anything bigger is refused before decoding.
 const MAX_IMAGE_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -218,7 +219,9 @@ struct Embedded {
     tests: Vec<Vec<ViewFeatures>>,
     training_sha256: String,
     embedder_sha256: String,
-    /// Mean cost of one view: embedding (resize + inference), ms of wall time.
+    /// Mean cost of one view: squeezing it to the embedder's input, ms of wall time…
+    resize_ms: f64,
+    /// …and the embedder's inference, ms.
     embed_ms: f64,
     /// Mean cost of the colour statistics of one view, ms.
     colour_ms: f64,
@@ -232,7 +235,7 @@ fn embed_set(dataset: &Path, detector: &DetectorConfig, views: usize, tests: boo
     let training_sha256 = bin_state::training_sha256(dataset, &images)?;
     let manifest = super::models_dir(detector).join(EMBEDDER_MANIFEST_FILE);
     let mut embedder = Embedder::load(&manifest, detector.onnxruntime_library.as_deref())?;
-    let (mut embed_ms, mut colour_ms, mut count) = (0.0, 0.0, 0usize);
+    let (mut resize_ms, mut embed_ms, mut colour_ms, mut count) = (0.0, 0.0, 0.0, 0usize);
     let mut all = Vec::with_capacity(images.len());
     let mut all_tests = Vec::new();
     for image in &images {
@@ -248,11 +251,15 @@ fn embed_set(dataset: &Path, detector: &DetectorConfig, views: usize, tests: boo
         let mut features = Vec::new();
         for view in bin_state::training_views(&picture, views) {
             let started = Instant::now();
-            let embedding = embedder.embed(&view)?;
+            let (width, height) = embedder.input_size();
+            let squeezed = image::imageops::thumbnail(&view, width, height);
+            let resized = Instant::now();
+            let embedding = embedder.embed(&squeezed)?;
             let embedded = Instant::now();
             let colour = bin_state::colour_stats(&view);
             colour_ms += embedded.elapsed().as_secs_f64() * 1000.0;
-            embed_ms += (embedded - started).as_secs_f64() * 1000.0;
+            resize_ms += (resized - started).as_secs_f64() * 1000.0;
+            embed_ms += (embedded - resized).as_secs_f64() * 1000.0;
             count += 1;
             features.push(ViewFeatures { embedding: bin_state::normalise_embedding(&embedding), colour });
         }
@@ -268,6 +275,7 @@ fn embed_set(dataset: &Path, detector: &DetectorConfig, views: usize, tests: boo
         tests: all_tests,
         training_sha256,
         embedder_sha256: embedder.sha256().to_string(),
+        resize_ms: resize_ms / count,
         embed_ms: embed_ms / count,
         colour_ms: colour_ms / count,
     })
@@ -312,18 +320,44 @@ fn write_model(output: &Path, model: &BinStateModel) -> anyhow::Result<()> {
 }
 
 /// Runs `bin-train`.
-pub fn train_main(dataset: Option<&Path>, output: Option<&Path>, evaluate: bool) -> i32 {
+pub fn train_main(dataset: Option<&Path>, output: Option<&Path>, evaluate: bool, zone: bool) -> i32 {
     let detector = DetectorConfig::default_in(&super::detect::default_model_base());
     let models = super::models_dir(&detector);
     let dataset = dataset.map(Path::to_path_buf).unwrap_or_else(|| default_dataset(&models));
     let output = output.map(Path::to_path_buf).unwrap_or_else(|| models.join(DEFAULT_MODEL_FILE));
-    match train_command(&dataset, &output, &detector, evaluate) {
+    let outcome = if zone {
+        if output == models.join(DEFAULT_MODEL_FILE) {
+            eprintln!("bin-train --zone needs --output (a zone's model is not the default)");
+            return EXIT_CONFIG;
+        }
+        train_zone_command(&dataset, &output, &detector)
+    } else {
+        train_command(&dataset, &output, &detector, evaluate)
+    };
+    match outcome {
         Ok(()) => 0,
         Err(error) => {
             eprintln!("bin-train: {error:#}");
             EXIT_CONFIG
         }
     }
+}
+
+/// A zone's model from its labelled crops (`labels.csv` + crops, as the development set),
+/// starting from the generic default.
+fn train_zone_command(dataset: &Path, output: &Path, detector: &DetectorConfig) -> anyhow::Result<()> {
+    let generic_path = super::models_dir(detector).join(DEFAULT_MODEL_FILE);
+    let mut embedder = None;
+    let generic = super::load_bin_model(&generic_path, detector, &mut embedder)?;
+    let set = embed_set(dataset, detector, 1, false)?;
+    let examples: Vec<(ViewFeatures, bool)> =
+        set.images.iter().zip(&set.views).map(|(image, views)| (views[0].clone(), image.overflowing)).collect();
+    let (model, accuracy) = bin_state::train_zone(&examples, &generic, FEW_SHOT_L2, &set.training_sha256);
+    write_model(output, &model)?;
+    let accuracy =
+        accuracy.map_or("n/a (fewer than 2 examples of a state)".to_string(), |a| format!("{:.1} %", a * 100.0));
+    println!("{}: trained on {}; leave-one-out balanced accuracy {accuracy}", output.display(), model.trained_on);
+    Ok(())
 }
 
 fn train_command(dataset: &Path, output: &Path, detector: &DetectorConfig, evaluate: bool) -> anyhow::Result<()> {
@@ -364,8 +398,8 @@ fn train_command(dataset: &Path, output: &Path, detector: &DetectorConfig, evalu
 
 fn print_evaluation(set: &Embedded) {
     println!(
-        "cost per view: embedding {:.1} ms (resize + inference), colour statistics {:.2} ms",
-        set.embed_ms, set.colour_ms
+        "cost per view (wall, one thread): resize to the input {:.1} ms, inference {:.1} ms, colour statistics {:.2} ms",
+        set.resize_ms, set.embed_ms, set.colour_ms
     );
     let scenes = {
         let mut s: Vec<&str> = set.images.iter().map(|i| i.scene.as_str()).collect();
@@ -390,6 +424,7 @@ fn print_evaluation(set: &Embedded) {
         variants.push((DEFAULT_FEATURES, DEFAULT_VIEWS, l2));
     }
     for (features, views, l2) in variants {
+        let started = Instant::now();
         let probabilities = bin_state::leave_one_scene_out(&set.images, &set.views, &set.tests, features, l2, views);
         let confusion = |filter: &dyn Fn(&LabelledImage) -> bool, test: usize| {
             Confusion::of(
@@ -429,6 +464,7 @@ fn print_evaluation(set: &Embedded) {
             all.false_positive,
             if default { "  <- default" } else { "" }
         );
+        tracing::debug!(seconds = started.elapsed().as_secs_f64(), "leave-one-scene-out run");
         if default {
             let wrong: Vec<String> = set
                 .images
@@ -438,9 +474,22 @@ fn print_evaluation(set: &Embedded) {
                 .map(|(image, p)| format!("{} {:.2}", image.file, p[0]))
                 .collect();
             println!("    misread: {}", if wrong.is_empty() { "none".to_string() } else { wrong.join(", ") });
-            let flipped =
-                probabilities.iter().filter(|p| p[1..].iter().any(|dim| (*dim >= 0.5) != (p[0] >= 0.5))).count();
-            println!("    photos whose state changes when dimmed to x0.55 or x0.4: {flipped} of {}", set.images.len());
+            let flipped: Vec<String> = set
+                .images
+                .iter()
+                .zip(&probabilities)
+                .filter(|(_, p)| p[1..].iter().any(|dim| (*dim >= 0.5) != (p[0] >= 0.5)))
+                .map(|(image, p)| {
+                    let scores: Vec<String> = p.iter().map(|v| format!("{v:.2}")).collect();
+                    format!("{} {}", image.file, scores.join("/"))
+                })
+                .collect();
+            println!(
+                "    photos whose state changes when dimmed to x0.55 or x0.4 (as is/x0.55/x0.4): {} of {}: {}",
+                flipped.len(),
+                set.images.len(),
+                flipped.join(", ")
+            );
         }
     }
 }
@@ -479,7 +528,7 @@ fn print_few_shot(set: &Embedded, dataset: &Path, detector: &DetectorConfig) -> 
              mean balanced accuracy over {FEW_SHOT_DRAWS} draws of the k examples, tested on the other frames):",
             photos.len()
         );
-        for l2 in [FEW_SHOT_L2, 0.03, 0.3] {
+        for l2 in [FEW_SHOT_L2, 0.1, 0.3] {
             let mut line = format!("  l2 {l2:<5}");
             for k in [0usize, 1, 3, 5] {
                 let (mut tuned, mut scratch) = (0.0, 0.0);

@@ -138,7 +138,7 @@ fn check_config_refuses_a_zone_model_made_with_another_embedder_or_unreadable() 
 }
 
 #[test]
-fn bin_train_gives_the_same_bytes_from_the_same_set_and_skips_an_up_to_date_model() {
+fn bin_train_gives_the_same_bytes_from_the_same_set_skips_an_up_to_date_model_and_makes_zone_models() {
     let dir = tempfile::tempdir().unwrap();
     let set = dir.path().join("set");
     std::fs::create_dir(&set).unwrap();
@@ -166,6 +166,20 @@ fn bin_train_gives_the_same_bytes_from_the_same_set_and_skips_an_up_to_date_mode
     assert_eq!(model["training_sha256"].as_str().unwrap().len(), 64);
     let again = train(&first);
     assert!(String::from_utf8_lossy(&again.stdout).contains("up to date"));
+
+    // The same set as one zone's examples: a zone model from the generic default, which the
+    // zone's `model` key takes.
+    let zone_model = dir.path().join("zone.json");
+    let zone = gateway(
+        &["bin-train", "--zone", "--dataset", set.to_str().unwrap(), "--output", zone_model.to_str().unwrap()],
+        &[],
+    );
+    assert!(zone.status.success(), "{}", String::from_utf8_lossy(&zone.stderr));
+    assert!(String::from_utf8_lossy(&zone.stdout).contains("leave-one-out balanced accuracy"));
+    let config = dir.path().join("zone.toml");
+    std::fs::write(&config, config_text("model = \"zone.json\"\n")).unwrap();
+    let check = gateway(&["check-config"], &[&config]);
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
 }
 
 /// A camera frame as the gateway analyses it: the photo scaled to 416 pixels wide.

@@ -15,6 +15,29 @@ use crate::zones::{Zone, ZoneRule};
 /// Classes masked out of the trash reading: they move through bin areas without being rubbish.
 const TRANSIENT_CLASSES: [&str; 6] = ["person", "bicycle", "car", "motorcycle", "bus", "truck"];
 
+/// A model-read bin zone whose bounds are covered this much by people and vehicles gives no
+/// reading that frame.
+const HIDDEN_SHARE: f32 = 0.3;
+
+/// Share (0–1) of `bounds` covered by the union of `boxes`, sampled on a 20×20 grid.
+fn covered_share(bounds: &BoxNorm, boxes: &[BoxNorm]) -> f32 {
+    if boxes.is_empty() {
+        return 0.0;
+    }
+    const STEPS: usize = 20;
+    let mut covered = 0;
+    for row in 0..STEPS {
+        let y = bounds.y1 + (bounds.y2 - bounds.y1) * (row as f32 + 0.5) / STEPS as f32;
+        for column in 0..STEPS {
+            let x = bounds.x1 + (bounds.x2 - bounds.x1) * (column as f32 + 0.5) / STEPS as f32;
+            if boxes.iter().any(|b| x >= b.x1 && x <= b.x2 && y >= b.y1 && y <= b.y2) {
+                covered += 1;
+            }
+        }
+    }
+    covered as f32 / (STEPS * STEPS) as f32
+}
+
 enum RuleState {
     Misparked,
     Trash { watch: TrashWatch, reference: Option<GreyFrame>, classified: bool },
@@ -38,8 +61,8 @@ pub struct EngineFrame<'a> {
     pub picture: Option<&'a image::RgbImage>,
     /// Frame width ÷ height: box shapes in pixels (fall rule) need it.
     pub frame_aspect: f32,
-    /// Readings of bin zones that use a classifier, by zone id (computed by the caller, which
-    /// owns the ONNX sessions).
+    /// Readings of bin zones that use a model or classifier, by zone id (computed by the
+    /// caller, which owns the ONNX sessions).
     pub zone_readings: &'a [(String, f32)],
 }
 
@@ -84,7 +107,7 @@ impl CameraEngine {
                     ZoneRule::Trash(params) => RuleState::Trash {
                         watch: TrashWatch::default(),
                         reference: references.iter().find(|(id, _)| *id == zone.id).map(|(_, r)| r.clone()),
-                        classified: matches!(params.source, crate::zones::TrashSource::Classifier { .. }),
+                        classified: !matches!(params.source, crate::zones::TrashSource::ReferenceDiff { .. }),
                     },
                     ZoneRule::Fall(_) => RuleState::Fall(FallWatch::default()),
                     ZoneRule::Mask => RuleState::Mask,
@@ -174,7 +197,12 @@ impl CameraEngine {
                     misparked_bike::evaluate(zone, &runtime.class_ids, params, tracks, now_ms),
                 ),
                 (RuleState::Trash { watch, classified: true, .. }, ZoneRule::Trash(params)) => {
-                    let reading = frame.zone_readings.iter().find(|(id, _)| *id == zone.id).map(|(_, r)| *r);
+                    // A model sees the whole crop: with people or vehicles (a parked tricycle,
+                    // a delivery van) covering much of it, this frame's reading says nothing
+                    // about the bins, and the state holds.
+                    let hidden = covered_share(&zone.polygon.bounds(), &transient_boxes) >= HIDDEN_SHARE;
+                    let reading =
+                        frame.zone_readings.iter().find(|(id, _)| *id == zone.id).map(|(_, r)| *r).filter(|_| !hidden);
                     (IncidentKind::TrashOverflow, watch.evaluate(params, reading, now_ms))
                 }
                 (RuleState::Trash { watch, reference, .. }, ZoneRule::Trash(params)) => {
@@ -199,5 +227,20 @@ impl CameraEngine {
             events.extend(self.book.update(now_ms, &zone.id, kind, &signal, &zone.lifecycle));
         }
         events
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn covered_share_counts_the_union_of_boxes_inside_the_bounds() {
+        let bounds = BoxNorm { x1: 0.0, y1: 0.0, x2: 0.5, y2: 0.5 };
+        assert_eq!(covered_share(&bounds, &[]), 0.0);
+        let left_half = BoxNorm { x1: 0.0, y1: 0.0, x2: 0.25, y2: 1.0 };
+        assert!((covered_share(&bounds, &[left_half, left_half]) - 0.5).abs() < 0.01);
+        let outside = BoxNorm { x1: 0.6, y1: 0.6, x2: 1.0, y2: 1.0 };
+        assert_eq!(covered_share(&bounds, &[outside]), 0.0);
     }
 }

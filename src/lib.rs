@@ -18,12 +18,15 @@
 //!   earliest deadline first): how the capacity is shared out.
 //! - [`decode`]: keyframes (or every frame) → the detector's letterboxed input tensor.
 //! - [`detect`]: ONNX Runtime sessions, YOLOX decode, class-wise NMS.
+//! - [`bin_state`]: a bin area's state from a frozen backbone's embedding and a small
+//!   logistic regression (the generic default, or a zone's own).
 //! - [`health`]: per-camera state and counters shared by the stages.
 //! - [`pipeline`]: wires the stages for `gateway run`.
 //! - [`outbox`]: incident events on disk (redb) until the broker acknowledges them, with the
 //!   follow-up timers of [`followup`] (the pure reminder/escalation core).
 //! - [`deliver`]: outbox → MQTT (QoS 1, PUBACK-matched), stewards' answers back.
 
+pub mod bin_state;
 pub mod cli;
 pub mod config;
 pub mod console;

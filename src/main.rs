@@ -90,6 +90,42 @@ enum Command {
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
+    /// Read each image as one bin area: overflowing or normal, with P(overflowing).
+    BinState {
+        /// Config file whose models to use (with --camera and --zone: that zone's model on
+        /// the zone's crop); default: the bundled generic model on the whole image.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Camera of the zone (with --config).
+        #[arg(long)]
+        camera: Option<String>,
+        /// Bin-area zone whose model reads its crop of each image (with --config).
+        #[arg(long)]
+        zone: Option<String>,
+        /// One JSON object per image per line.
+        #[arg(long)]
+        json: bool,
+        /// Image files (JPEG or PNG).
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+    },
+    /// Make the generic bin-state model from a labelled set of photos (scripts/setup runs it).
+    BinTrain {
+        /// Folder with labels.csv and the photos; default $GATEWAY_BINS_DATASET, else
+        /// ../shared/media/bins beside the project.
+        #[arg(long)]
+        dataset: Option<PathBuf>,
+        /// Model file to write; default models/bin_state_default.json.
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// Also print leave-one-scene-out and few-shot figures.
+        #[arg(long)]
+        evaluate: bool,
+        /// Make a zone's own model from the set (that zone's crops), starting from the
+        /// generic default; needs --output.
+        #[arg(long)]
+        zone: bool,
+    },
 }
 
 fn main() {
@@ -110,6 +146,12 @@ fn main() {
         Command::Detect { config, json, images } => cli::detect::main(config.as_deref(), json, &images),
         Command::Calibrate { config, frames, json, footage } => {
             cli::calibrate::main(config.as_deref(), frames, json, &footage)
+        }
+        Command::BinState { config, camera, zone, json, images } => {
+            cli::bin_state::main(config.as_deref(), camera.as_deref(), zone.as_deref(), json, &images)
+        }
+        Command::BinTrain { dataset, output, evaluate, zone } => {
+            cli::bin_state::train_main(dataset.as_deref(), output.as_deref(), evaluate, zone)
         }
     };
     std::process::exit(code);

@@ -56,6 +56,12 @@ pub enum TrashSource {
         /// The classifier's manifest.
         manifest: std::path::PathBuf,
     },
+    /// The bin-state model (frozen embedding + logistic regression) on the zone's crop; the
+    /// reading is P(overflowing). The default source.
+    Model {
+        /// The model file; `None`: the generic default beside the detector's manifest.
+        model: Option<std::path::PathBuf>,
+    },
 }
 
 /// Trash-overflow rule parameters.
@@ -63,10 +69,11 @@ pub enum TrashSource {
 pub struct TrashParams {
     /// Raise after the zone has read "overflowing" this long. Default 10 min.
     pub raise_after_ms: i64,
-    /// A changed share at or above this reads "overflowing". Default 0.15.
+    /// A changed share (or model score) at or above this reads "overflowing". Default 0.15
+    /// for the reference difference, 0.6 for a model.
     pub overflow_share: f32,
     /// A changed share at or below this reads "normal"; between the two, the reading holds
-    /// (hysteresis). Default 0.06.
+    /// (hysteresis). Default 0.06 for the reference difference, 0.4 for a model.
     pub normal_share: f32,
     /// The reading's source.
     pub source: TrashSource,

@@ -73,7 +73,7 @@ pub(super) fn detector_for(config_path: Option<&Path>) -> Option<Detector> {
     }
 }
 
-fn default_model_base() -> PathBuf {
+pub(super) fn default_model_base() -> PathBuf {
     let current = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     let mut candidates = vec![current.clone()];
     if let Some(binary_dir) = std::env::current_exe().ok().and_then(|exe| exe.parent().map(Path::to_path_buf)) {

@@ -1,6 +1,7 @@
 //! The `gateway` command's subcommands. `main` parses arguments and dispatches here; each
 //! subcommand returns the process exit code.
 
+pub mod bin_state;
 pub mod calibrate;
 pub mod check_config;
 pub mod detect;
@@ -67,36 +68,107 @@ pub fn load_references(
     Ok(references)
 }
 
-/// The classifiers of a camera's bin zones that use one, with the zones' bounds.
-pub struct ZoneClassifiers(Vec<(String, crate::geometry::BoxNorm, crate::detect::classifier::ZoneClassifier)>);
+/// The readers of a camera's bin zones that read a model (an ONNX classifier, or the
+/// embedding + bin-state model: one embedder session per camera, shared by its zones), with
+/// the zones' bounds.
+pub struct ZoneClassifiers {
+    zones: Vec<(String, crate::geometry::BoxNorm, ZoneReader)>,
+    embedder: Option<crate::bin_state::embedder::Embedder>,
+}
+
+enum ZoneReader {
+    Onnx(Box<crate::detect::classifier::ZoneClassifier>),
+    Model(Box<crate::bin_state::BinStateModel>),
+}
+
+/// The folder of the bundled models: where the detector's manifest is.
+pub fn models_dir(detector: &crate::config::DetectorConfig) -> std::path::PathBuf {
+    detector.model_manifest.parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// Loads the embedder beside the detector's manifest and a bin-state model, and checks that
+/// the model was made with that embedder.
+pub fn load_bin_model(
+    model_path: &Path,
+    detector: &crate::config::DetectorConfig,
+    embedder: &mut Option<crate::bin_state::embedder::Embedder>,
+) -> anyhow::Result<crate::bin_state::BinStateModel> {
+    use anyhow::Context;
+    if embedder.is_none() {
+        let manifest = models_dir(detector).join(crate::bin_state::EMBEDDER_MANIFEST_FILE);
+        *embedder = Some(
+            crate::bin_state::embedder::Embedder::load(&manifest, detector.onnxruntime_library.as_deref())
+                .context("bin-state embedder")?,
+        );
+    }
+    let sha256 = embedder.as_ref().map(|e| e.sha256().to_string()).unwrap_or_default();
+    let model = crate::bin_state::BinStateModel::load(model_path)?;
+    if model.embedder_sha256 != sha256 {
+        anyhow::bail!(
+            "bin-state model {} was made with embedder {}, this one is {sha256} (retrain it)",
+            model_path.display(),
+            model.embedder_sha256
+        );
+    }
+    Ok(model)
+}
 
 impl ZoneClassifiers {
-    /// Loads every classifier a camera's zones name.
+    /// Loads every classifier and bin-state model a camera's zones name.
     pub fn load(
         camera: &crate::config::CameraConfig,
         detector: &crate::config::DetectorConfig,
     ) -> anyhow::Result<Self> {
         use anyhow::Context;
-        let mut classifiers = Vec::new();
+        let mut zones = Vec::new();
+        let mut embedder = None;
         for zone in &camera.zones {
-            if let crate::zones::ZoneRule::Trash(params) = &zone.rule {
-                if let crate::zones::TrashSource::Classifier { manifest } = &params.source {
-                    let classifier = crate::detect::classifier::ZoneClassifier::load(manifest, detector)
-                        .with_context(|| format!("zone {} classifier", zone.id))?;
-                    classifiers.push((zone.id.clone(), zone.polygon.bounds(), classifier));
+            let crate::zones::ZoneRule::Trash(params) = &zone.rule else { continue };
+            let reader = match &params.source {
+                crate::zones::TrashSource::Classifier { manifest } => ZoneReader::Onnx(Box::new(
+                    crate::detect::classifier::ZoneClassifier::load(manifest, detector)
+                        .with_context(|| format!("zone {} classifier", zone.id))?,
+                )),
+                crate::zones::TrashSource::Model { model } => {
+                    let path = model
+                        .clone()
+                        .unwrap_or_else(|| models_dir(detector).join(crate::bin_state::DEFAULT_MODEL_FILE));
+                    ZoneReader::Model(Box::new(
+                        load_bin_model(&path, detector, &mut embedder)
+                            .with_context(|| format!("zone {} model", zone.id))?,
+                    ))
                 }
-            }
+                crate::zones::TrashSource::ReferenceDiff { .. } => continue,
+            };
+            zones.push((zone.id.clone(), zone.polygon.bounds(), reader));
         }
-        Ok(ZoneClassifiers(classifiers))
+        Ok(ZoneClassifiers { zones, embedder })
     }
 
-    /// Each classified zone's reading on `picture`; a zone whose classifier fails gives none
-    /// this frame (logged), and its state holds.
+    /// One zone's reading on `picture` (`None`: the zone does not read a model).
+    pub fn read_zone(&mut self, zone: &str, picture: &image::RgbImage) -> Option<anyhow::Result<f32>> {
+        let (_, bounds, reader) = self.zones.iter_mut().find(|(id, _, _)| id == zone)?;
+        Some(match reader {
+            ZoneReader::Onnx(classifier) => classifier.overflow_probability(picture, bounds),
+            ZoneReader::Model(model) => {
+                let crop = crate::bin_state::crop(picture, bounds);
+                match self.embedder.as_mut() {
+                    Some(embedder) => embedder
+                        .embed(&crop)
+                        .map(|embedding| model.probability(&crate::bin_state::ViewFeatures::new(&embedding, &crop))),
+                    None => Err(anyhow::anyhow!("no embedder loaded")),
+                }
+            }
+        })
+    }
+
+    /// Each model-read zone's reading on `picture`; a zone whose model fails gives none this
+    /// frame (logged), and its state holds.
     pub fn read(&mut self, picture: &image::RgbImage) -> Vec<(String, f32)> {
-        self.0
-            .iter_mut()
-            .filter_map(|(zone, bounds, classifier)| match classifier.overflow_probability(picture, bounds) {
-                Ok(probability) => Some((zone.clone(), probability)),
+        let ids: Vec<String> = self.zones.iter().map(|(id, _, _)| id.clone()).collect();
+        ids.into_iter()
+            .filter_map(|zone| match self.read_zone(&zone, picture)? {
+                Ok(probability) => Some((zone, probability)),
                 Err(error) => {
                     tracing::warn!(zone = %zone, error = format!("{error:#}"), "zone classifier failed");
                     None

@@ -249,6 +249,15 @@ pub struct RawZone {
     /// difference. With it, overflow_share and normal_share default to 0.6 and 0.4.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub classifier: Option<String>,
+    /// bin_area: where the reading comes from: "model" (the default without `reference` or
+    /// `classifier`: P(overflowing) from the bin-state model on the zone's crop), "reference"
+    /// (the reference difference; the default when `reference` is set) or "classifier".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// bin_area with source "model": the bin-state model file (JSON, relative to this config
+    /// file). Default: the generic `bin_state_default.json` beside the detector's manifest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
     /// fall_watch: a person down this long raises. Default 20000.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub down_ms: Option<i64>,

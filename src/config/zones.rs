@@ -121,40 +121,76 @@ fn validate_zone(raw: &RawZone, path: &str, base_dir: &Path, problems: &mut Prob
             pile_up_dwell_ms: millis(problems, "pile_up_dwell_ms", raw.pile_up_dwell_ms, 60_000),
         }),
         ZoneKind::BinArea => {
-            let (overflow_default, normal_default) = if raw.classifier.is_some() { (0.6, 0.4) } else { (0.15, 0.06) };
+            let source_kind = match raw.source.as_deref() {
+                Some(kind @ ("model" | "reference" | "classifier")) => kind,
+                Some(other) => {
+                    problems.push(
+                        format!("{path}.source"),
+                        format!("unknown source {other:?}; expected \"model\", \"reference\" or \"classifier\""),
+                    );
+                    "model"
+                }
+                None if raw.classifier.is_some() => "classifier",
+                None if raw.reference.is_some() => "reference",
+                None => "model",
+            };
+            for (key, set, belongs_to) in [
+                ("classifier", raw.classifier.is_some(), "classifier"),
+                ("reference", raw.reference.is_some(), "reference"),
+                ("model", raw.model.is_some(), "model"),
+            ] {
+                if set && source_kind != belongs_to {
+                    problems.push(
+                        format!("{path}.{key}"),
+                        format!("applies to source = \"{belongs_to}\", this zone's source is \"{source_kind}\""),
+                    );
+                }
+            }
+            let (overflow_default, normal_default) = if source_kind == "reference" { (0.15, 0.06) } else { (0.6, 0.4) };
             let overflow_share = fraction(problems, "overflow_share", raw.overflow_share, overflow_default);
             let normal_share = fraction(problems, "normal_share", raw.normal_share, normal_default);
             if normal_share >= overflow_share {
                 problems
                     .push(format!("{path}.normal_share"), "must be below overflow_share (the gap is the hysteresis)");
             }
-            let reference = raw.reference.as_deref().map(|file| resolve(base_dir, file));
-            if let Some(reference) = &reference {
-                if !is_picture(reference) {
-                    // One message whatever the cause (missing, unreadable, not a picture), so a
-                    // zone edit cannot be used to learn which files exist (issue 11).
-                    problems.push(
-                        format!("{path}.reference"),
-                        format!(
-                            "{} is not a readable PNG or JPEG picture (capture one with `gateway reference`)",
-                            reference.display()
-                        ),
-                    );
+            let existing = |problems: &mut Problems, key: &str, file: &str, hint: &str| {
+                let resolved = resolve(base_dir, file);
+                if !resolved.is_file() {
+                    problems.push(format!("{path}.{key}"), format!("{} does not exist{hint}", resolved.display()));
                 }
-            }
-            let source = match (&raw.classifier, reference) {
-                (Some(_), Some(_)) => {
-                    problems.push(format!("{path}.classifier"), "set either classifier or reference, not both");
-                    TrashSource::ReferenceDiff { reference: None }
-                }
-                (Some(classifier), None) => {
-                    let manifest = resolve(base_dir, classifier);
-                    if !manifest.is_file() {
-                        problems.push(format!("{path}.classifier"), format!("{} does not exist", manifest.display()));
+                resolved
+            };
+            let source = match source_kind {
+                "classifier" => match raw.classifier.as_deref() {
+                    Some(classifier) => {
+                        TrashSource::Classifier { manifest: existing(problems, "classifier", classifier, "") }
                     }
-                    TrashSource::Classifier { manifest }
+                    None => {
+                        problems.push(format!("{path}.classifier"), "is required with source = \"classifier\"");
+                        TrashSource::Model { model: None }
+                    }
+                },
+                "reference" => TrashSource::ReferenceDiff {
+                    reference: raw.reference.as_deref().map(|file| {
+                        let reference = resolve(base_dir, file);
+                        if !is_picture(&reference) {
+                            // One message whatever the cause (missing, unreadable, not a
+                            // picture), so a zone edit cannot be used to learn which files
+                            // exist (issue 11).
+                            problems.push(
+                                format!("{path}.reference"),
+                                format!(
+                                    "{} is not a readable PNG or JPEG picture (capture one with `gateway reference`)",
+                                    reference.display()
+                                ),
+                            );
+                        }
+                        reference
+                    }),
+                },
+                _ => {
+                    TrashSource::Model { model: raw.model.as_deref().map(|file| existing(problems, "model", file, "")) }
                 }
-                (None, reference) => TrashSource::ReferenceDiff { reference },
             };
             ZoneRule::Trash(TrashParams {
                 raise_after_ms: millis(problems, "raise_after_ms", raw.raise_after_ms, 600_000),
@@ -251,7 +287,7 @@ fn validate_polygon(points: Option<&[[f32; 2]]>, path: &str, problems: &mut Prob
 
 /// The parameter keys of a zone, the kinds they apply to, and what they mean (for
 /// [`refuse_foreign_keys`] and the zone editor).
-const ZONE_KEYS: [(&str, &[ZoneKind], &str); 21] = [
+const ZONE_KEYS: [(&str, &[ZoneKind], &str); 23] = [
     ("classes", &[ZoneKind::NoParking, ZoneKind::FallWatch], "Detector classes considered."),
     ("min_score", &[ZoneKind::NoParking, ZoneKind::FallWatch], "Minimum detection score, 0–1."),
     ("min_area", &[ZoneKind::NoParking, ZoneKind::FallWatch], "Minimum box area, share of the frame."),
@@ -263,11 +299,17 @@ const ZONE_KEYS: [(&str, &[ZoneKind], &str); 21] = [
     (
         "overflow_share",
         &[ZoneKind::BinArea],
-        "Share of the area changed (or classifier score) that counts as overflowing.",
+        "Model score (or, with source = reference, share of the area changed) that counts as overflowing.",
     ),
     ("normal_share", &[ZoneKind::BinArea], "Below this it is back to normal (the gap is the hysteresis)."),
     ("reference", &[ZoneKind::BinArea], "Clean reference image (from `gateway reference`), relative to the config."),
     ("classifier", &[ZoneKind::BinArea], "Bin-state classifier manifest instead of a reference image."),
+    (
+        "source",
+        &[ZoneKind::BinArea],
+        "Where the reading comes from: \"model\" (default), \"reference\" or \"classifier\".",
+    ),
+    ("model", &[ZoneKind::BinArea], "Bin-state model file for source = \"model\" (default: the generic one)."),
     ("down_ms", &[ZoneKind::FallWatch], "A person down this long raises an incident."),
     ("lying_aspect", &[ZoneKind::FallWatch], "Box width ÷ height above which a person counts as lying."),
     ("collapse_ratio", &[ZoneKind::FallWatch], "Box height falling to this share of standing height counts as down."),
@@ -309,6 +351,8 @@ fn is_set(raw: &RawZone, key: &str) -> bool {
         "normal_share" => raw.normal_share.is_some(),
         "reference" => raw.reference.is_some(),
         "classifier" => raw.classifier.is_some(),
+        "source" => raw.source.is_some(),
+        "model" => raw.model.is_some(),
         "down_ms" => raw.down_ms.is_some(),
         "lying_aspect" => raw.lying_aspect.is_some(),
         "collapse_ratio" => raw.collapse_ratio.is_some(),
@@ -388,6 +432,7 @@ fn defaults_of(zone: &Zone) -> serde_json::Map<String, serde_json::Value> {
             map.insert("raise_after_ms".into(), serde_json::json!(p.raise_after_ms));
             map.insert("overflow_share".into(), round(p.overflow_share));
             map.insert("normal_share".into(), round(p.normal_share));
+            map.insert("source".into(), serde_json::json!("model"));
         }
         ZoneRule::Fall(p) => {
             map.insert("down_ms".into(), serde_json::json!(p.down_ms));
@@ -399,4 +444,70 @@ fn defaults_of(zone: &Zone) -> serde_json::Map<String, serde_json::Value> {
         ZoneRule::Mask => {}
     }
     map
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::validate::problems_of;
+    use crate::zones::{TrashSource, ZoneRule};
+
+    fn bin_zone(extra: &str) -> String {
+        format!(
+            "[cameras.a]\nurl = \"rtsp://h/\"\n[[cameras.a.zones]]\nid = \"bins\"\nkind = \"bin_area\"\n\
+             polygon = [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0]]\n{extra}"
+        )
+    }
+
+    fn source_of(extra: &str) -> (TrashSource, f32, f32) {
+        let dir = tempfile::tempdir().unwrap();
+        image::RgbImage::new(8, 8).save(dir.path().join("ref.png")).unwrap(); // references must decode
+        std::fs::write(dir.path().join("own.json"), b"{}").unwrap();
+        let config = crate::config::parse(&bin_zone(extra), dir.path()).unwrap_or_else(|p| panic!("{p}"));
+        let ZoneRule::Trash(params) = &config.cameras[0].zones[0].rule else { panic!("not a bin zone") };
+        let source = match &params.source {
+            TrashSource::ReferenceDiff { reference } => {
+                TrashSource::ReferenceDiff { reference: reference.as_ref().map(|p| p.file_name().unwrap().into()) }
+            }
+            TrashSource::Model { model } => {
+                TrashSource::Model { model: model.as_ref().map(|p| p.file_name().unwrap().into()) }
+            }
+            other => other.clone(),
+        };
+        (source, params.overflow_share, params.normal_share)
+    }
+
+    #[test]
+    fn a_bin_area_reads_the_model_by_default_and_the_reference_when_asked() {
+        assert_eq!(source_of(""), (TrashSource::Model { model: None }, 0.6, 0.4));
+        assert_eq!(
+            source_of("model = \"own.json\"\n"),
+            (TrashSource::Model { model: Some("own.json".into()) }, 0.6, 0.4)
+        );
+        assert_eq!(source_of("source = \"reference\"\n"), (TrashSource::ReferenceDiff { reference: None }, 0.15, 0.06));
+        // A reference picture alone still means the reference difference (configs from before).
+        assert_eq!(
+            source_of("reference = \"ref.png\"\n"),
+            (TrashSource::ReferenceDiff { reference: Some("ref.png".into()) }, 0.15, 0.06)
+        );
+    }
+
+    #[test]
+    fn source_keys_that_do_not_fit_are_refused_with_their_path() {
+        for (extra, expected) in [
+            ("source = \"magic\"\n", "cameras.a.zones[0].source: unknown source \"magic\""),
+            (
+                "source = \"reference\"\nmodel = \"own.json\"\n",
+                "cameras.a.zones[0].model: applies to source = \"model\"",
+            ),
+            (
+                "reference = \"ref.png\"\nsource = \"model\"\n",
+                "cameras.a.zones[0].reference: applies to source = \"reference\"",
+            ),
+            ("source = \"classifier\"\n", "cameras.a.zones[0].classifier: is required"),
+            ("model = \"missing.json\"\n", "cameras.a.zones[0].model:"),
+        ] {
+            let problems = problems_of(&bin_zone(extra));
+            assert!(problems.iter().any(|p| p.starts_with(expected)), "{extra:?}: {problems:?}");
+        }
+    }
 }

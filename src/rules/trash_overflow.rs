@@ -1,7 +1,8 @@
 //! Overflowing trash points. COCO has no class for bins or rubbish, so the state source is a
-//! reading per frame: the share of the bin zone that differs from a clean reference image
-//! captured by ops, with people and vehicles masked out and normalised for lighting. The
-//! rule adds hysteresis twice: on the reading (overflow above one share, normal below a lower
+//! reading per frame: by default P(overflowing) from the bin-state model on the zone's crop
+//! ([`crate::bin_state`], computed by the caller), or — the fallback, `source = "reference"` —
+//! the share of the bin zone that differs from a clean reference image captured by ops, with
+//! people and vehicles masked out and normalised for lighting. The rule adds hysteresis twice: on the reading (overflow above one share, normal below a lower
 //! one, unchanged between) and in time (raise after `raise_after_ms` of "overflowing"; the
 //! lifecycle clears after its `clear_after_ms` of "normal").
 //!
@@ -127,9 +128,15 @@ impl TrashWatch {
             present: overflowing_ms.is_some(),
             score: share.clamp(0.0, 1.0),
             count: 0,
-            detail: match overflowing_ms {
-                Some(ms) => format!("{:.0}% of the bin area changed for {}", share * 100.0, super::describe_ms(ms)),
-                None => format!("normal ({:.0}% changed)", share * 100.0),
+            detail: match (overflowing_ms, &params.source) {
+                (Some(ms), crate::zones::TrashSource::ReferenceDiff { .. }) => {
+                    format!("{:.0}% of the bin area changed for {}", share * 100.0, super::describe_ms(ms))
+                }
+                (None, crate::zones::TrashSource::ReferenceDiff { .. }) => {
+                    format!("normal ({:.0}% changed)", share * 100.0)
+                }
+                (Some(ms), _) => format!("overflowing (score {share:.2}) for {}", super::describe_ms(ms)),
+                (None, _) => format!("normal (score {share:.2})"),
             },
             objects: Vec::new(),
         }

@@ -1,5 +1,5 @@
 //! Scenario files (`tests/scenarios/*.toml`): timed detections (and, for bin areas, synthetic
-//! pictures) in, incident events out, through the real engine (tracker, zones, rules,
+//! pictures or scripted model scores) in, incident events out, through the real engine (tracker, zones, rules,
 //! lifecycle) with footage time as the clock. No model needed.
 //!
 //! A scenario holds the camera exactly as a config file would (`[cameras.example]` with its
@@ -54,6 +54,13 @@ struct Segment {
     /// Alternate brightness between this and `brightness` on every frame (flicker).
     #[serde(default)]
     flicker_to: Option<f32>,
+    /// The bin-state model's score for every bin zone that reads a model (the scripted
+    /// reading of `source = "model"` zones; the real model is tested in tests/it/bins.rs).
+    #[serde(default)]
+    reading: Option<f32>,
+    /// Alternate the score between this and `reading` on every frame.
+    #[serde(default)]
+    reading_flicker_to: Option<f32>,
 }
 
 #[derive(Deserialize)]
@@ -151,12 +158,25 @@ fn run(path: &Path) -> Vec<Expected> {
                 _ => 1.0,
             };
             let image = segment.picture.as_deref().map(|kind| picture(kind, brightness));
+            let reading = match (segment.reading, segment.reading_flicker_to) {
+                (Some(_), Some(b)) if step % 2 == 1 => Some(b),
+                (reading, _) => reading,
+            };
+            let zone_readings: Vec<(String, f32)> = camera
+                .zones
+                .iter()
+                .filter(|z| {
+                    matches!(&z.rule, gateway::zones::ZoneRule::Trash(p)
+                        if matches!(p.source, gateway::zones::TrashSource::Model { .. }))
+                })
+                .filter_map(|z| reading.map(|r| (z.id.clone(), r)))
+                .collect();
             for event in engine.update(EngineFrame {
                 now_ms,
                 observations,
                 picture: image.as_ref(),
                 frame_aspect: scenario.frame_aspect.unwrap_or(16.0 / 9.0),
-                zone_readings: &[],
+                zone_readings: &zone_readings,
             }) {
                 events.push(Expected {
                     event: format!("{:?}", event.event).to_lowercase(),

@@ -4,6 +4,7 @@
 pub mod calibrate;
 pub mod check_config;
 pub mod detect;
+pub mod eval_falls;
 pub mod reference;
 pub mod replay;
 pub mod run;

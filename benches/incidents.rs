@@ -52,6 +52,7 @@ fn engine(c: &mut Criterion) {
                 class_id: (i % 2) as u16,
                 score: 0.8,
                 bbox: BoxNorm { x1: x, y1: y, x2: x + 0.04, y2: y + 0.1 },
+                rotated: false,
             }
         })
         .collect();

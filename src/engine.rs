@@ -83,6 +83,7 @@ pub fn observations(detections: &[crate::detect::Detection], width: u32, height:
             class_id: d.class_id,
             score: d.score,
             bbox: BoxNorm::from_pixels(d.box_px, width, height),
+            rotated: d.rotated,
         })
         .collect()
 }
@@ -220,7 +221,7 @@ impl CameraEngine {
                 }
                 (RuleState::Fall(watch), ZoneRule::Fall(params)) => (
                     IncidentKind::FallenPerson,
-                    watch.evaluate(zone, &runtime.class_ids, params, tracks, frame.frame_aspect, now_ms),
+                    watch.evaluate(zone, &runtime.class_ids, params, tracks, &self.masks, frame.frame_aspect, now_ms),
                 ),
                 _ => continue,
             };

@@ -268,6 +268,9 @@ pub struct CameraCounters {
     pub revisit_last_ms: AtomicU64,
     /// The longest such gap since start, ms.
     pub revisit_max_ms: AtomicU64,
+    /// The priority the scheduler served the camera's latest due frame with (0 low, 1 normal,
+    /// 2 high).
+    pub priority: AtomicU64,
 }
 
 /// One camera's health.
@@ -375,7 +378,7 @@ impl CameraHealth {
         *self.last_skip.lock().unwrap() = Some(Instant::now());
         if matches!(self.state(), CameraState::Online | CameraState::Degraded) {
             let why = match reason {
-                SkipReason::OverCapacity => "over capacity: due frames waited longer than a tenth of the interval",
+                SkipReason::OverCapacity => "over capacity: due frames waited a whole interval",
                 SkipReason::AwaitingKeyframe => "frames skipped: awaiting keyframe",
             };
             self.set_state(CameraState::Degraded, Some(why.to_string()));

@@ -78,6 +78,24 @@ enum Command {
         #[arg(required = true)]
         footage: Vec<PathBuf>,
     },
+    /// Score the fall rule on a folder of clips with a ground truth (DIR/truth.csv): each clip
+    /// replayed, padded with its last picture, incidents compared with the truth.
+    EvalFalls {
+        /// Config file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// Camera whose zones and rules to use; default: the first with a fall_watch zone.
+        #[arg(long)]
+        camera: Option<String>,
+        /// Footage seconds of the last picture appended to each clip (the person stays down).
+        #[arg(long, default_value_t = 40)]
+        pad_secs: u32,
+        /// One JSON document instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Folder with truth.csv and the clips it lists.
+        dir: PathBuf,
+    },
     /// Run the configured detector on image files.
     Detect {
         /// Config file whose [detector] to use; default: the bundled model.
@@ -142,6 +160,9 @@ fn main() {
         Command::Replay { config, camera, json, footage } => cli::replay::main(&config, &camera, json, &footage),
         Command::Reference { config, camera, output, from, at_secs } => {
             cli::reference::main(&config, &camera, &output, from.as_deref(), at_secs)
+        }
+        Command::EvalFalls { config, camera, pad_secs, json, dir } => {
+            cli::eval_falls::main(&config, camera.as_deref(), pad_secs, json, &dir)
         }
         Command::Detect { config, json, images } => cli::detect::main(config.as_deref(), json, &images),
         Command::Calibrate { config, frames, json, footage } => {

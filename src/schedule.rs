@@ -11,16 +11,53 @@
 //! - The interval is the camera's `analysis_interval` — its maximum revisit interval — or,
 //!   while people are in one of its fall-watch zones (and [`ACTIVE_HOLD_MS`] after), its
 //!   shorter `active_interval`.
-//! - A free worker takes the waiting frame with the **earliest deadline** (the time the camera
-//!   became due). Under overload every camera is late by about the same time, so no camera
-//!   starves and one busy camera cannot crowd out the others: a camera asking for a frame a
-//!   second gets one a second only while the others' deadlines are not older.
+//! - A free worker takes the waiting frame of the highest **priority**, then the one with the
+//!   **earliest deadline** (the time the camera became due). A camera's priority is its
+//!   configured [`Priority`] (default normal), raised to high while people are in view of one
+//!   of its fall-watch zones (and [`ACTIVE_HOLD_MS`] after): life safety first. Over capacity,
+//!   the lower-priority cameras (bikes, bins: their rules wait minutes anyway) are the ones
+//!   revisited later; one that has waited [`PRIORITY_AGING_MS`] is served as high, so none
+//!   starves for good. Within a priority every camera is late by about the same time, and one
+//!   busy camera cannot crowd out the others: a camera asking for a frame a second gets one a
+//!   second only while the others' deadlines are not older.
 
 use std::collections::BTreeMap;
 
 /// How long a camera stays on its active interval after people were last seen in a
 /// fall-watch zone (a person who lies down may be missed on a frame or two).
 pub const ACTIVE_HOLD_MS: i64 = 10_000;
+
+/// A lower-priority camera whose due frame has waited this long is served as high priority:
+/// over capacity, bike and bin cameras are revisited later, but not forever.
+pub const PRIORITY_AGING_MS: i64 = 60_000;
+
+/// How urgently a camera's due frames are served when frames wait for a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum Priority {
+    /// Served after the others (a camera nobody needs promptly).
+    Low,
+    /// The default.
+    #[default]
+    Normal,
+    /// Served first; every fall-watch camera is high while people are in view of its zones.
+    High,
+}
+
+impl Priority {
+    /// The name in config files and the value in `/metrics` (0, 1, 2).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Low => "low",
+            Priority::Normal => "normal",
+            Priority::High => "high",
+        }
+    }
+
+    /// The priority named `name` in a config file.
+    pub fn from_name(name: &str) -> Option<Priority> {
+        [Priority::Low, Priority::Normal, Priority::High].into_iter().find(|p| p.as_str() == name)
+    }
+}
 
 /// When a camera's keyframes come: the next one expected, and the gap between the last two.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +75,8 @@ pub struct Cadence {
     pub interval_ms: i64,
     /// The interval while people are in view of a fall-watch zone, ms.
     pub active_interval_ms: Option<i64>,
+    /// Configured priority (raised to high while people are in view of a fall-watch zone).
+    pub priority: Priority,
 }
 
 /// What became of an offered frame.
@@ -53,8 +92,9 @@ pub enum Offer<F> {
     Replaced {
         /// The frame that will not be analysed.
         dropped: F,
-        /// The camera has been waiting at least [`late_after_ms`] of its interval: the dropped
-        /// frame is lost to a lack of capacity. (False only after a change of interval.)
+        /// The camera has been waiting a whole interval (at least [`late_after_ms`]) since it
+        /// became due: it is losing frames it asked for to a lack of capacity. A fresher frame
+        /// replacing one that waited less is not a loss: the camera still gets its rate.
         late: bool,
     },
     /// The camera is not scheduled (being removed).
@@ -96,6 +136,17 @@ struct Slot<F> {
 }
 
 impl<F> Slot<F> {
+    /// The priority the camera is served with now.
+    fn priority(&self, now_ms: i64) -> Priority {
+        let people = self.active_until_ms.is_some_and(|until| now_ms < until);
+        let aged = self.pending.is_some() && now_ms - self.due_since_ms >= PRIORITY_AGING_MS;
+        if people || aged {
+            Priority::High
+        } else {
+            self.cadence.priority
+        }
+    }
+
     fn interval_ms(&self) -> i64 {
         match (self.active, self.cadence.active_interval_ms) {
             (true, Some(active)) => active,
@@ -252,10 +303,13 @@ impl<K: Ord + Clone, F> Scheduler<K, F> {
         }
         let fresh = Pending { frame, arrived_ms: now_ms };
         match slot.pending.replace(fresh) {
-            Some(older) => Offer::Replaced {
-                dropped: older.frame,
-                late: now_ms - slot.due_since_ms >= late_after_ms(slot.interval_ms()),
-            },
+            Some(older) => {
+                let interval = slot.interval_ms();
+                Offer::Replaced {
+                    dropped: older.frame,
+                    late: now_ms - slot.due_since_ms >= interval.max(late_after_ms(interval)),
+                }
+            }
             None => {
                 slot.due_since_ms = now_ms;
                 Offer::Queued
@@ -263,10 +317,14 @@ impl<K: Ord + Clone, F> Scheduler<K, F> {
         }
     }
 
-    /// The waiting frame with the earliest deadline, if any; the camera's schedule moves on.
+    /// The waiting frame of the highest priority with the earliest deadline, if any; the
+    /// camera's schedule moves on.
     pub fn take(&mut self, now_ms: i64) -> Option<Taken<K, F>> {
-        let (camera, _) =
-            self.slots.iter().filter(|(_, slot)| slot.pending.is_some()).min_by_key(|(_, slot)| slot.due_since_ms)?;
+        let (camera, _) = self
+            .slots
+            .iter()
+            .filter(|(_, slot)| slot.pending.is_some())
+            .min_by_key(|(_, slot)| (std::cmp::Reverse(slot.priority(now_ms)), slot.due_since_ms))?;
         let camera = camera.clone();
         let slot = self.slots.get_mut(&camera).expect("found above");
         let pending = slot.pending.take().expect("filtered above");
@@ -288,6 +346,16 @@ impl<K: Ord + Clone, F> Scheduler<K, F> {
     /// Cameras on their active interval.
     pub fn active_cameras(&self) -> usize {
         self.slots.values().filter(|slot| slot.active).count()
+    }
+
+    /// The priority `camera` is served with at `now_ms` (none if not scheduled).
+    pub fn priority(&self, camera: &K, now_ms: i64) -> Option<Priority> {
+        self.slots.get(camera).map(|slot| slot.priority(now_ms))
+    }
+
+    /// Cameras served with high priority at `now_ms`.
+    pub fn high_priority_cameras(&self, now_ms: i64) -> usize {
+        self.slots.values().filter(|slot| slot.priority(now_ms) == Priority::High).count()
     }
 }
 
@@ -350,7 +418,7 @@ mod tests {
     use super::*;
 
     fn cadence(interval_ms: i64) -> Cadence {
-        Cadence { interval_ms, active_interval_ms: None }
+        Cadence { interval_ms, active_interval_ms: None, priority: Priority::Normal }
     }
 
     /// Runs `cameras` (interval ms, frame period ms) for `duration_ms` with `capacity` frames a
@@ -390,7 +458,8 @@ mod tests {
         // A fresher frame replaces the waiting one only once it has waited 200 ms (late).
         assert_eq!(scheduler.offer(&"a", "second", 40), Offer::NotDue);
         assert!(!scheduler.is_due(&"a", 199));
-        assert_eq!(scheduler.offer(&"a", "third", 220), Offer::Replaced { dropped: "first", late: true });
+        // Not late: the camera still gets its frame within its interval.
+        assert_eq!(scheduler.offer(&"a", "third", 220), Offer::Replaced { dropped: "first", late: false });
         assert_eq!(scheduler.waiting(), 1);
         let taken = scheduler.take(550).unwrap();
         assert_eq!((taken.frame, taken.revisit_ms, taken.waited_ms), ("third", None, 550));
@@ -476,7 +545,8 @@ mod tests {
     #[test]
     fn people_in_view_shorten_the_interval_for_the_hold() {
         let mut scheduler: Scheduler<&str, i64> = Scheduler::default();
-        scheduler.add("fall", Cadence { interval_ms: 10_000, active_interval_ms: Some(1000) });
+        scheduler
+            .add("fall", Cadence { interval_ms: 10_000, active_interval_ms: Some(1000), priority: Priority::Normal });
         let mut taken = Vec::new();
         for now in (0..40_000).step_by(40) {
             if now == 5_000 {
@@ -566,7 +636,7 @@ mod tests {
         assert!(worst_gap(&analysed) <= 1100);
         assert!(decoded < 800, "decoded {decoded} of 1500");
         // Idle at 10 s (people never in view): only the keyframes it analyses, after the first GOP.
-        let idle = Cadence { interval_ms: 10_000, active_interval_ms: Some(1000) };
+        let idle = Cadence { interval_ms: 10_000, active_interval_ms: Some(1000), priority: Priority::Normal };
         let (decoded, analysed) = decode_every_frame(idle, false);
         assert_eq!(analysed.len(), 6);
         assert!(decoded < 60, "decoded {decoded} of 1500");
@@ -628,9 +698,120 @@ mod tests {
     fn demand_follows_the_current_intervals() {
         let mut scheduler: Scheduler<&str, i64> = Scheduler::default();
         scheduler.add("a", cadence(10_000));
-        scheduler.add("b", Cadence { interval_ms: 10_000, active_interval_ms: Some(1000) });
+        scheduler.add("b", Cadence { interval_ms: 10_000, active_interval_ms: Some(1000), priority: Priority::Normal });
         assert!((scheduler.demand_per_second() - 0.2).abs() < 1e-9);
         scheduler.people_in_view(&"b", true, 0);
         assert!((scheduler.demand_per_second() - 1.1).abs() < 1e-9);
+    }
+
+    /// `plain` cameras and `fall` fall-watch cameras (people in view when `people`), all asking
+    /// one frame a second (frames every 40 ms), `capacity_per_s` frames a second taken evenly,
+    /// for 60 s: frames analysed per camera, fall-watch ones first.
+    fn prioritised(fall: usize, plain: usize, people: bool, capacity_per_s: i64) -> Vec<usize> {
+        let mut scheduler: Scheduler<usize, i64> = Scheduler::default();
+        let fall_cadence = Cadence { interval_ms: 1000, active_interval_ms: Some(1000), priority: Priority::Normal };
+        for camera in 0..fall + plain {
+            let cadence = if camera < fall { fall_cadence } else { cadence(1000) };
+            scheduler.add_with_phase(camera, cadence, camera as f64 / (fall + plain) as f64);
+        }
+        let mut analysed = vec![0; fall + plain];
+        let take_every = 1000 / capacity_per_s;
+        for now in 0..60_000 {
+            for camera in 0..fall + plain {
+                if (now + camera as i64 * 7) % 40 == 0 {
+                    scheduler.offer(&camera, now, now);
+                }
+            }
+            if now % take_every == 0 {
+                if let Some(taken) = scheduler.take(now) {
+                    analysed[taken.camera] += 1;
+                    if taken.camera < fall {
+                        scheduler.people_in_view(&taken.camera, people, now);
+                    }
+                }
+            }
+        }
+        analysed
+    }
+
+    #[test]
+    fn over_capacity_fall_watch_cameras_with_people_go_first_and_plain_cameras_wait() {
+        // 5 fall-watch + 25 plain cameras at 1 frame/s = 30/s asked; 10/s available.
+        let analysed = prioritised(5, 25, true, 10);
+        for (camera, &count) in analysed[..5].iter().enumerate() {
+            assert!(count >= 57, "fall-watch camera {camera} got {count} frames in 60 s: {analysed:?}");
+        }
+        // The plain cameras absorb the shortfall (the 5 frames/s left: 12 each), evenly, and
+        // none starves.
+        let plain = &analysed[5..];
+        let (min, max) = (*plain.iter().min().unwrap(), *plain.iter().max().unwrap());
+        assert!(min >= 9 && max <= 15, "{plain:?}");
+        // Nobody in view: the fall-watch cameras are plain cameras like the others.
+        let analysed = prioritised(5, 25, false, 10);
+        assert!(analysed.iter().all(|&count| (15..=25).contains(&count)), "{analysed:?}");
+    }
+
+    #[test]
+    fn configured_priority_orders_waiting_frames_and_a_long_wait_ages_into_high() {
+        let mut scheduler: Scheduler<&str, i64> = Scheduler::default();
+        let with = |priority| Cadence { interval_ms: 1000, active_interval_ms: None, priority };
+        scheduler.add("bins", with(Priority::Low));
+        scheduler.add("bikes", with(Priority::Normal));
+        scheduler.add("gate", with(Priority::High));
+        // Due in the opposite order: priority first, then the deadline.
+        scheduler.offer(&"bins", 1, 0);
+        scheduler.offer(&"bikes", 2, 10);
+        scheduler.offer(&"gate", 3, 20);
+        let order: Vec<_> = std::iter::from_fn(|| scheduler.take(30)).map(|t| t.camera).collect();
+        assert_eq!(order, ["gate", "bikes", "bins"]);
+        assert_eq!(scheduler.priority(&"bins", 30), Some(Priority::Low));
+        // A low camera that has waited a minute goes before a normal one due later.
+        scheduler.offer(&"bins", 4, 2_000);
+        scheduler.offer(&"bikes", 5, 2_010);
+        assert_eq!(scheduler.take(61_000).unwrap().camera, "bikes");
+        assert_eq!(scheduler.priority(&"bins", 62_000), Some(Priority::High));
+        scheduler.offer(&"bikes", 6, 62_005);
+        assert_eq!(scheduler.take(62_010).unwrap().camera, "bins");
+        assert_eq!(scheduler.high_priority_cameras(62_010), 1);
+    }
+
+    #[test]
+    fn a_camera_getting_its_rate_is_never_counted_over_capacity() {
+        // Every-frame camera, 1 s interval, frames every 40 ms; the worker takes each due frame
+        // 600 ms after it was offered (busy with others): every fresher frame replaces the
+        // waiting one, but the camera still gets one frame a second, so none is late.
+        let mut scheduler: Scheduler<(), i64> = Scheduler::default();
+        scheduler.add((), cadence(1000));
+        let (mut late, mut replaced, mut taken, mut due_at) = (0, 0, 0, None);
+        for now in (0..60_000).step_by(40) {
+            match scheduler.offer(&(), now, now) {
+                Offer::Queued => due_at = Some(now),
+                Offer::Replaced { late: true, .. } => late += 1,
+                Offer::Replaced { late: false, .. } => replaced += 1,
+                _ => {}
+            }
+            if due_at.is_some_and(|due| now >= due + 600) {
+                taken += usize::from(scheduler.take(now).is_some());
+                due_at = None;
+            }
+        }
+        assert!(replaced > 0 && taken >= 59, "replaced {replaced}, taken {taken}");
+        assert_eq!(late, 0);
+        // Kept waiting 1.5 s each time: it loses frames it asked for, and that counts.
+        let mut scheduler: Scheduler<(), i64> = Scheduler::default();
+        scheduler.add((), cadence(1000));
+        let (mut late, mut due_at) = (0, None);
+        for now in (0..60_000).step_by(40) {
+            match scheduler.offer(&(), now, now) {
+                Offer::Queued => due_at = Some(now),
+                Offer::Replaced { late: true, .. } => late += 1,
+                _ => {}
+            }
+            if due_at.is_some_and(|due| now >= due + 1500) {
+                scheduler.take(now);
+                due_at = None;
+            }
+        }
+        assert!(late >= 30, "late {late}");
     }
 }

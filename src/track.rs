@@ -17,6 +17,9 @@ pub struct Observation {
     /// Box, normalised.
     #[serde(rename = "box")]
     pub bbox: BoxNorm,
+    /// Found by the detector pass on the frame turned 90° (lying people).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rotated: bool,
 }
 
 /// Tracker tuning. Defaults suit cameras analysed every 0.5–2 s.
@@ -67,6 +70,8 @@ pub struct Track {
     pub bbox: BoxNorm,
     /// Latest score.
     pub score: f32,
+    /// Whether the latest box came from the rotated detector pass.
+    pub rotated: bool,
     /// Detections matched so far.
     pub hits: u32,
     /// Whether it has been seen often enough to be real.
@@ -128,6 +133,7 @@ impl Tracker {
                 class_id: observation.class_id,
                 bbox: observation.bbox,
                 score: observation.score,
+                rotated: observation.rotated,
                 hits: 1,
                 confirmed: self.config.confirm_hits <= 1,
                 first_seen_ms: now_ms,
@@ -190,6 +196,7 @@ impl Tracker {
         let track = &mut self.tracks[track_index];
         track.bbox = observation.bbox;
         track.score = observation.score;
+        track.rotated = observation.rotated;
         track.hits += 1;
         track.confirmed |= track.hits >= config.confirm_hits;
         track.last_seen_ms = now_ms;
@@ -207,7 +214,7 @@ mod tests {
     use super::*;
 
     fn observation(class_id: u16, score: f32, x: f32, y: f32) -> Observation {
-        Observation { class_id, score, bbox: BoxNorm { x1: x, y1: y, x2: x + 0.05, y2: y + 0.1 } }
+        Observation { class_id, score, bbox: BoxNorm { x1: x, y1: y, x2: x + 0.05, y2: y + 0.1 }, rotated: false }
     }
 
     #[test]
@@ -241,7 +248,12 @@ mod tests {
         // A bike rolled slowly: jitter of 0.01 keeps it stationary, a 0.05 move resets.
         let table = [(0, 0.40, 0), (2000, 0.41, 0), (4000, 0.40, 0), (6000, 0.46, 6000), (8000, 0.465, 6000)];
         for (now_ms, x, expected_since) in table {
-            let bike = Observation { class_id: 1, score: 0.9, bbox: BoxNorm { x1: x, y1: 0.4, x2: x + 0.2, y2: 0.6 } };
+            let bike = Observation {
+                class_id: 1,
+                score: 0.9,
+                bbox: BoxNorm { x1: x, y1: 0.4, x2: x + 0.2, y2: 0.6 },
+                rotated: false,
+            };
             tracker.update(now_ms, &[bike]);
             assert_eq!(tracker.tracks().len(), 1);
             assert_eq!(tracker.tracks()[0].stationary_since_ms, expected_since, "at {now_ms} ms");

@@ -82,7 +82,7 @@ pub struct TrashParams {
 /// Fallen-person rule parameters.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FallParams {
-    /// A person down this long raises an incident. Default 20 s.
+    /// A person seen to fall who stays down this long raises an incident. Default 5 s.
     pub down_ms: i64,
     /// A box at least this much wider than tall is lying. Default 1.0.
     pub lying_aspect: f32,
@@ -91,6 +91,12 @@ pub struct FallParams {
     pub collapse_ratio: f32,
     /// A person who vanishes while down still counts as down for this long. Default 30 s.
     pub vanish_hold_ms: i64,
+    /// A fall: seen upright, then down, within this long (a deliberate lowering to the floor
+    /// takes longer). Default 3 s.
+    pub fall_window_ms: i64,
+    /// A person down without a witnessed fall (lowered themselves, or fell out of view) raises
+    /// after this long. Default 2 min.
+    pub unwitnessed_down_ms: i64,
     /// Also run the detector on the frame rotated ±90° (lying people are often missed by an
     /// upright-trained detector). Default false: costs two more inferences per frame.
     pub rotated_pass: bool,

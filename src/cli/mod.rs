@@ -5,6 +5,7 @@ pub mod bin_state;
 pub mod calibrate;
 pub mod check_config;
 pub mod detect;
+pub mod eval_falls;
 pub mod reference;
 pub mod replay;
 pub mod run;

@@ -56,14 +56,45 @@ pub fn main(config_path: &Path, camera_id: &str, json: bool, footage: &Path) -> 
             return EXIT_CONFIG;
         }
     };
-    let engine = CameraEngine::new(camera, &detector.model().manifest.classes, &references);
-    let classifiers = match super::ZoneClassifiers::load(camera, &config.detector) {
-        Ok(classifiers) => classifiers,
-        Err(error) => {
+    let mut detector = detector;
+    let print = |event: &IncidentEvent| print_event(event, json);
+    match run_clip(camera, &references, &mut detector, &config.detector, footage, 0, &mut |event| print(event)) {
+        Ok(()) => 0,
+        Err(ClipError::Config(error)) => {
             eprintln!("{error:#}");
-            return EXIT_CONFIG;
+            EXIT_CONFIG
         }
-    };
+        Err(ClipError::Footage(error)) => {
+            eprintln!("{}: {error:#}", footage.display());
+            1
+        }
+    }
+}
+
+/// Why a clip could not be replayed.
+pub(crate) enum ClipError {
+    /// The camera's zone classifiers do not load (a config problem).
+    Config(anyhow::Error),
+    /// The footage cannot be read or decoded.
+    Footage(anyhow::Error),
+}
+
+/// Replays one footage file through `camera`'s pipeline with a fresh engine, handing every
+/// incident event to `on_event`. With `pad_ms > 0`, the clip's last decoded picture is
+/// analysed again, on the same schedule, for that much more footage time after its end (a
+/// person who stays down; `eval-falls`).
+pub(crate) fn run_clip(
+    camera: &crate::config::CameraConfig,
+    references: &[(String, crate::rules::trash_overflow::GreyFrame)],
+    detector: &mut Detector,
+    detector_config: &crate::config::DetectorConfig,
+    footage: &Path,
+    pad_ms: i64,
+    on_event: &mut dyn FnMut(&IncidentEvent),
+) -> Result<(), ClipError> {
+    let engine = CameraEngine::new(camera, &detector.model().manifest.classes, references);
+    let classifiers = super::ZoneClassifiers::load(camera, detector_config).map_err(ClipError::Config)?;
+    let mut events = Vec::new();
     let mut replay = Replay {
         schedule: {
             let mut schedule = Scheduler::default();
@@ -81,21 +112,41 @@ pub fn main(config_path: &Path, camera_id: &str, json: bool, footage: &Path) -> 
         decoder: None,
         engine,
         classifiers,
-        json,
+        events: &mut events,
+        last_picture: None,
+        last_ms: None,
         error: None,
     };
-    if let Err(error) = play(footage, Pace::AsFastAsPossible, None, &mut replay, &|| false) {
-        eprintln!("{}: {error:#}", footage.display());
-        return 1;
+    let played = play(footage, Pace::AsFastAsPossible, None, &mut replay, &|| false);
+    let flush = |replay: &mut Replay, on_event: &mut dyn FnMut(&IncidentEvent)| {
+        for event in replay.events.drain(..) {
+            on_event(&event);
+        }
+    };
+    flush(&mut replay, on_event);
+    played.map_err(ClipError::Footage)?;
+    if let Some(error) = replay.error.take() {
+        return Err(ClipError::Footage(error));
     }
-    if let Some(error) = replay.error {
-        eprintln!("{}: {error:#}", footage.display());
-        return 1;
+    if let (Some(picture), Some(last_ms)) = (replay.last_picture.take(), replay.last_ms) {
+        // Padding: the last picture, every PAD_STEP_MS of footage time; the schedule decides
+        // which of these are analysed, as it does for real frames.
+        let mut t_ms = last_ms + PAD_STEP_MS;
+        while t_ms <= last_ms + pad_ms {
+            if replay.schedule.is_due(&(), t_ms) {
+                replay.analyse_picture(&picture, t_ms).map_err(ClipError::Footage)?;
+                flush(&mut replay, on_event);
+            }
+            t_ms += PAD_STEP_MS;
+        }
     }
-    0
+    Ok(())
 }
 
-struct Replay {
+/// Spacing of the padded frames, ms (a 10 fps stream).
+const PAD_STEP_MS: i64 = 100;
+
+struct Replay<'a> {
     /// The live scheduler's policy for this one camera, on footage time: the same due frames
     /// (and the same faster sampling while people are in a fall-watch zone), never late.
     schedule: Scheduler<(), ()>,
@@ -103,15 +154,18 @@ struct Replay {
     every_frame: bool,
     rotated_pass: bool,
     letterboxer: VideoLetterboxer,
-    detector: Detector,
+    detector: &'a mut Detector,
     decoder: Option<Decoder>,
     engine: CameraEngine,
     classifiers: super::ZoneClassifiers,
-    json: bool,
+    events: &'a mut Vec<IncidentEvent>,
+    /// The latest decoded picture and its footage time (padding).
+    last_picture: Option<ffmpeg_next::frame::Video>,
+    last_ms: Option<i64>,
     error: Option<anyhow::Error>,
 }
 
-impl FrameSink for Replay {
+impl FrameSink for Replay<'_> {
     fn push(&mut self, frame: EncodedFrame) {
         if self.error.is_none() {
             if let Err(error) = self.analyse(&frame) {
@@ -121,7 +175,7 @@ impl FrameSink for Replay {
     }
 }
 
-impl Replay {
+impl Replay<'_> {
     fn analyse(&mut self, frame: &EncodedFrame) -> anyhow::Result<()> {
         let due = self.schedule.is_due(&(), frame.media_time_ms);
         if !self.every_frame && (!frame.is_keyframe || !due) {
@@ -135,21 +189,34 @@ impl Replay {
         let picture = if self.every_frame {
             match decoder.decode_next(&frame.data) {
                 Ok(Some(picture)) if due => picture,
-                Ok(_) => return Ok(()),
+                Ok(Some(picture)) => {
+                    self.last_picture = Some(picture);
+                    self.last_ms = Some(frame.media_time_ms);
+                    return Ok(());
+                }
+                Ok(None) => return Ok(()),
                 Err(error) if frame.is_keyframe => return Err(error),
                 Err(_) => return Ok(()), // a broken P-frame: wait for the next one, as live does
             }
         } else {
             decoder.decode_keyframe(&frame.data).context("decode keyframe")?
         };
-        self.schedule.offer(&(), (), frame.media_time_ms);
-        self.schedule.take(frame.media_time_ms);
+        self.analyse_picture(&picture, frame.media_time_ms)?;
+        self.last_picture = Some(picture);
+        self.last_ms = Some(frame.media_time_ms);
+        Ok(())
+    }
+
+    /// Analyses one due picture at footage time `t_ms`.
+    fn analyse_picture(&mut self, picture: &ffmpeg_next::frame::Video, t_ms: i64) -> anyhow::Result<()> {
+        self.schedule.offer(&(), (), t_ms);
+        self.schedule.take(t_ms);
         let mut tensor = Vec::new();
-        let letterbox = self.letterboxer.run(&picture, &mut tensor)?;
+        let letterbox = self.letterboxer.run(picture, &mut tensor)?;
         let scaled = Arc::new(self.letterboxer.scaled_picture());
         let detections = self.detector.detect_frame(&tensor, &letterbox, &scaled, self.rotated_pass)?;
         tracing::debug!(
-            t_ms = frame.media_time_ms,
+            t_ms,
             detections = ?detections.iter().map(|d| (d.class_id, (d.score * 100.0).round() / 100.0, d.box_px.map(f32::round))).collect::<Vec<_>>(),
             "analysed"
         );
@@ -157,44 +224,43 @@ impl Replay {
         let observations = observations(&detections, letterbox.frame_width, letterbox.frame_height);
         if self.watches_people {
             let people = self.engine.people_in_fall_zones(&observations);
-            self.schedule.people_in_view(&(), people, frame.media_time_ms);
+            self.schedule.people_in_view(&(), people, t_ms);
         }
         let events = self.engine.update(EngineFrame {
-            now_ms: frame.media_time_ms,
+            now_ms: t_ms,
             observations,
             picture: Some(&scaled),
             frame_aspect: letterbox.frame_width as f32 / letterbox.frame_height.max(1) as f32,
             zone_readings: &zone_readings,
         });
-        for event in events {
-            self.print(&event);
-        }
+        self.events.extend(events);
         Ok(())
     }
+}
 
-    fn print(&self, event: &IncidentEvent) {
-        if self.json {
-            let line = JsonEvent {
-                incident_id: &event.incident_id,
-                event: event.event,
-                kind: event.kind,
-                t_ms: event.t_ms,
-                zone: &event.zone,
-                score: (event.score * 1000.0).round() / 1000.0,
-            };
-            println!("{}", serde_json::to_string(&line).expect("event serialises"));
-        } else {
-            println!(
-                "{:>9.1} s  {:<8} {:<15} zone {:<12} score {:.2}  {}  [{} #{}]",
-                event.t_ms as f64 / 1000.0,
-                format!("{:?}", event.event).to_lowercase(),
-                event.kind.as_str(),
-                event.zone,
-                event.score,
-                event.detail,
-                event.incident_id,
-                event.seq
-            );
-        }
+/// Prints one event: a line for people, or with `json` one JSON object.
+fn print_event(event: &IncidentEvent, json: bool) {
+    if json {
+        let line = JsonEvent {
+            incident_id: &event.incident_id,
+            event: event.event,
+            kind: event.kind,
+            t_ms: event.t_ms,
+            zone: &event.zone,
+            score: (event.score * 1000.0).round() / 1000.0,
+        };
+        println!("{}", serde_json::to_string(&line).expect("event serialises"));
+    } else {
+        println!(
+            "{:>9.1} s  {:<8} {:<15} zone {:<12} score {:.2}  {}  [{} #{}]",
+            event.t_ms as f64 / 1000.0,
+            format!("{:?}", event.event).to_lowercase(),
+            event.kind.as_str(),
+            event.zone,
+            event.score,
+            event.detail,
+            event.incident_id,
+            event.seq
+        );
     }
 }

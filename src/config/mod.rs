@@ -311,6 +311,9 @@ pub struct CameraConfig {
     pub zones: Vec<crate::zones::Zone>,
     /// Main stream for incident snapshots, when `source` is the substream.
     pub snapshot_url: Option<url::Url>,
+    /// How urgently its due frames are served when frames wait (fall-watch cameras are high
+    /// while people are in view, whatever this says).
+    pub priority: crate::schedule::Priority,
 }
 
 impl CameraConfig {
@@ -319,6 +322,7 @@ impl CameraConfig {
         crate::schedule::Cadence {
             interval_ms: self.analysis_interval.as_millis() as i64,
             active_interval_ms: self.active_interval.map(|active| active.as_millis() as i64),
+            priority: self.priority,
         }
     }
 

@@ -173,6 +173,10 @@ pub struct RawCamera {
     pub snapshot_url: Option<String>,
     /// `false` keeps the camera in the file but does not connect. Default true.
     pub enabled: Option<bool>,
+    /// `low`, `normal` (default) or `high`: the order in which waiting due frames are served
+    /// when the gateway is over capacity. Fall-watch cameras are served as `high` while people
+    /// are in view of their zones, whatever this says.
+    pub priority: Option<String>,
     /// Zones drawn on this camera (`[[cameras.<id>.zones]]`). Default none: detections only.
     #[serde(default)]
     pub zones: Vec<RawZone>,
@@ -258,7 +262,7 @@ pub struct RawZone {
     /// file). Default: the generic `bin_state_default.json` beside the detector's manifest.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
-    /// fall_watch: a person down this long raises. Default 20000.
+    /// fall_watch: a person seen to fall who stays down this long raises. Default 5000.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub down_ms: Option<i64>,
     /// fall_watch: width ÷ height at or above which a person is lying. Default 1.0.
@@ -271,6 +275,12 @@ pub struct RawZone {
     /// fall_watch: a person vanishing while down counts as down this long. Default 30000.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vanish_hold_ms: Option<i64>,
+    /// fall_watch: seen upright, then down, within this long is a fall. Default 3000.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fall_window_ms: Option<i64>,
+    /// fall_watch: a person down without a witnessed fall raises after this long. Default 120000.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unwitnessed_down_ms: Option<i64>,
     /// fall_watch: also detect on the frame rotated ±90°. Default false.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rotated_pass: Option<bool>,

@@ -347,6 +347,16 @@ fn validate_camera(
             }
         }
     });
+    let priority = match raw.priority.as_deref() {
+        None => crate::schedule::Priority::Normal,
+        Some(name) => crate::schedule::Priority::from_name(name).unwrap_or_else(|| {
+            problems.push(
+                format!("{path}.priority"),
+                format!("unknown priority {name:?}; expected \"low\", \"normal\" or \"high\""),
+            );
+            crate::schedule::Priority::Normal
+        }),
+    };
     if problems.0.len() > before || raw.enabled == Some(false) {
         return None;
     }
@@ -359,6 +369,7 @@ fn validate_camera(
         decode_mode,
         zones,
         snapshot_url,
+        priority,
     })
 }
 

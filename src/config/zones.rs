@@ -200,10 +200,12 @@ fn validate_zone(raw: &RawZone, path: &str, base_dir: &Path, problems: &mut Prob
             })
         }
         ZoneKind::FallWatch => ZoneRule::Fall(FallParams {
-            down_ms: millis(problems, "down_ms", raw.down_ms, 20_000),
+            down_ms: millis(problems, "down_ms", raw.down_ms, 5_000),
             lying_aspect: raw.lying_aspect.unwrap_or(1.0),
             collapse_ratio: fraction(problems, "collapse_ratio", raw.collapse_ratio, 0.5),
             vanish_hold_ms: millis(problems, "vanish_hold_ms", raw.vanish_hold_ms, 30_000),
+            fall_window_ms: millis(problems, "fall_window_ms", raw.fall_window_ms, 3_000),
+            unwitnessed_down_ms: millis(problems, "unwitnessed_down_ms", raw.unwitnessed_down_ms, 120_000),
             rotated_pass: raw.rotated_pass.unwrap_or(false),
         }),
         ZoneKind::Mask => ZoneRule::Mask,
@@ -287,7 +289,7 @@ fn validate_polygon(points: Option<&[[f32; 2]]>, path: &str, problems: &mut Prob
 
 /// The parameter keys of a zone, the kinds they apply to, and what they mean (for
 /// [`refuse_foreign_keys`] and the zone editor).
-const ZONE_KEYS: [(&str, &[ZoneKind], &str); 23] = [
+const ZONE_KEYS: [(&str, &[ZoneKind], &str); 25] = [
     ("classes", &[ZoneKind::NoParking, ZoneKind::FallWatch], "Detector classes considered."),
     ("min_score", &[ZoneKind::NoParking, ZoneKind::FallWatch], "Minimum detection score, 0–1."),
     ("min_area", &[ZoneKind::NoParking, ZoneKind::FallWatch], "Minimum box area, share of the frame."),
@@ -310,10 +312,12 @@ const ZONE_KEYS: [(&str, &[ZoneKind], &str); 23] = [
         "Where the reading comes from: \"model\" (default), \"reference\" or \"classifier\".",
     ),
     ("model", &[ZoneKind::BinArea], "Bin-state model file for source = \"model\" (default: the generic one)."),
-    ("down_ms", &[ZoneKind::FallWatch], "A person down this long raises an incident."),
+    ("down_ms", &[ZoneKind::FallWatch], "A person seen to fall who stays down this long raises an incident."),
     ("lying_aspect", &[ZoneKind::FallWatch], "Box width ÷ height above which a person counts as lying."),
     ("collapse_ratio", &[ZoneKind::FallWatch], "Box height falling to this share of standing height counts as down."),
     ("vanish_hold_ms", &[ZoneKind::FallWatch], "Keep a person down this long after the detector loses them."),
+    ("fall_window_ms", &[ZoneKind::FallWatch], "Upright, then down, within this long is a fall (not a slow lowering)."),
+    ("unwitnessed_down_ms", &[ZoneKind::FallWatch], "A person down without a witnessed fall raises after this long."),
     ("rotated_pass", &[ZoneKind::FallWatch], "Also run the detector on the frame turned 90° (finds people lying)."),
     (
         "clear_after_ms",
@@ -357,6 +361,8 @@ fn is_set(raw: &RawZone, key: &str) -> bool {
         "lying_aspect" => raw.lying_aspect.is_some(),
         "collapse_ratio" => raw.collapse_ratio.is_some(),
         "vanish_hold_ms" => raw.vanish_hold_ms.is_some(),
+        "fall_window_ms" => raw.fall_window_ms.is_some(),
+        "unwitnessed_down_ms" => raw.unwitnessed_down_ms.is_some(),
         "rotated_pass" => raw.rotated_pass.is_some(),
         "clear_after_ms" => raw.clear_after_ms.is_some(),
         "cooldown_ms" => raw.cooldown_ms.is_some(),
@@ -439,6 +445,8 @@ fn defaults_of(zone: &Zone) -> serde_json::Map<String, serde_json::Value> {
             map.insert("lying_aspect".into(), round(p.lying_aspect));
             map.insert("collapse_ratio".into(), round(p.collapse_ratio));
             map.insert("vanish_hold_ms".into(), serde_json::json!(p.vanish_hold_ms));
+            map.insert("fall_window_ms".into(), serde_json::json!(p.fall_window_ms));
+            map.insert("unwitnessed_down_ms".into(), serde_json::json!(p.unwitnessed_down_ms));
             map.insert("rotated_pass".into(), serde_json::json!(p.rotated_pass));
         }
         ZoneRule::Mask => {}

@@ -167,6 +167,20 @@ pub fn render(snapshot: &Snapshot<'_>) -> String {
             let _ = writeln!(out, "{name}{{camera=\"{}\"}} {:.3}", camera.id, read(&camera.counters) as f64 / 1e3);
         }
     }
+    family(
+        &mut out,
+        "gateway_camera_priority",
+        "gauge",
+        "Priority of the camera's latest due frame: 0 low, 1 normal, 2 high (the configured priority; high while people are in view of a fall-watch zone).",
+    );
+    for camera in cameras {
+        let _ = writeln!(
+            out,
+            "gateway_camera_priority{{camera=\"{}\"}} {}",
+            camera.id,
+            camera.counters.priority.load(Ordering::Relaxed)
+        );
+    }
     render_schedule(&mut out, snapshot.schedule);
     for (name, what, latency) in [
         (
@@ -352,6 +366,12 @@ fn render_schedule(out: &mut String, schedule: &ScheduleView) {
         "Fall-watch cameras on their active interval (people in view).",
         stats.active_cameras,
     );
+    gauge(
+        out,
+        "gateway_scheduler_high_priority_cameras",
+        "Cameras served first now: configured high, fall-watch with people in view, or waited a minute.",
+        stats.high_priority_cameras,
+    );
     family(
         out,
         "gateway_scheduler_revisit_seconds",
@@ -460,6 +480,7 @@ mod tests {
                     waiting: 2,
                     demand_per_second: 60.5,
                     active_cameras: 1,
+                    high_priority_cameras: 1,
                     revisit_buckets: vec![0, 0, 0, 1, 1, 1, 2, 2, 2, 2, 2],
                     revisit_sum_seconds: 22.2,
                     recent_revisit_max_seconds: 12.4,
@@ -486,6 +507,8 @@ mod tests {
             "gateway_frames_skipped_total{camera=\"gate-3\",reason=\"over_capacity\"} 1",
             "gateway_frames_skipped_total{camera=\"gate-3\",reason=\"awaiting_keyframe\"} 0",
             "gateway_camera_revisit_seconds{camera=\"gate-3\"} 9.800",
+            "gateway_camera_priority{camera=\"gate-3\"} 0",
+            "gateway_scheduler_high_priority_cameras 1",
             "gateway_camera_revisit_seconds_max{camera=\"gate-3\"} 12.400",
             "gateway_scheduler_waiting_frames 2",
             "gateway_scheduler_capacity_frames_per_second 62.250",

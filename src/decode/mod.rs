@@ -123,6 +123,8 @@ pub struct ScheduleStats {
     pub demand_per_second: f64,
     /// Cameras on their active (people in view) interval.
     pub active_cameras: usize,
+    /// Cameras served with high priority now.
+    pub high_priority_cameras: usize,
     /// Revisits observed, cumulative per bucket of [`REVISIT_BUCKETS`] (then +Inf).
     pub revisit_buckets: Vec<u64>,
     /// Sum of revisits, seconds.
@@ -219,7 +221,14 @@ impl FrameScheduler {
     fn offer(&self, waiting: Waiting, at: Instant) {
         let now = self.ms(at);
         let camera = waiting.camera.clone();
-        let offered = self.lock_state().scheduler.offer(&camera.id, waiting, now);
+        let (offered, priority) = {
+            let mut state = self.lock_state();
+            let offered = state.scheduler.offer(&camera.id, waiting, now);
+            (offered, state.scheduler.priority(&camera.id, now))
+        };
+        if let Some(priority) = priority {
+            camera.counters.priority.store(priority as u64, Ordering::Relaxed);
+        }
         match offered {
             Offer::Queued => self.ready.notify_one(),
             // A fresher frame taking the place of one that waited briefly is not a loss.
@@ -276,6 +285,7 @@ impl FrameScheduler {
             waiting: state.scheduler.waiting(),
             demand_per_second: state.scheduler.demand_per_second(),
             active_cameras: state.scheduler.active_cameras(),
+            high_priority_cameras: state.scheduler.high_priority_cameras(self.ms(Instant::now())),
             revisit_buckets: state
                 .revisit_buckets
                 .iter()

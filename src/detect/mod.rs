@@ -39,6 +39,9 @@ pub struct Detection {
     pub score: f32,
     /// `[x1, y1, x2, y2]` in frame pixels.
     pub box_px: [f32; 4],
+    /// Found by the rotated pass (fall-watch cameras), not the upright one.
+    #[serde(skip)]
+    pub rotated: bool,
 }
 
 /// The detector's result for one analysed frame: what the tracker and rules consume.
@@ -218,7 +221,7 @@ impl Detector {
                 let in_picture =
                     unrotate_box(detection.box_px, rotation, picture.width() as f32, picture.height() as f32);
                 let box_px = in_picture.map(|v| v / letterbox.scale);
-                merged.push(Detection { box_px, ..detection });
+                merged.push(Detection { box_px, rotated: true, ..detection });
             }
         }
         Ok(yolox::non_max_suppression(merged, self.nms_iou_threshold))

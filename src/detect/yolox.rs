@@ -79,7 +79,7 @@ pub fn decode(
         if x2 <= x1 || y2 <= y1 {
             continue;
         }
-        detections.push(Detection { class_id: class_id as u16, score, box_px: [x1, y1, x2, y2] });
+        detections.push(Detection { class_id: class_id as u16, score, box_px: [x1, y1, x2, y2], rotated: false });
     }
     detections
 }
@@ -117,7 +117,7 @@ mod tests {
     use super::*;
 
     fn detection(class_id: u16, score: f32, box_px: [f32; 4]) -> Detection {
-        Detection { class_id, score, box_px }
+        Detection { class_id, score, box_px, rotated: false }
     }
 
     #[test]

@@ -1,25 +1,108 @@
-//! Fallen residents: a confirmed person track whose box turns wider than tall, or collapses
-//! in height against the person's own upright height, and stays down for `down_ms`. A person
-//! who vanishes while down (the detector often misses lying people) still counts for
-//! `vanish_hold_ms`. Hard negatives: bending over (down briefly, never `down_ms`), sitting (a
-//! shorter box, but still clearly taller than wide), cycling (upright, moving).
+//! Fallen residents. A person is *down* when their box turns wider than tall ("lying box"),
+//! or collapses in height against their own upright height ("collapsed"). A fall is a person
+//! seen upright and down within `fall_window_ms`: the fast descent tells a fall from someone
+//! who lowers themselves to the floor on purpose. A witnessed fall raises once the person has
+//! stayed down for `down_ms`; a person found down without a witnessed fall (lowered
+//! themselves, or fell out of view) only after `unwitnessed_down_ms`.
+//!
+//! The detector often loses people once they are on the floor, so:
+//! - a lying box that appears as a new track close to where an upright person was just lost
+//!   continues that person (the tracker's IoU cannot follow a box turning on its side);
+//! - "collapsed and lost": a person whose box drops fast (the top edge, by a good share of
+//!   their upright height) and who is then lost inside the zone — not at the frame edge, not
+//!   behind a mask — counts as down from the drop;
+//! - anyone down who vanishes still counts for `vanish_hold_ms`.
+//!
+//! Hard negatives: bending over (down briefly, never `down_ms`), sitting (a shorter box, but
+//! still clearly taller than wide), cycling (upright, moving), lowering oneself slowly to the
+//! floor (no fast descent).
 
 use std::collections::BTreeMap;
 
 use super::{describe_ms, ObjectRef, ZoneSignal};
-use crate::geometry::BoxNorm;
+use crate::geometry::{BoxNorm, Polygon};
 use crate::track::Track;
 use crate::zones::{FallParams, Zone};
+
+/// A box this much taller than wide (in pixels) is upright.
+const UPRIGHT_ASPECT: f32 = 0.7;
+
+/// "Dropping": the top edge of the box moved down, beyond any move of its bottom edge, by at
+/// least this share of the person's upright height between two looks.
+const DROP_SHARE: f32 = 0.3;
+
+/// "Tipped": a box upright on the previous look is now at least this wide (width ÷ height in
+/// pixels), short of lying.
+const TIPPED_ASPECT: f32 = 0.85;
+
+/// Two looks further apart than this say nothing about how fast a box dropped, ms.
+const DROP_MAX_GAP_MS: i64 = 2_500;
+
+/// A box this close to the frame edge (normalised) may have left the picture.
+const EDGE_MARGIN: f32 = 0.02;
+
+/// Which cue says the person is down (the incident's detail names it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cue {
+    /// The box is wider than tall.
+    LyingBox,
+    /// The box shrank to a share of the person's upright height.
+    Collapsed,
+    /// The box dropped fast, then the detector lost the person inside the zone.
+    CollapsedAndLost,
+    /// Found by the detector pass on the frame turned 90°.
+    RotatedPass,
+}
+
+impl Cue {
+    /// Words for the incident's detail.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cue::LyingBox => "lying box",
+            Cue::Collapsed => "collapsed",
+            Cue::CollapsedAndLost => "collapsed and lost",
+            Cue::RotatedPass => "rotated pass",
+        }
+    }
+}
 
 /// What the rule remembers about one person.
 #[derive(Debug, Clone, PartialEq)]
 struct Person {
     /// Running estimate of the box height when upright.
     upright_height: Option<f32>,
-    /// Since when the person has been down.
+    /// When and where the person was last seen upright.
+    upright: Option<(i64, BoxNorm)>,
+    /// The previous look (time, box): how fast the box moves.
+    previous: Option<(i64, BoxNorm)>,
+    /// The box dropped fast at this time (and is not down yet).
+    dropping_ms: Option<i64>,
+    /// Since when the person has been down, and the cue.
     down_since_ms: Option<i64>,
+    cue: Cue,
+    /// The descent from upright to down was seen, and was fast: a fall.
+    witnessed: bool,
+    /// Seen on enough looks to be real (the tracker's confirmation).
+    confirmed: bool,
     last_seen_ms: i64,
     last: ObjectRef,
+}
+
+impl Person {
+    fn new(object: ObjectRef, now_ms: i64) -> Self {
+        Person {
+            upright_height: None,
+            upright: None,
+            previous: None,
+            dropping_ms: None,
+            down_since_ms: None,
+            cue: Cue::LyingBox,
+            witnessed: false,
+            confirmed: false,
+            last_seen_ms: now_ms,
+            last: object,
+        }
+    }
 }
 
 /// The fall rule's state for one zone.
@@ -28,78 +111,366 @@ pub struct FallWatch {
     people: BTreeMap<u64, Person>,
 }
 
-/// Whether a box looks like a person down, given their upright height if known.
-/// `frame_aspect` (width ÷ height of the frame) turns the normalised box into its shape in
-/// pixels: on a 16:9 frame a box as wide as tall in pixels is 0.56 wide in normalised units.
-pub fn is_down(bbox: &BoxNorm, upright_height: Option<f32>, frame_aspect: f32, params: &FallParams) -> bool {
+/// Whether a box looks like a person down, given their upright height if known, and which
+/// cue says so. `frame_aspect` (width ÷ height of the frame) turns the normalised box into its
+/// shape in pixels: on a 16:9 frame a box as wide as tall in pixels is 0.56 wide in normalised
+/// units.
+pub fn down_cue(bbox: &BoxNorm, upright_height: Option<f32>, frame_aspect: f32, params: &FallParams) -> Option<Cue> {
     let aspect = bbox.aspect() * frame_aspect;
     if aspect >= params.lying_aspect {
-        return true;
+        return Some(Cue::LyingBox);
     }
     let collapsed = upright_height.is_some_and(|upright| bbox.height() <= params.collapse_ratio * upright);
-    collapsed && aspect >= 0.7
+    (collapsed && aspect >= UPRIGHT_ASPECT).then_some(Cue::Collapsed)
+}
+
+/// Whether a box looks like a person down (see [`down_cue`]).
+pub fn is_down(bbox: &BoxNorm, upright_height: Option<f32>, frame_aspect: f32, params: &FallParams) -> bool {
+    down_cue(bbox, upright_height, frame_aspect, params).is_some()
+}
+
+/// Whether a person last seen in `bbox` may simply have walked out of view: at the frame's
+/// edge, or touching a mask (masked detections are dropped before tracking).
+fn may_have_left(bbox: &BoxNorm, masks: &[Polygon]) -> bool {
+    let at_edge = bbox.x1 <= EDGE_MARGIN
+        || bbox.y1 <= EDGE_MARGIN
+        || bbox.x2 >= 1.0 - EDGE_MARGIN
+        || bbox.y2 >= 1.0 - EDGE_MARGIN;
+    let points = [
+        (bbox.x1, bbox.y1),
+        (bbox.x2, bbox.y1),
+        (bbox.x1, bbox.y2),
+        (bbox.x2, bbox.y2),
+        ((bbox.x1 + bbox.x2) / 2.0, (bbox.y1 + bbox.y2) / 2.0),
+    ];
+    at_edge || masks.iter().any(|mask| points.iter().any(|&(x, y)| mask.contains(crate::geometry::PointNorm { x, y })))
+}
+
+/// The intersection of two boxes as a share of the smaller one.
+fn overlap_of_smaller(a: &BoxNorm, b: &BoxNorm) -> f32 {
+    let width = (a.x2.min(b.x2) - a.x1.max(b.x1)).max(0.0);
+    let height = (a.y2.min(b.y2) - a.y1.max(b.y1)).max(0.0);
+    let smaller = a.area().min(b.area());
+    if smaller <= 0.0 {
+        0.0
+    } else {
+        width * height / smaller
+    }
 }
 
 impl FallWatch {
-    /// Evaluates one fall-watch zone.
+    /// Evaluates one fall-watch zone. `masks` are the camera's mask zones (a person lost
+    /// behind one is not "collapsed and lost").
+    #[allow(clippy::too_many_arguments)]
     pub fn evaluate(
         &mut self,
         zone: &Zone,
         class_ids: &[u16],
         params: &FallParams,
         tracks: &[Track],
+        masks: &[Polygon],
         frame_aspect: f32,
         now_ms: i64,
     ) -> ZoneSignal {
-        for track in tracks.iter().filter(|t| t.confirmed && t.seen_at(now_ms)) {
+        // Unconfirmed tracks count too: a person seen upright once, just before they fell, is
+        // what tells a fall from a person found down. Raising needs a confirmed track.
+        for track in tracks.iter().filter(|t| t.seen_at(now_ms)) {
             if !zone.admits(class_ids, track.class_id, track.score, &track.bbox) {
                 continue;
             }
             let object =
                 ObjectRef { track_id: track.id, class_id: track.class_id, bbox: track.bbox, score: track.score };
-            let person = self.people.entry(track.id).or_insert(Person {
-                upright_height: None,
-                down_since_ms: None,
-                last_seen_ms: now_ms,
-                last: object.clone(),
-            });
+            let cue =
+                down_cue(&track.bbox, self.people.get(&track.id).and_then(|p| p.upright_height), frame_aspect, params);
+            if !self.people.contains_key(&track.id) {
+                let mut person = Person::new(object.clone(), now_ms);
+                let upright = track.bbox.aspect() * frame_aspect < UPRIGHT_ASPECT;
+                if cue.is_some() || !upright {
+                    // A new track that is down, or tipped: most often the same person, whose box
+                    // changed too much for the tracker to follow.
+                    if let Some(lost) = self.lost_upright_near(&track.bbox, track.first_seen_ms, params.fall_window_ms)
+                    {
+                        let lost = self.people.remove(&lost).expect("found above");
+                        person.upright_height = lost.upright_height;
+                        person.upright = lost.upright;
+                        person.previous = lost.previous;
+                    }
+                }
+                if cue.is_some() {
+                    // Down since it was first detected (confirmation takes a second look).
+                    person.down_since_ms = Some(track.first_seen_ms);
+                } else {
+                    // Someone upright where a person was just "collapsed and lost": they got up
+                    // (and the tracker gave them a new id).
+                    let window = params.fall_window_ms;
+                    self.people.retain(|_, p| {
+                        !(p.cue == Cue::CollapsedAndLost
+                            && p.last_seen_ms < now_ms
+                            && now_ms - p.last_seen_ms <= window
+                            && overlap_of_smaller(&p.last.bbox, &track.bbox) >= 0.5)
+                    });
+                }
+                self.people.insert(track.id, person);
+            }
+            let person = self.people.get_mut(&track.id).expect("inserted above");
             person.last_seen_ms = now_ms;
             person.last = object;
-            if is_down(&track.bbox, person.upright_height, frame_aspect, params) {
-                person.down_since_ms.get_or_insert(now_ms);
-            } else {
-                person.down_since_ms = None;
-                // Upright: learn the height (slow average, so a crouch does not reset it).
-                if track.bbox.aspect() * frame_aspect < 0.7 {
-                    let height = track.bbox.height();
-                    person.upright_height = Some(match person.upright_height {
-                        Some(previous) => 0.8 * previous + 0.2 * height,
-                        None => height,
-                    });
+            person.confirmed |= track.confirmed;
+            let cue = down_cue(&track.bbox, person.upright_height, frame_aspect, params);
+            match cue {
+                Some(cue) => {
+                    let since = *person.down_since_ms.get_or_insert(now_ms);
+                    if person.dropping_ms.is_none() && !person.witnessed {
+                        person.cue = if track.rotated { Cue::RotatedPass } else { cue };
+                    }
+                    let descent_from = person.dropping_ms.or(person.upright.map(|(t, _)| t));
+                    if descent_from.is_some_and(|from| since - from <= params.fall_window_ms) {
+                        person.witnessed = true;
+                    }
+                }
+                None => {
+                    person.down_since_ms = None;
+                    person.witnessed = false;
+                    let aspect = track.bbox.aspect() * frame_aspect;
+                    // Dropping: since the previous look (upright), the top edge went down fast by a
+                    // good share of the upright height, or the box tipped from upright to wide.
+                    person.dropping_ms = match (person.previous, person.upright_height) {
+                        (Some((then, before)), Some(height)) if now_ms - then <= DROP_MAX_GAP_MS => {
+                            // The top edge's fall beyond the bottom edge's: walking down the picture
+                            // moves both.
+                            let fell = (track.bbox.y1 - before.y1) - (track.bbox.y2 - before.y2).max(0.0);
+                            let dropped = fell >= DROP_SHARE * height;
+                            let tipped = before.aspect() * frame_aspect < UPRIGHT_ASPECT && aspect >= TIPPED_ASPECT;
+                            (dropped || tipped).then_some(now_ms)
+                        }
+                        _ => None,
+                    };
+                    if aspect < UPRIGHT_ASPECT && person.dropping_ms.is_none() {
+                        // Upright: learn the height (slow average, so a crouch does not reset it).
+                        let height = track.bbox.height();
+                        person.upright_height = Some(match person.upright_height {
+                            Some(previous) => 0.8 * previous + 0.2 * height,
+                            None => height,
+                        });
+                        person.upright = Some((now_ms, track.bbox));
+                    }
+                }
+            }
+            person.previous = Some((now_ms, track.bbox));
+        }
+        // People not seen now: one whose box had just dropped fast, lost inside the zone, is
+        // down ("collapsed and lost") — unless they may be hidden behind someone seen now
+        // within a body width (a crowd: boxes merge and part); one who was down still counts for the vanish hold; one
+        // seen upright is kept for the fall window (a lying box may continue them).
+        let seen_now: Vec<BoxNorm> =
+            self.people.values().filter(|p| p.last_seen_ms == now_ms).map(|p| p.last.bbox).collect();
+        for person in self.people.values_mut().filter(|p| p.last_seen_ms != now_ms) {
+            if let Some(dropped) = person.dropping_ms {
+                // Hidden: someone seen now stands within one body width of the last box.
+                let last = person.last.bbox;
+                let near = BoxNorm { x1: last.x1 - last.width(), x2: last.x2 + last.width(), ..last };
+                let hidden = seen_now.iter().any(|other| overlap_of_smaller(other, &near) > 0.0);
+                if person.down_since_ms.is_none() && !hidden && !may_have_left(&person.last.bbox, masks) {
+                    person.down_since_ms = Some(dropped);
+                    person.cue = Cue::CollapsedAndLost;
+                    person.witnessed = true;
                 }
             }
         }
-        // Forget people who left upright, or vanished while down longer than the hold.
         self.people.retain(|_, person| match person.down_since_ms {
             Some(_) => now_ms - person.last_seen_ms <= params.vanish_hold_ms,
-            None => person.last_seen_ms == now_ms,
+            None => now_ms - person.last_seen_ms <= params.fall_window_ms,
         });
         let down: Vec<&Person> = self.people.values().filter(|p| p.down_since_ms.is_some()).collect();
-        let longest = down.iter().filter_map(|p| p.down_since_ms).map(|since| now_ms - since).max().unwrap_or(0);
+        let held = |p: &&Person| now_ms - p.down_since_ms.unwrap_or(now_ms);
+        let raised: Vec<&&Person> = down
+            .iter()
+            // A single look is enough where the fall was seen (a lying box right where a
+            // person stood a moment before); otherwise the track must be confirmed.
+            .filter(|p| p.confirmed || p.witnessed)
+            .filter(|p| held(p) >= if p.witnessed { params.down_ms } else { params.unwitnessed_down_ms })
+            .collect();
+        let longest = down.iter().map(held).max().unwrap_or(0);
         let vanished = down.iter().filter(|p| p.last_seen_ms != now_ms).count();
+        // The cue of the person down longest among those raising (else among those down).
+        let cue = raised.iter().copied().chain(down.iter()).max_by_key(|p| held(p)).map(|p| {
+            let how = if p.witnessed { "fell" } else { "found down" };
+            format!("{}, {how}", p.cue.as_str())
+        });
         ZoneSignal {
-            raise: longest >= params.down_ms,
+            raise: !raised.is_empty(),
             present: !down.is_empty(),
             score: down.iter().map(|p| p.last.score).fold(0.0, f32::max),
             count: down.len(),
             detail: match (down.len(), vanished) {
                 (0, _) => "nobody down".to_string(),
-                (count, 0) => format!("{count} person(s) down for {}", describe_ms(longest)),
-                (count, vanished) => {
-                    format!("{count} person(s) down for {} ({vanished} no longer detected)", describe_ms(longest))
+                (count, 0) => {
+                    format!("{count} person(s) down for {} ({})", describe_ms(longest), cue.unwrap_or_default())
                 }
+                (count, vanished) => format!(
+                    "{count} person(s) down for {} ({}; {vanished} no longer detected, box where last seen)",
+                    describe_ms(longest),
+                    cue.unwrap_or_default()
+                ),
             },
             objects: down.iter().map(|p| p.last.clone()).collect(),
         }
+    }
+
+    /// A person seen upright (and not since) within the fall window before `first_seen_ms`,
+    /// close to `bbox`: the lying box's centre within one upright height of where they stood.
+    fn lost_upright_near(&self, bbox: &BoxNorm, first_seen_ms: i64, fall_window_ms: i64) -> Option<u64> {
+        let centre = ((bbox.x1 + bbox.x2) / 2.0, (bbox.y1 + bbox.y2) / 2.0);
+        self.people
+            .iter()
+            .filter(|(_, p)| p.down_since_ms.is_none() && p.last_seen_ms < first_seen_ms)
+            .filter_map(|(&id, p)| {
+                let (seen_ms, upright) = p.upright?;
+                if first_seen_ms - seen_ms > fall_window_ms {
+                    return None;
+                }
+                let anchor = upright.anchor();
+                let distance = ((centre.0 - anchor.x).powi(2) + (centre.1 - anchor.y).powi(2)).sqrt();
+                (distance <= upright.height()).then_some((distance, id))
+            })
+            .min_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(_, id)| id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::track::{Observation, Tracker, TrackerConfig};
+    use crate::zones::{LifecycleParams, ZoneKind, ZoneRule};
+
+    const PARAMS: FallParams = FallParams {
+        down_ms: 5_000,
+        lying_aspect: 1.0,
+        collapse_ratio: 0.5,
+        vanish_hold_ms: 30_000,
+        fall_window_ms: 3_000,
+        unwitnessed_down_ms: 120_000,
+        rotated_pass: false,
+    };
+
+    fn zone() -> Zone {
+        Zone {
+            id: "courtyard".into(),
+            kind: ZoneKind::FallWatch,
+            polygon: Polygon::whole_frame(),
+            classes: vec!["person".into()],
+            min_score: 0.3,
+            min_area: 0.0,
+            max_area: 1.0,
+            rule: ZoneRule::Fall(PARAMS),
+            lifecycle: LifecycleParams {
+                clear_after_ms: 30_000,
+                cooldown_ms: 300_000,
+                heartbeat_ms: 300_000,
+                update_min_interval_ms: 60_000,
+            },
+        }
+    }
+
+    fn person(x1: f32, y1: f32, x2: f32, y2: f32) -> Observation {
+        Observation { class_id: 0, score: 0.8, bbox: BoxNorm { x1, y1, x2, y2 }, rotated: false }
+    }
+
+    const STANDING: [f32; 4] = [0.45, 0.30, 0.55, 0.60];
+    const LYING: [f32; 4] = [0.35, 0.50, 0.65, 0.60];
+
+    /// Feeds one look a second: `(from_s, to_s, box or none)`; returns the times (s) at
+    /// which the zone raised, and the last signal.
+    fn run(script: &[(i64, i64, Option<[f32; 4]>)], masks: &[Polygon]) -> (Vec<i64>, ZoneSignal) {
+        let mut tracker = Tracker::new(TrackerConfig::default());
+        let mut watch = FallWatch::default();
+        let (mut raised, mut last) = (Vec::new(), ZoneSignal::default());
+        for &(from, to, bbox) in script {
+            for second in from..to {
+                let now_ms = second * 1000;
+                let observations: Vec<Observation> = bbox.iter().map(|b| person(b[0], b[1], b[2], b[3])).collect();
+                tracker.update(now_ms, &observations);
+                last = watch.evaluate(&zone(), &[0], &PARAMS, tracker.tracks(), masks, 16.0 / 9.0, now_ms);
+                if last.raise {
+                    raised.push(second);
+                }
+            }
+        }
+        (raised, last)
+    }
+
+    #[test]
+    fn a_fall_seen_raises_after_down_ms_and_a_person_found_down_only_after_the_long_hold() {
+        // Upright, then lying from 20 s (a new track: the tracker cannot follow the box turning).
+        let (raised, signal) = run(&[(0, 20, Some(STANDING)), (20, 40, Some(LYING))], &[]);
+        assert_eq!(raised.first(), Some(&25), "{raised:?}");
+        assert!(signal.detail.contains("lying box, fell"), "{}", signal.detail);
+        // Found lying, nobody seen standing there before (or lowered over more than 3 s):
+        // only after 2 min.
+        let (raised, signal) = run(&[(0, 200, Some(LYING))], &[]);
+        assert_eq!(raised.first(), Some(&120), "{raised:?}");
+        assert!(signal.detail.contains("found down"), "{}", signal.detail);
+        // Kneeling for 5 s (neither upright nor down), then lying: lowered, not fallen.
+        let slow = [0.46, 0.40, 0.54, 0.60];
+        let (raised, _) = run(&[(0, 20, Some(STANDING)), (20, 25, Some(slow)), (25, 60, Some(LYING))], &[]);
+        assert!(raised.is_empty(), "{raised:?}");
+    }
+
+    #[test]
+    fn a_person_whose_box_drops_and_is_then_lost_inside_the_zone_is_down() {
+        let dropping = [0.45, 0.42, 0.55, 0.60]; // top edge 0.12 lower = 0.4 of the height
+        let (raised, signal) = run(&[(0, 20, Some(STANDING)), (20, 21, Some(dropping)), (21, 40, None)], &[]);
+        assert_eq!(raised.first(), Some(&25), "{raised:?}");
+        assert!(signal.detail.contains("collapsed and lost"), "{}", signal.detail);
+        // Cleared once the vanish hold is over.
+        let (raised, signal) = run(&[(0, 20, Some(STANDING)), (20, 21, Some(dropping)), (21, 60, None)], &[]);
+        assert_eq!(raised.last(), Some(&50));
+        assert!(!signal.present);
+        // Lost at the frame edge, or behind a mask: may have walked out of view.
+        let edge = |b: [f32; 4]| [b[0] + 0.44, b[1], b[2] + 0.44, b[3]];
+        let (raised, _) = run(&[(0, 20, Some(edge(STANDING))), (20, 21, Some(edge(dropping))), (21, 40, None)], &[]);
+        assert!(raised.is_empty(), "{raised:?}");
+        let mask = Polygon {
+            points: vec![(0.5, 0.0), (1.0, 0.0), (1.0, 1.0), (0.5, 1.0)]
+                .into_iter()
+                .map(|(x, y)| crate::geometry::PointNorm { x, y })
+                .collect(),
+        };
+        let (raised, _) = run(&[(0, 20, Some(STANDING)), (20, 21, Some(dropping)), (21, 40, None)], &[mask]);
+        assert!(raised.is_empty(), "{raised:?}");
+        // Lost without a drop (walked behind something): nothing.
+        let (raised, _) = run(&[(0, 20, Some(STANDING)), (20, 40, None)], &[]);
+        assert!(raised.is_empty(), "{raised:?}");
+    }
+
+    #[test]
+    fn a_person_lost_behind_someone_seen_is_not_collapsed_and_lost() {
+        // Two people side by side; one's box drops and then only the other is detected (the
+        // first walked behind them).
+        let mut tracker = Tracker::new(TrackerConfig::default());
+        let mut watch = FallWatch::default();
+        let other = person(0.50, 0.30, 0.60, 0.60);
+        for second in 0..40 {
+            let now_ms = second * 1000;
+            let observations = match second {
+                0..20 => vec![person(0.45, 0.30, 0.55, 0.60), other.clone()],
+                20 => vec![person(0.45, 0.42, 0.55, 0.60), other.clone()],
+                _ => vec![other.clone()],
+            };
+            tracker.update(now_ms, &observations);
+            let signal = watch.evaluate(&zone(), &[0], &PARAMS, tracker.tracks(), &[], 16.0 / 9.0, now_ms);
+            assert!(!signal.present, "at {second} s: {}", signal.detail);
+        }
+    }
+
+    #[test]
+    fn bending_over_briefly_and_sitting_raise_nothing() {
+        let crouch = [0.44, 0.46, 0.56, 0.60];
+        let sitting = [0.46, 0.42, 0.54, 0.60];
+        let (raised, _) = run(&[(0, 30, Some(STANDING)), (30, 34, Some(crouch)), (34, 60, Some(STANDING))], &[]);
+        assert!(raised.is_empty(), "{raised:?}");
+        let (raised, _) = run(&[(0, 30, Some(STANDING)), (30, 330, Some(sitting))], &[]);
+        assert!(raised.is_empty(), "{raised:?}");
     }
 }

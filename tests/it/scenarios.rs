@@ -142,6 +142,7 @@ fn run(path: &Path) -> Vec<Expected> {
                             class_id: classes.iter().position(|c| *c == o.class).expect("known class") as u16,
                             score: o.score,
                             bbox: BoxNorm { x1: b[0], y1: b[1], x2: b[2], y2: b[3] },
+                            rotated: false,
                         }
                     })
                     .collect()

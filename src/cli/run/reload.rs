@@ -66,6 +66,7 @@ fn stream_changed(old: &CameraConfig, new: &CameraConfig) -> bool {
     old.source != new.source
         || old.analysis_interval != new.analysis_interval
         || old.active_interval != new.active_interval
+        || old.priority != new.priority
         || old.decode_mode != new.decode_mode
         || old.snapshot_url != new.snapshot_url
         || old.rotated_pass() != new.rotated_pass()

@@ -78,8 +78,13 @@ pub fn play(
     } else {
         40.0
     };
-    let to_ms = |timestamp: i64| -> f64 {
-        timestamp as f64 * f64::from(time_base.numerator()) * 1000.0 / f64::from(time_base.denominator())
+    // A broken container can declare a zero (or negative) time base: its timestamps then mean
+    // nothing, and dividing by it gave infinite times (a panic in `Duration::from_secs_f64`).
+    // Such footage is timed by frame count instead, like raw Annex B.
+    let time_base_valid = time_base.numerator() > 0 && time_base.denominator() > 0;
+    let to_ms = |timestamp: i64| -> Option<f64> {
+        let ms = timestamp as f64 * f64::from(time_base.numerator()) * 1000.0 / f64::from(time_base.denominator());
+        (time_base_valid && ms.is_finite()).then_some(ms)
     };
 
     let started = Instant::now();
@@ -98,17 +103,19 @@ pub fn play(
             }
             let Some(data) = packet.data() else { continue };
             // Raw Annex B files carry no timestamps; count frames instead.
-            let in_loop_ms = match packet.pts().or(packet.dts()) {
-                Some(timestamp) => to_ms(timestamp),
-                None => index_in_loop as f64 * frame_duration_ms,
-            };
+            let in_loop_ms =
+                packet.pts().or(packet.dts()).and_then(to_ms).unwrap_or(index_in_loop as f64 * frame_duration_ms);
             index_in_loop += 1;
             packets_this_loop += 1;
             let first = *first_ms.get_or_insert(in_loop_ms);
             let media_ms = loop_offset_ms + (in_loop_ms - first);
             last_ms = last_ms.max(media_ms);
             if pace == Pace::RealTime {
-                let due = started + Duration::from_secs_f64(media_ms.max(0.0) / 1000.0);
+                // `try_from`: never a panic on a time no clock can reach.
+                let offset = Duration::try_from_secs_f64(media_ms.max(0.0) / 1000.0).unwrap_or(Duration::MAX);
+                let Some(due) = started.checked_add(offset) else {
+                    bail!("footage time {media_ms} ms is out of range")
+                };
                 while let Some(wait) = due.checked_duration_since(Instant::now()) {
                     if stop() {
                         return Ok(());

@@ -4,10 +4,8 @@
 //! a bad file changes nothing. HTTP is spoken with curl, the pages are driven by headless
 //! Chromium through `tests/browser/run.mjs`.
 
-use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -22,7 +20,7 @@ struct Gateway {
     child: Child,
     port: u16,
     config: PathBuf,
-    logs: Option<(JoinHandle<String>, JoinHandle<String>)>,
+    logs: Option<super::support::DrainedOutput>,
     _dir: tempfile::TempDir,
 }
 
@@ -47,14 +45,7 @@ impl Gateway {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let drain = |pipe: Box<dyn Read + Send>| {
-            std::thread::spawn(move || {
-                let mut text = String::new();
-                let _ = BufReader::new(pipe).read_to_string(&mut text);
-                text
-            })
-        };
-        let logs = Some((drain(Box::new(child.stdout.take().unwrap())), drain(Box::new(child.stderr.take().unwrap()))));
+        let logs = Some(super::support::DrainedOutput::of(&mut child));
         Gateway { child, port, config, logs, _dir: dir }
     }
 
@@ -100,7 +91,10 @@ impl Gateway {
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         let _ = self.child.wait();
         match self.logs.take() {
-            Some((out, err)) => format!("{}{}", out.join().unwrap(), err.join().unwrap()),
+            Some(logs) => {
+                let (out, err) = logs.join();
+                out + &err
+            }
             None => String::new(),
         }
     }
@@ -122,28 +116,13 @@ fn free_port() -> u16 {
 fn cameras(extra: &str) -> String {
     let bike = super::replay::parked_bike_clip();
     format!(
-        r#"
-[cameras.gate-8]
-url = "file:{bike}"
-street = "wenhua-east"
-community = "shanda-road-3"
-grid = "grid-08"
-steward = "steward-zhang"
-analysis_interval_ms = 1000
-decode = "every_frame"
-
-# The pavement in front of the gate.
-[[cameras.gate-8.zones]]
-id = "pavement"
-kind = "no_parking"
-polygon = [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]
-dwell_ms = 3000
-
+        r#"{gate_8}
 [cameras.yard]
 url = "file:{bike}"
 grid = "grid-09"
 analysis_interval_ms = 2000
 {extra}"#,
+        gate_8 = super::support::bike_camera_toml(),
         bike = bike.display()
     )
 }

@@ -4,7 +4,7 @@
 //! a restart; answers stop them and false alarms are counted; payloads match the schema.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -530,16 +530,7 @@ dwell_ms = 3000
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Drained as it runs: a full pipe would block the gateway's logging.
-    let drain = |pipe: Box<dyn std::io::Read + Send>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = BufReader::new(pipe).read_to_string(&mut text);
-            text
-        })
-    };
-    let stdout = drain(Box::new(gateway.stdout.take().unwrap()));
-    let stderr = drain(Box::new(gateway.stderr.take().unwrap()));
+    let output = super::support::DrainedOutput::of(&mut gateway);
     let opened = eventually(Duration::from_secs(45), || {
         steward
             .on("lixia/wenhua-east/shanda-road-3/grid-08/incidents/misparked_bike")
@@ -551,7 +542,8 @@ dwell_ms = 3000
     // A clean stop: SIGTERM, then the retained gateway status says so.
     let _ = Command::new("kill").args(["-TERM", &gateway.id().to_string()]).status();
     let status = tokio::task::block_in_place(|| gateway.wait()).unwrap();
-    let logs = format!("{}{}", stdout.join().unwrap(), stderr.join().unwrap());
+    let (stdout, stderr) = output.join();
+    let logs = stdout + &stderr;
     let delivery_logs: Vec<&str> =
         logs.lines().filter(|l| l.contains("deliver") || l.contains("MQTT") || l.contains("incident")).collect();
     assert!(opened, "no incident arrived over TLS; gateway said:\n{}", delivery_logs.join("\n"));

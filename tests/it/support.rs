@@ -264,3 +264,60 @@ state_dir = "{}"
         state_dir.display()
     )
 }
+
+/// The camera most delivery tests share: `gate-8`, footage of a bike parked on the pavement
+/// (`replay::parked_bike_clip`) with a whole-frame no-parking zone `pavement` that opens a
+/// `misparked_bike` incident after 3 s, placed in grid `grid-08` of steward `steward-zhang`
+/// (topics under `lixia/wenhua-east/shanda-road-3/grid-08/`).
+pub fn bike_camera_toml() -> String {
+    let bike = super::replay::parked_bike_clip();
+    format!(
+        r#"
+[cameras.gate-8]
+url = "file:{bike}"
+street = "wenhua-east"
+community = "shanda-road-3"
+grid = "grid-08"
+steward = "steward-zhang"
+analysis_interval_ms = 1000
+decode = "every_frame"
+
+# The pavement in front of the gate.
+[[cameras.gate-8.zones]]
+id = "pavement"
+kind = "no_parking"
+polygon = [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]
+dwell_ms = 3000
+"#,
+        bike = bike.display()
+    )
+}
+
+/// A child's stdout and stderr, read to the end on threads as it runs (a full pipe would
+/// block the gateway's logging).
+pub struct DrainedOutput {
+    stdout: std::thread::JoinHandle<String>,
+    stderr: std::thread::JoinHandle<String>,
+}
+
+impl DrainedOutput {
+    /// Takes the child's piped stdout and stderr.
+    pub fn of(child: &mut Child) -> DrainedOutput {
+        fn drain(pipe: Box<dyn std::io::Read + Send>) -> std::thread::JoinHandle<String> {
+            std::thread::spawn(move || {
+                let mut text = String::new();
+                let _ = std::io::Read::read_to_string(&mut BufReader::new(pipe), &mut text);
+                text
+            })
+        }
+        DrainedOutput {
+            stdout: drain(Box::new(child.stdout.take().expect("stdout piped"))),
+            stderr: drain(Box::new(child.stderr.take().expect("stderr piped"))),
+        }
+    }
+
+    /// (stdout, stderr), once the child has exited.
+    pub fn join(self) -> (String, String) {
+        (self.stdout.join().unwrap_or_default(), self.stderr.join().unwrap_or_default())
+    }
+}

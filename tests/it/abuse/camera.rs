@@ -276,7 +276,6 @@ async fn hostile_cameras_cannot_stop_delivery_nor_flood_logs_status_or_memory() 
     let dir = tempfile::tempdir().unwrap();
     let console_port = super::super::support::closed_port();
     std::fs::write(dir.path().join("console.token"), format!("{TOKEN}\n")).unwrap();
-    let bike = super::super::replay::parked_bike_clip();
     let mut cameras = format!(
         r#"
 [console]
@@ -286,24 +285,9 @@ token_file = "console.token"
 [mqtt]
 url = "mqtt://127.0.0.1:{mqtt}"
 client_id = "gw-abuse-camera"
-
-[cameras.gate-8]
-url = "file:{bike}"
-street = "wenhua-east"
-community = "shanda-road-3"
-grid = "grid-08"
-steward = "steward-zhang"
-analysis_interval_ms = 1000
-decode = "every_frame"
-
-[[cameras.gate-8.zones]]
-id = "pavement"
-kind = "no_parking"
-polygon = [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]
-dwell_ms = 3000
-"#,
+{gate_8}"#,
         mqtt = broker.port,
-        bike = bike.display()
+        gate_8 = super::super::support::bike_camera_toml()
     );
     for (id, (path, _)) in BAD.iter().zip(ANSWERS) {
         cameras.push_str(&format!("\n[cameras.{id}]\nurl = \"rtsp://127.0.0.1:{}/{path}\"\n", fake.port));

@@ -10,7 +10,7 @@
 //! - zone edits with a reference that is not a picture, or a polygon that crosses itself,
 //!   refused without revealing whether a file exists, the config file unchanged.
 
-use std::io::{BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -32,7 +32,7 @@ struct Gateway {
     child: Child,
     port: u16,
     config: PathBuf,
-    logs: Option<(JoinHandle<String>, JoinHandle<String>)>,
+    logs: Option<crate::support::DrainedOutput>,
     _dir: tempfile::TempDir,
 }
 
@@ -64,14 +64,7 @@ impl Gateway {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let drain = |pipe: Box<dyn Read + Send>| {
-            std::thread::spawn(move || {
-                let mut text = String::new();
-                let _ = BufReader::new(pipe).read_to_string(&mut text);
-                text
-            })
-        };
-        let logs = Some((drain(Box::new(child.stdout.take().unwrap())), drain(Box::new(child.stderr.take().unwrap()))));
+        let logs = Some(crate::support::DrainedOutput::of(&mut child));
         Gateway { child, port, config, logs, _dir: dir }
     }
 
@@ -114,7 +107,10 @@ impl Gateway {
             let _ = self.child.wait();
         }
         match self.logs.take() {
-            Some((out, err)) => format!("{}{}", out.join().unwrap(), err.join().unwrap()),
+            Some(logs) => {
+                let (out, err) = logs.join();
+                out + &err
+            }
             None => String::new(),
         }
     }

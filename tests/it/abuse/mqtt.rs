@@ -7,10 +7,9 @@
 //! connection holds, each answer is recorded once and echoed once, and every drop is counted
 //! in /metrics.
 
-use std::io::{BufReader, Read, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::super::broker::{Mosquitto, Subscriber};
@@ -23,7 +22,7 @@ const CLIENT_ID: &str = "gw-abuse";
 struct Gateway {
     child: Child,
     console_port: u16,
-    logs: Option<(JoinHandle<String>, JoinHandle<String>)>,
+    logs: Option<crate::support::DrainedOutput>,
     _dir: tempfile::TempDir,
 }
 
@@ -32,7 +31,6 @@ impl Gateway {
         let dir = tempfile::tempdir().unwrap();
         let console_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         std::fs::write(dir.path().join("console.token"), format!("{TOKEN}\n")).unwrap();
-        let bike = super::super::replay::parked_bike_clip();
         let text = format!(
             r#"
 [console]
@@ -43,23 +41,8 @@ token_file = "console.token"
 url = "mqtt://127.0.0.1:{mqtt_port}"
 client_id = "{CLIENT_ID}"
 reconnect_max_secs = 2
-
-[cameras.gate-8]
-url = "file:{bike}"
-street = "wenhua-east"
-community = "shanda-road-3"
-grid = "grid-08"
-steward = "steward-zhang"
-analysis_interval_ms = 1000
-decode = "every_frame"
-
-[[cameras.gate-8.zones]]
-id = "pavement"
-kind = "no_parking"
-polygon = [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]
-dwell_ms = 3000
-"#,
-            bike = bike.display()
+{gate_8}"#,
+            gate_8 = super::super::support::bike_camera_toml()
         );
         let config = dir.path().join("gateway.toml");
         std::fs::write(&config, super::super::support::config_text_in(&dir.path().join("state"), &text)).unwrap();
@@ -71,14 +54,7 @@ dwell_ms = 3000
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let drain = |pipe: Box<dyn Read + Send>| {
-            std::thread::spawn(move || {
-                let mut text = String::new();
-                let _ = BufReader::new(pipe).read_to_string(&mut text);
-                text
-            })
-        };
-        let logs = Some((drain(Box::new(child.stdout.take().unwrap())), drain(Box::new(child.stderr.take().unwrap()))));
+        let logs = Some(crate::support::DrainedOutput::of(&mut child));
         Gateway { child, console_port, logs, _dir: dir }
     }
 
@@ -112,7 +88,10 @@ dwell_ms = 3000
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         let _ = self.child.wait();
         match self.logs.take() {
-            Some((out, err)) => format!("{}{}", out.join().unwrap(), err.join().unwrap()),
+            Some(logs) => {
+                let (out, err) = logs.join();
+                out + &err
+            }
             None => String::new(),
         }
     }

@@ -10,41 +10,53 @@
 //! ```
 //!
 //! # Layout
-//! Modules are declared in data-flow order; each stage's `//!` says what it deliberately does
-//! not do. `ARCHITECTURE.md` is the one-page map.
+//! Modules are declared in data-flow order (rustfmt.toml keeps it); each stage's `//!` says
+//! what it deliberately does not do. `ARCHITECTURE.md` is the one-page map.
 //! - [`config`]: TOML → validated domain types, every problem with its key path.
-//! - [`ingest`]: one supervised task per camera (RTSP via retina, or a footage file).
+//! - [`ingest`]: one supervised task per camera (RTSP via retina behind a size-bounded relay,
+//!   or a footage file).
 //! - [`schedule`]: which camera's frame is analysed next (one waiting frame per camera,
-//!   earliest deadline first): how the capacity is shared out.
+//!   fall-watch cameras with people in view first, then earliest deadline).
 //! - [`decode`]: keyframes (or every frame) → the detector's letterboxed input tensor.
 //! - [`detect`]: ONNX Runtime sessions, YOLOX decode, class-wise NMS.
 //! - [`bin_state`]: a bin area's state from a frozen backbone's embedding and a small
 //!   logistic regression (the generic default, or a zone's own).
+//! - [`geometry`]: normalised points, boxes and polygons.
+//! - [`track`]: detections → tracks with stable ids.
+//! - [`zones`]: zone kinds and their rule parameters.
+//! - [`rules`]: per zone, whether a condition holds now (bikes, bins, falls).
+//! - [`incident`]: the lifecycle: open, update, clear, cool down.
+//! - [`engine`]: one camera's pure core, observations → incident events.
+//! - [`evidence`]: snapshots, sidecars and incident books on disk.
+//! - [`followup`]: the pure reminder/escalation core.
+//! - [`outbox`]: incident events on disk (redb) until the broker acknowledges them.
+//! - [`deliver`]: outbox → MQTT 5 (QoS 1, PUBACK-matched), stewards' answers back.
 //! - [`health`]: per-camera state and counters shared by the stages.
+//! - [`logging`]: tracing set-up and the rate limit for lines outsiders can make repeat.
 //! - [`pipeline`]: wires the stages for `gateway run`.
-//! - [`outbox`]: incident events on disk (redb) until the broker acknowledges them, with the
-//!   follow-up timers of [`followup`] (the pure reminder/escalation core).
-//! - [`deliver`]: outbox → MQTT (QoS 1, PUBACK-matched), stewards' answers back.
+//! - [`console`]: the operator console, zone editor, JSON API, `/metrics`.
+//! - [`notify`]: systemd's notify protocol.
+//! - [`cli`]: the subcommands (`run`, `check-config`, `replay`, `eval-falls`, `bin-state`, …).
 
-pub mod bin_state;
-pub mod cli;
 pub mod config;
-pub mod console;
+pub mod ingest;
+pub mod schedule;
 pub mod decode;
-pub mod deliver;
 pub mod detect;
+pub mod bin_state;
+pub mod geometry;
+pub mod track;
+pub mod zones;
+pub mod rules;
+pub mod incident;
 pub mod engine;
 pub mod evidence;
 pub mod followup;
-pub mod geometry;
-pub mod health;
-pub mod incident;
-pub mod ingest;
-pub mod logging;
-pub mod notify;
 pub mod outbox;
+pub mod deliver;
+pub mod health;
+pub mod logging;
 pub mod pipeline;
-pub mod rules;
-pub mod schedule;
-pub mod track;
-pub mod zones;
+pub mod console;
+pub mod notify;
+pub mod cli;

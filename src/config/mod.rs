@@ -70,6 +70,8 @@ pub struct Config {
     pub detector: DetectorConfig,
     /// Incident state, evidence and the outbox (`outbox.redb`).
     pub state_dir: PathBuf,
+    /// How long and how much evidence is kept (`[storage]`).
+    pub evidence_retention: crate::evidence::retention::RetentionPolicy,
     /// Outbox cap (see `[outbox] max_entries`).
     pub outbox_max_entries: u64,
     /// The broker; `None` keeps events in the outbox only.

@@ -105,6 +105,12 @@ pub struct RawStorage {
     /// this config file. Default: `$STATE_DIRECTORY` (set by systemd's `StateDirectory=`),
     /// else `/var/lib/street-gateway`.
     pub state_dir: Option<String>,
+    /// Evidence (snapshots, crops, sidecars) older than this many days is deleted, except an
+    /// open incident's. Default 30.
+    pub evidence_max_age_days: Option<u32>,
+    /// Above this many MiB of evidence the oldest files are deleted, except an open
+    /// incident's. Default 10240 (10 GiB).
+    pub evidence_max_mib: Option<u64>,
 }
 
 /// `[outbox]`

@@ -171,6 +171,19 @@ pub fn validate(
             .unwrap_or_else(|| PathBuf::from("/var/lib/street-gateway")),
     };
 
+    let evidence_max_age_days = raw.storage.evidence_max_age_days.unwrap_or(30);
+    if !(1..=3650).contains(&evidence_max_age_days) {
+        problems.push("storage.evidence_max_age_days", format!("{evidence_max_age_days} is out of range 1..=3650"));
+    }
+    let evidence_max_mib = raw.storage.evidence_max_mib.unwrap_or(10_240);
+    if !(16..=100_000_000).contains(&evidence_max_mib) {
+        problems.push("storage.evidence_max_mib", format!("{evidence_max_mib} is out of range 16..=100000000"));
+    }
+    let evidence_retention = crate::evidence::retention::RetentionPolicy {
+        max_age_ms: i64::from(evidence_max_age_days) * 86_400_000,
+        max_bytes: evidence_max_mib.saturating_mul(1 << 20),
+    };
+
     let outbox_max_entries = raw.outbox.max_entries.unwrap_or(100_000);
     if !(100..=100_000_000).contains(&outbox_max_entries) {
         problems.push("outbox.max_entries", format!("{outbox_max_entries} is out of range 100..=100000000"));
@@ -187,6 +200,7 @@ pub fn validate(
             decode,
             detector,
             state_dir,
+            evidence_retention,
             outbox_max_entries,
             mqtt,
             escalation,

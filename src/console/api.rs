@@ -152,7 +152,7 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         ("host", shared.refused_host.load(Ordering::Relaxed)),
         ("live_streams", shared.refused_live_streams.load(Ordering::Relaxed)),
     ];
-    let text = text + &shared.http.render(&refused);
+    let text = text + &shared.http.render(&refused) + &shared.evidence.render();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
 

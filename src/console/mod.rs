@@ -158,6 +158,8 @@ pub struct Shared {
     pub live_streams: Arc<tokio::sync::Semaphore>,
     /// The HTTP server's counters.
     pub http: Arc<server::HttpCounters>,
+    /// Evidence retention's counters.
+    pub evidence: crate::evidence::retention::RetentionStats,
     /// Last time a refusal was logged (refusals are logged once per interval).
     pub(crate) last_refusal_log_ms: std::sync::atomic::AtomicI64,
     /// Ends the live streams when the gateway stops (graceful shutdown waits for them).
@@ -196,6 +198,7 @@ impl Shared {
             refused_live_streams: AtomicU64::new(0),
             live_streams: Arc::new(tokio::sync::Semaphore::new(server::MAX_LIVE_STREAMS)),
             http: Arc::default(),
+            evidence: Default::default(),
             last_refusal_log_ms: std::sync::atomic::AtomicI64::new(0),
             shutdown,
         }

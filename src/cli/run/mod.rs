@@ -37,6 +37,8 @@ use incidents::Sinks;
 const STATS_EVERY: Duration = Duration::from_secs(10);
 /// How often the loop samples queues, recovers degraded cameras and checks the config file.
 const TICK: Duration = Duration::from_secs(1);
+/// How often evidence retention runs (and once at start).
+const RETENTION_EVERY: Duration = Duration::from_secs(600);
 /// The detector counts as stuck when frames wait for it and none was analysed this long.
 const DETECTOR_STUCK_AFTER: Duration = Duration::from_secs(30);
 
@@ -187,6 +189,8 @@ pub async fn main(config_path: &Path, run_for: Option<Duration>) -> i32 {
     let mut stats = tokio::time::interval(STATS_EVERY);
     stats.tick().await;
     let mut tick = tokio::time::interval(TICK);
+    let mut retention = tokio::time::interval(RETENTION_EVERY);
+    let mut pruning: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         tokio::select! {
             frame = analysed.recv() => match frame {
@@ -244,6 +248,12 @@ pub async fn main(config_path: &Path, run_for: Option<Duration>) -> i32 {
                 gateway.pipeline.scheduler().rotate();
                 gateway.shared.analysis_latency.lock().unwrap().rotate();
                 gateway.shared.incident_latency.lock().unwrap().rotate();
+            }
+            _ = retention.tick() => {
+                // One pass at a time, off the runtime; open incidents' files are kept.
+                if pruning.as_ref().is_none_or(|pass| pass.is_finished()) {
+                    pruning = Some(gateway.spawn_retention());
+                }
             }
             () = shutdown.cancelled() => break,
         }
@@ -371,6 +381,32 @@ fn now_ms() -> i64 {
 }
 
 impl Gateway {
+    /// Starts one evidence-retention pass on a blocking thread: deletes evidence past the
+    /// configured age or size, never an open incident's (`evidence::retention`).
+    fn spawn_retention(&self) -> tokio::task::JoinHandle<()> {
+        let open: std::collections::HashSet<String> = self
+            .cameras
+            .values()
+            .flat_map(|runtime| runtime.engine.book().open_incidents().into_iter().map(evidence::retention::sanitised))
+            .collect();
+        let (state_dir, policy) = (self.config.state_dir.clone(), self.config.evidence_retention);
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = evidence::retention::prune(&state_dir, &open, now_ms(), policy);
+            shared.evidence.record(&result);
+            match result {
+                Ok(pruned) if pruned.files > 0 => info!(
+                    deleted_files = pruned.files,
+                    freed_bytes = pruned.bytes,
+                    kept_bytes = pruned.kept_bytes,
+                    "evidence retention deleted old evidence"
+                ),
+                Ok(_) => {}
+                Err(err) => warn!(error = %err, "evidence retention could not list the evidence directory"),
+            }
+        })
+    }
+
     fn sinks(&self) -> Sinks<'_> {
         Sinks { config: &self.config, model: &self.model, outbox: &self.outbox, shared: &self.shared }
     }

@@ -9,6 +9,8 @@
 //!
 //! Snapshots are at the model's view resolution (416 px wide for YOLOX-Nano).
 
+pub mod retention;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -198,7 +200,7 @@ pub fn write_evidence(
 }
 
 fn stem(event: &IncidentEvent) -> String {
-    format!("{}-{}", event.incident_id.replace([':', '/'], "_"), event.seq)
+    format!("{}-{}", retention::sanitised(&event.incident_id), event.seq)
 }
 
 /// The picture with the event's zone (yellow) and supporting boxes (red) drawn; coordinates

@@ -44,6 +44,7 @@ pub mod logging;
 pub mod notify;
 pub mod outbox;
 pub mod pipeline;
+pub mod pose;
 pub mod rules;
 pub mod schedule;
 pub mod track;

@@ -71,6 +71,7 @@ fn engine(c: &mut Criterion) {
                     picture: Some(&picture),
                     frame_aspect: 16.0 / 9.0,
                     zone_readings: &[],
+                    poses: &[],
                 })
             })
         });

@@ -64,6 +64,9 @@ pub struct EngineFrame<'a> {
     /// Readings of bin zones that use a model or classifier, by zone id (computed by the
     /// caller, which owns the ONNX sessions).
     pub zone_readings: &'a [(String, f32)],
+    /// Poses read on the boxes [`CameraEngine::pose_requests`] asked for (empty without the
+    /// pose stage).
+    pub poses: &'a [(BoxNorm, crate::pose::PoseSummary)],
 }
 
 /// Tracker, zones, rules and incidents of one camera.
@@ -168,6 +171,32 @@ impl CameraEngine {
         })
     }
 
+    /// Where the pose model should look on this frame, given its detections: only fall-watch
+    /// zones with `pose = true` ask, and only for boxes that matter (see
+    /// [`FallWatch::pose_requests`]). Deduplicated.
+    pub fn pose_requests(&self, observations: &[Observation], frame_aspect: f32, now_ms: i64) -> Vec<BoxNorm> {
+        let mut requests: Vec<BoxNorm> = Vec::new();
+        for runtime in &self.zones {
+            let (RuleState::Fall(watch), ZoneRule::Fall(params)) = (&runtime.state, &runtime.zone.rule) else {
+                continue;
+            };
+            if !params.pose {
+                continue;
+            }
+            let admitted: Vec<BoxNorm> = observations
+                .iter()
+                .filter(|o| !self.masked(o) && runtime.zone.admits(&runtime.class_ids, o.class_id, o.score, &o.bbox))
+                .map(|o| o.bbox)
+                .collect();
+            for request in watch.pose_requests(&admitted, params, frame_aspect, now_ms) {
+                if !requests.contains(&request) {
+                    requests.push(request);
+                }
+            }
+        }
+        requests
+    }
+
     /// Whether an observation stands in a mask zone (and is ignored).
     fn masked(&self, observation: &Observation) -> bool {
         self.masks.iter().any(|mask| mask.contains(observation.bbox.anchor()))
@@ -221,7 +250,16 @@ impl CameraEngine {
                 }
                 (RuleState::Fall(watch), ZoneRule::Fall(params)) => (
                     IncidentKind::FallenPerson,
-                    watch.evaluate(zone, &runtime.class_ids, params, tracks, &self.masks, frame.frame_aspect, now_ms),
+                    watch.evaluate(
+                        zone,
+                        &runtime.class_ids,
+                        params,
+                        tracks,
+                        &self.masks,
+                        frame.poses,
+                        frame.frame_aspect,
+                        now_ms,
+                    ),
                 ),
                 _ => continue,
             };

@@ -23,6 +23,7 @@
 //!   logistic regression (the generic default, or a zone's own).
 //! - [`geometry`]: normalised points, boxes and polygons.
 //! - [`track`]: detections → tracks with stable ids.
+//! - [`pose`]: keypoints of a person crop → body axis, head below hips (pure).
 //! - [`zones`]: zone kinds and their rule parameters.
 //! - [`rules`]: per zone, whether a condition holds now (bikes, bins, falls).
 //! - [`incident`]: the lifecycle: open, update, clear, cool down.
@@ -46,6 +47,7 @@ pub mod detect;
 pub mod bin_state;
 pub mod geometry;
 pub mod track;
+pub mod pose;
 pub mod zones;
 pub mod rules;
 pub mod incident;

@@ -100,6 +100,9 @@ pub struct FallParams {
     /// Also run the detector on the frame rotated ±90° (lying people are often missed by an
     /// upright-trained detector). Default false: costs two more inferences per frame.
     pub rotated_pass: bool,
+    /// Run the pose model (MoveNet) on person crops that matter (a tipped or dropped box, a
+    /// person just lost): the body axis and head-below-hips say "down" where the box cannot.
+    pub pose: bool,
 }
 
 /// What a zone does.

@@ -75,6 +75,12 @@ pub fn load_references(
 pub struct ZoneClassifiers {
     zones: Vec<(String, crate::geometry::BoxNorm, ZoneReader)>,
     embedder: Option<crate::bin_state::embedder::Embedder>,
+    /// The pose model, where a fall-watch zone has `pose = true`.
+    pose: Option<Box<crate::detect::pose::PoseEstimator>>,
+    /// Pose crops run so far, and their time (µs): the cost figure.
+    pub pose_crops: u64,
+    /// See `pose_crops`.
+    pub pose_us: u64,
 }
 
 enum ZoneReader {
@@ -143,7 +149,41 @@ impl ZoneClassifiers {
             };
             zones.push((zone.id.clone(), zone.polygon.bounds(), reader));
         }
-        Ok(ZoneClassifiers { zones, embedder })
+        let pose = if camera.pose() {
+            let manifest = models_dir(detector).join(crate::detect::pose::POSE_MANIFEST_FILE);
+            Some(Box::new(
+                crate::detect::pose::PoseEstimator::load(&manifest, detector.onnxruntime_library.as_deref())
+                    .context("pose model (pose = true on a fall_watch zone)")?,
+            ))
+        } else {
+            None
+        };
+        Ok(ZoneClassifiers { zones, embedder, pose, pose_crops: 0, pose_us: 0 })
+    }
+
+    /// The pose on each requested box (normalised to `picture`), read on a square crop around
+    /// it; boxes the model gives no body axis for, or fails on (logged), are left out.
+    pub fn poses(
+        &mut self,
+        picture: &image::RgbImage,
+        requests: &[crate::geometry::BoxNorm],
+    ) -> Vec<(crate::geometry::BoxNorm, crate::pose::PoseSummary)> {
+        let Some(estimator) = self.pose.as_mut() else { return Vec::new() };
+        let aspect = picture.width() as f32 / picture.height().max(1) as f32;
+        let mut poses = Vec::new();
+        for request in requests {
+            let started = std::time::Instant::now();
+            let crop = crate::pose::square_crop(request, aspect);
+            match estimator.estimate(picture, &crop) {
+                Ok(Some(pose)) => poses.push((*request, pose)),
+                Ok(None) => {}
+                Err(error) => tracing::warn!(error = format!("{error:#}"), "pose model failed"),
+            }
+            self.pose_crops += 1;
+            self.pose_us += started.elapsed().as_micros() as u64;
+        }
+        tracing::debug!(?requests, ?poses, "poses");
+        poses
     }
 
     /// One zone's reading on `picture` (`None`: the zone does not read a model).

@@ -116,6 +116,7 @@ pub(crate) fn run_clip(
         last_picture: None,
         last_ms: None,
         error: None,
+        analysed_frames: 0,
     };
     let played = play(footage, Pace::AsFastAsPossible, None, &mut replay, &|| false);
     let flush = |replay: &mut Replay, on_event: &mut dyn FnMut(&IncidentEvent)| {
@@ -140,6 +141,16 @@ pub(crate) fn run_clip(
             t_ms += PAD_STEP_MS;
         }
     }
+    if camera.pose() {
+        let (crops, us) = (replay.classifiers.pose_crops, replay.classifiers.pose_us);
+        tracing::info!(
+            clip = %footage.display(),
+            analysed_frames = replay.analysed_frames,
+            pose_crops = crops,
+            pose_ms_per_crop = if crops == 0 { 0.0 } else { us as f64 / crops as f64 / 1000.0 },
+            "pose cost"
+        );
+    }
     Ok(())
 }
 
@@ -163,6 +174,8 @@ struct Replay<'a> {
     last_picture: Option<ffmpeg_next::frame::Video>,
     last_ms: Option<i64>,
     error: Option<anyhow::Error>,
+    /// Frames analysed (the pose cost per analysed frame).
+    analysed_frames: u64,
 }
 
 impl FrameSink for Replay<'_> {
@@ -226,12 +239,17 @@ impl Replay<'_> {
             let people = self.engine.people_in_fall_zones(&observations);
             self.schedule.people_in_view(&(), people, t_ms);
         }
+        let frame_aspect = letterbox.frame_width as f32 / letterbox.frame_height.max(1) as f32;
+        let requests = self.engine.pose_requests(&observations, frame_aspect, t_ms);
+        let poses = self.classifiers.poses(&scaled, &requests);
+        self.analysed_frames += 1;
         let events = self.engine.update(EngineFrame {
             now_ms: t_ms,
             observations,
             picture: Some(&scaled),
-            frame_aspect: letterbox.frame_width as f32 / letterbox.frame_height.max(1) as f32,
+            frame_aspect,
             zone_readings: &zone_readings,
+            poses: &poses,
         });
         self.events.extend(events);
         Ok(())

@@ -328,6 +328,11 @@ impl CameraConfig {
         }
     }
 
+    /// Whether any fall-watch zone asks for the pose second stage.
+    pub fn pose(&self) -> bool {
+        self.zones.iter().any(|zone| matches!(&zone.rule, crate::zones::ZoneRule::Fall(params) if params.pose))
+    }
+
     /// Whether any fall-watch zone asks for the rotated second detector pass.
     pub fn rotated_pass(&self) -> bool {
         self.zones.iter().any(|zone| matches!(&zone.rule, crate::zones::ZoneRule::Fall(params) if params.rotated_pass))

@@ -290,4 +290,7 @@ pub struct RawZone {
     /// fall_watch: also detect on the frame rotated ±90°. Default false.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rotated_pass: Option<bool>,
+    /// fall_watch: pose second stage (MoveNet) on person crops that matter. Default false.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pose: Option<bool>,
 }

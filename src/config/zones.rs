@@ -207,6 +207,7 @@ fn validate_zone(raw: &RawZone, path: &str, base_dir: &Path, problems: &mut Prob
             fall_window_ms: millis(problems, "fall_window_ms", raw.fall_window_ms, 3_000),
             unwitnessed_down_ms: millis(problems, "unwitnessed_down_ms", raw.unwitnessed_down_ms, 120_000),
             rotated_pass: raw.rotated_pass.unwrap_or(false),
+            pose: raw.pose.unwrap_or(false),
         }),
         ZoneKind::Mask => ZoneRule::Mask,
     };
@@ -289,7 +290,7 @@ fn validate_polygon(points: Option<&[[f32; 2]]>, path: &str, problems: &mut Prob
 
 /// The parameter keys of a zone, the kinds they apply to, and what they mean (for
 /// [`refuse_foreign_keys`] and the zone editor).
-const ZONE_KEYS: [(&str, &[ZoneKind], &str); 25] = [
+const ZONE_KEYS: [(&str, &[ZoneKind], &str); 26] = [
     ("classes", &[ZoneKind::NoParking, ZoneKind::FallWatch], "Detector classes considered."),
     ("min_score", &[ZoneKind::NoParking, ZoneKind::FallWatch], "Minimum detection score, 0–1."),
     ("min_area", &[ZoneKind::NoParking, ZoneKind::FallWatch], "Minimum box area, share of the frame."),
@@ -319,6 +320,11 @@ const ZONE_KEYS: [(&str, &[ZoneKind], &str); 25] = [
     ("fall_window_ms", &[ZoneKind::FallWatch], "Upright, then down, within this long is a fall (not a slow lowering)."),
     ("unwitnessed_down_ms", &[ZoneKind::FallWatch], "A person down without a witnessed fall raises after this long."),
     ("rotated_pass", &[ZoneKind::FallWatch], "Also run the detector on the frame turned 90° (finds people lying)."),
+    (
+        "pose",
+        &[ZoneKind::FallWatch],
+        "Pose model on tipped, dropped or just-lost people: body axis and head below hips.",
+    ),
     (
         "clear_after_ms",
         &[ZoneKind::NoParking, ZoneKind::BinArea, ZoneKind::FallWatch],
@@ -364,6 +370,7 @@ fn is_set(raw: &RawZone, key: &str) -> bool {
         "fall_window_ms" => raw.fall_window_ms.is_some(),
         "unwitnessed_down_ms" => raw.unwitnessed_down_ms.is_some(),
         "rotated_pass" => raw.rotated_pass.is_some(),
+        "pose" => raw.pose.is_some(),
         "clear_after_ms" => raw.clear_after_ms.is_some(),
         "cooldown_ms" => raw.cooldown_ms.is_some(),
         "heartbeat_ms" => raw.heartbeat_ms.is_some(),
@@ -448,6 +455,7 @@ fn defaults_of(zone: &Zone) -> serde_json::Map<String, serde_json::Value> {
             map.insert("fall_window_ms".into(), serde_json::json!(p.fall_window_ms));
             map.insert("unwitnessed_down_ms".into(), serde_json::json!(p.unwitnessed_down_ms));
             map.insert("rotated_pass".into(), serde_json::json!(p.rotated_pass));
+            map.insert("pose".into(), serde_json::json!(p.pose));
         }
         ZoneRule::Mask => {}
     }

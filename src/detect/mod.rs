@@ -8,6 +8,7 @@
 
 pub mod classifier;
 pub mod model;
+pub mod pose;
 pub mod yolox;
 
 use std::path::Path;

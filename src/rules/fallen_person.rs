@@ -13,6 +13,12 @@
 //!   behind a mask — counts as down from the drop;
 //! - anyone down who vanishes still counts for `vanish_hold_ms`.
 //!
+//! With `pose = true` the shell runs a pose model where the box cannot tell (a tipped or
+//! dropped box, a person just lost: on the region where they were last seen) and passes a
+//! [`PoseSummary`] per crop: a confident body axis far from vertical (or a lean with the
+//! head below the hips) is down ("pose"), on a detected box or on a just-lost person's last
+//! region.
+//!
 //! Hard negatives: bending over (down briefly, never `down_ms`), sitting (a shorter box, but
 //! still clearly taller than wide), cycling (upright, moving), lowering oneself slowly to the
 //! floor (no fast descent).
@@ -21,6 +27,7 @@ use std::collections::BTreeMap;
 
 use super::{describe_ms, ObjectRef, ZoneSignal};
 use crate::geometry::{BoxNorm, Polygon};
+use crate::pose::PoseSummary;
 use crate::track::Track;
 use crate::zones::{FallParams, Zone};
 
@@ -52,6 +59,8 @@ pub enum Cue {
     CollapsedAndLost,
     /// Found by the detector pass on the frame turned 90°.
     RotatedPass,
+    /// The pose model reads the person lying (body axis, head below the hips).
+    Pose,
 }
 
 impl Cue {
@@ -62,6 +71,7 @@ impl Cue {
             Cue::Collapsed => "collapsed",
             Cue::CollapsedAndLost => "collapsed and lost",
             Cue::RotatedPass => "rotated pass",
+            Cue::Pose => "pose",
         }
     }
 }
@@ -158,9 +168,61 @@ fn overlap_of_smaller(a: &BoxNorm, b: &BoxNorm) -> f32 {
     }
 }
 
+/// `bbox` widened by its own width on each side: someone inside may hide the person.
+fn widened(bbox: &BoxNorm) -> BoxNorm {
+    BoxNorm { x1: bbox.x1 - bbox.width(), x2: bbox.x2 + bbox.width(), ..*bbox }
+}
+
+/// The pose read on a crop whose box matches `bbox` (the box it was asked for), if any.
+fn pose_at<'a>(poses: &'a [(BoxNorm, PoseSummary)], bbox: &BoxNorm) -> Option<&'a PoseSummary> {
+    poses.iter().find(|(at, _)| at.iou(bbox) >= 0.9).map(|(_, pose)| pose)
+}
+
 impl FallWatch {
+    /// Where the pose model should look this frame (`admitted`: the boxes of this frame's
+    /// detections the zone admits): boxes neither clearly upright nor already lying, boxes
+    /// much shorter than the person's upright height, and the last box of a person seen
+    /// upright within the fall window and not detected now (unless at the frame's edge).
+    pub fn pose_requests(
+        &self,
+        admitted: &[BoxNorm],
+        params: &FallParams,
+        frame_aspect: f32,
+        now_ms: i64,
+    ) -> Vec<BoxNorm> {
+        if !params.pose {
+            return Vec::new();
+        }
+        let mut requests: Vec<BoxNorm> = admitted
+            .iter()
+            .filter(|bbox| {
+                let aspect = bbox.aspect() * frame_aspect;
+                let tipped = aspect >= UPRIGHT_ASPECT && aspect < params.lying_aspect;
+                let shrunk = self.people.values().any(|p| {
+                    p.last.bbox.iou(bbox) >= 0.3
+                        && p.upright_height.is_some_and(|height| bbox.height() <= 0.75 * height)
+                        && aspect < params.lying_aspect
+                });
+                tipped || shrunk
+            })
+            .copied()
+            .collect();
+        for person in self.people.values() {
+            let just_lost = person.down_since_ms.is_none()
+                && person.upright.is_some_and(|(seen, _)| now_ms - seen <= params.fall_window_ms)
+                && person.last_seen_ms < now_ms
+                && !admitted.iter().any(|bbox| overlap_of_smaller(bbox, &widened(&person.last.bbox)) > 0.0)
+                && !may_have_left(&person.last.bbox, &[]);
+            if just_lost {
+                requests.push(person.last.bbox);
+            }
+        }
+        requests
+    }
+
     /// Evaluates one fall-watch zone. `masks` are the camera's mask zones (a person lost
-    /// behind one is not "collapsed and lost").
+    /// behind one is not "collapsed and lost"); `poses` the pose read on the boxes
+    /// [`FallWatch::pose_requests`] asked for (empty without the pose stage).
     #[allow(clippy::too_many_arguments)]
     pub fn evaluate(
         &mut self,
@@ -169,6 +231,7 @@ impl FallWatch {
         params: &FallParams,
         tracks: &[Track],
         masks: &[Polygon],
+        poses: &[(BoxNorm, PoseSummary)],
         frame_aspect: f32,
         now_ms: i64,
     ) -> ZoneSignal {
@@ -180,8 +243,10 @@ impl FallWatch {
             }
             let object =
                 ObjectRef { track_id: track.id, class_id: track.class_id, bbox: track.bbox, score: track.score };
+            let pose_down = pose_at(poses, &track.bbox).is_some_and(PoseSummary::is_down).then_some(Cue::Pose);
             let cue =
-                down_cue(&track.bbox, self.people.get(&track.id).and_then(|p| p.upright_height), frame_aspect, params);
+                down_cue(&track.bbox, self.people.get(&track.id).and_then(|p| p.upright_height), frame_aspect, params)
+                    .or(pose_down);
             if !self.people.contains_key(&track.id) {
                 let mut person = Person::new(object.clone(), now_ms);
                 let upright = track.bbox.aspect() * frame_aspect < UPRIGHT_ASPECT;
@@ -204,7 +269,8 @@ impl FallWatch {
                     // (and the tracker gave them a new id).
                     let window = params.fall_window_ms;
                     self.people.retain(|_, p| {
-                        !(p.cue == Cue::CollapsedAndLost
+                        !(matches!(p.cue, Cue::CollapsedAndLost | Cue::Pose)
+                            && p.down_since_ms.is_some()
                             && p.last_seen_ms < now_ms
                             && now_ms - p.last_seen_ms <= window
                             && overlap_of_smaller(&p.last.bbox, &track.bbox) >= 0.5)
@@ -216,7 +282,7 @@ impl FallWatch {
             person.last_seen_ms = now_ms;
             person.last = object;
             person.confirmed |= track.confirmed;
-            let cue = down_cue(&track.bbox, person.upright_height, frame_aspect, params);
+            let cue = down_cue(&track.bbox, person.upright_height, frame_aspect, params).or(pose_down);
             match cue {
                 Some(cue) => {
                     let since = *person.down_since_ms.get_or_insert(now_ms);
@@ -265,16 +331,24 @@ impl FallWatch {
         let seen_now: Vec<BoxNorm> =
             self.people.values().filter(|p| p.last_seen_ms == now_ms).map(|p| p.last.bbox).collect();
         for person in self.people.values_mut().filter(|p| p.last_seen_ms != now_ms) {
+            // Hidden: someone seen now stands within one body width of the last box.
+            let near = widened(&person.last.bbox);
+            let hidden = seen_now.iter().any(|other| overlap_of_smaller(other, &near) > 0.0);
             if let Some(dropped) = person.dropping_ms {
-                // Hidden: someone seen now stands within one body width of the last box.
-                let last = person.last.bbox;
-                let near = BoxNorm { x1: last.x1 - last.width(), x2: last.x2 + last.width(), ..last };
-                let hidden = seen_now.iter().any(|other| overlap_of_smaller(other, &near) > 0.0);
                 if person.down_since_ms.is_none() && !hidden && !may_have_left(&person.last.bbox, masks) {
                     person.down_since_ms = Some(dropped);
                     person.cue = Cue::CollapsedAndLost;
                     person.witnessed = true;
                 }
+            }
+            // Just lost, and the pose model reads someone lying where they were (nobody else
+            // near, whose pose the crop could hold): down now; a fall if they stood there
+            // within the fall window.
+            let lying_there = pose_at(poses, &person.last.bbox).is_some_and(PoseSummary::is_down);
+            if person.down_since_ms.is_none() && lying_there && !hidden && !may_have_left(&person.last.bbox, masks) {
+                person.down_since_ms = Some(now_ms);
+                person.cue = Cue::Pose;
+                person.witnessed = person.upright.is_some_and(|(seen, _)| now_ms - seen <= params.fall_window_ms);
             }
         }
         self.people.retain(|_, person| match person.down_since_ms {
@@ -352,6 +426,7 @@ mod tests {
         fall_window_ms: 3_000,
         unwitnessed_down_ms: 120_000,
         rotated_pass: false,
+        pose: true,
     };
 
     fn zone() -> Zone {
@@ -391,7 +466,7 @@ mod tests {
                 let now_ms = second * 1000;
                 let observations: Vec<Observation> = bbox.iter().map(|b| person(b[0], b[1], b[2], b[3])).collect();
                 tracker.update(now_ms, &observations);
-                last = watch.evaluate(&zone(), &[0], &PARAMS, tracker.tracks(), masks, 16.0 / 9.0, now_ms);
+                last = watch.evaluate(&zone(), &[0], &PARAMS, tracker.tracks(), masks, &[], 16.0 / 9.0, now_ms);
                 if last.raise {
                     raised.push(second);
                 }
@@ -459,7 +534,7 @@ mod tests {
                 _ => vec![other.clone()],
             };
             tracker.update(now_ms, &observations);
-            let signal = watch.evaluate(&zone(), &[0], &PARAMS, tracker.tracks(), &[], 16.0 / 9.0, now_ms);
+            let signal = watch.evaluate(&zone(), &[0], &PARAMS, tracker.tracks(), &[], &[], 16.0 / 9.0, now_ms);
             assert!(!signal.present, "at {second} s: {}", signal.detail);
         }
     }
@@ -472,5 +547,89 @@ mod tests {
         assert!(raised.is_empty(), "{raised:?}");
         let (raised, _) = run(&[(0, 30, Some(STANDING)), (30, 330, Some(sitting))], &[]);
         assert!(raised.is_empty(), "{raised:?}");
+    }
+
+    const LYING_POSE: PoseSummary = PoseSummary { axis_deg: 80.0, head_below_hips: false, mean_score: 0.5 };
+    const UPRIGHT_POSE: PoseSummary = PoseSummary { axis_deg: 5.0, head_below_hips: false, mean_score: 0.6 };
+
+    /// Like [`run`], one look a second, with the pose stage: where the rule asks for a pose,
+    /// the script's pose for that second is read there. Returns the raise times (s), the last
+    /// signal and how many poses were asked for.
+    fn run_with_pose(script: &[(i64, i64, Option<[f32; 4]>, PoseSummary)]) -> (Vec<i64>, ZoneSignal, usize) {
+        let mut tracker = Tracker::new(TrackerConfig::default());
+        let mut watch = FallWatch::default();
+        let (mut raised, mut last, mut asked) = (Vec::new(), ZoneSignal::default(), 0);
+        for &(from, to, bbox, pose) in script {
+            for second in from..to {
+                let now_ms = second * 1000;
+                let observations: Vec<Observation> = bbox.iter().map(|b| person(b[0], b[1], b[2], b[3])).collect();
+                let admitted: Vec<BoxNorm> = observations.iter().map(|o| o.bbox).collect();
+                let requests = watch.pose_requests(&admitted, &PARAMS, 16.0 / 9.0, now_ms);
+                asked += requests.len();
+                let poses: Vec<(BoxNorm, PoseSummary)> = requests.iter().map(|r| (*r, pose)).collect();
+                tracker.update(now_ms, &observations);
+                last = watch.evaluate(&zone(), &[0], &PARAMS, tracker.tracks(), &[], &poses, 16.0 / 9.0, now_ms);
+                if last.raise {
+                    raised.push(second);
+                }
+            }
+        }
+        (raised, last, asked)
+    }
+
+    #[test]
+    fn a_tipped_box_the_pose_reads_lying_is_a_fall_and_one_it_reads_upright_is_not() {
+        // Box 0.8 wide for its height in pixels: neither upright nor a lying box.
+        let tipped = [0.45, 0.42, 0.55, 0.60];
+        let tipped = [tipped[0], tipped[1], tipped[0] + (tipped[3] - tipped[1]) * 0.8 * 9.0 / 16.0, tipped[3]];
+        let (raised, signal, asked) =
+            run_with_pose(&[(0, 20, Some(STANDING), UPRIGHT_POSE), (20, 40, Some(tipped), LYING_POSE)]);
+        assert_eq!(raised.first(), Some(&25), "{raised:?}");
+        assert!(signal.detail.contains("pose, fell"), "{}", signal.detail);
+        assert_eq!(asked, 20, "standing people are never cropped; the tipped box every look");
+        let (raised, _, _) =
+            run_with_pose(&[(0, 20, Some(STANDING), UPRIGHT_POSE), (20, 40, Some(tipped), UPRIGHT_POSE)]);
+        assert!(raised.is_empty(), "{raised:?}");
+        // Found tipped and lying by pose, nobody seen standing before: only after the long hold.
+        let (raised, _, _) = run_with_pose(&[(0, 200, Some(tipped), LYING_POSE)]);
+        assert_eq!(raised.first(), Some(&120), "{raised:?}");
+    }
+
+    #[test]
+    fn a_person_lost_where_the_pose_then_reads_someone_lying_is_down() {
+        let (raised, signal, asked) =
+            run_with_pose(&[(0, 20, Some(STANDING), UPRIGHT_POSE), (20, 40, None, LYING_POSE)]);
+        assert_eq!(raised.first(), Some(&25), "{raised:?}");
+        assert!(
+            signal.detail.contains("pose, fell") && signal.detail.contains("no longer detected"),
+            "{}",
+            signal.detail
+        );
+        assert_eq!(asked, 1, "one look at the last box, then the person is down");
+        // Walked behind something: the crop shows nobody lying (or someone upright).
+        let (raised, signal, asked) =
+            run_with_pose(&[(0, 20, Some(STANDING), UPRIGHT_POSE), (20, 40, None, UPRIGHT_POSE)]);
+        assert!(raised.is_empty() && !signal.present, "{raised:?}");
+        assert_eq!(asked, 3, "asked while within the fall window (3 s) of the last upright look");
+        // Unsure pose (low mean score): nothing.
+        let unsure = PoseSummary { mean_score: 0.1, ..LYING_POSE };
+        let (raised, _, _) = run_with_pose(&[(0, 20, Some(STANDING), UPRIGHT_POSE), (20, 40, None, unsure)]);
+        assert!(raised.is_empty(), "{raised:?}");
+        // Got up again (upright where they lay, a new track): cleared, nothing raised.
+        let (raised, signal, _) = run_with_pose(&[
+            (0, 20, Some(STANDING), UPRIGHT_POSE),
+            (20, 22, None, LYING_POSE),
+            (22, 40, Some(STANDING), UPRIGHT_POSE),
+        ]);
+        assert!(raised.is_empty() && !signal.present, "{raised:?} {}", signal.detail);
+    }
+
+    #[test]
+    fn without_pose_in_the_zone_nothing_is_asked() {
+        let watch = FallWatch::default();
+        let tipped = BoxNorm { x1: 0.45, y1: 0.42, x2: 0.53, y2: 0.60 };
+        assert_eq!(watch.pose_requests(&[tipped], &PARAMS, 16.0 / 9.0, 0), vec![tipped]);
+        let off = FallParams { pose: false, ..PARAMS };
+        assert!(watch.pose_requests(&[tipped], &off, 16.0 / 9.0, 0).is_empty());
     }
 }

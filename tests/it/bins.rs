@@ -214,6 +214,7 @@ fn run_engine(segments: &[(&image::RgbImage, i64, i64)]) -> Vec<(String, i64)> {
                 picture: Some(picture),
                 frame_aspect: 16.0 / 9.0,
                 zone_readings: &readings,
+                poses: &[],
             };
             events.extend(engine.update(frame).into_iter().map(|e| (format!("{:?}", e.event).to_lowercase(), e.t_ms)));
         }

@@ -178,6 +178,7 @@ fn run(path: &Path) -> Vec<Expected> {
                 picture: image.as_ref(),
                 frame_aspect: scenario.frame_aspect.unwrap_or(16.0 / 9.0),
                 zone_readings: &zone_readings,
+                poses: &[],
             }) {
                 events.push(Expected {
                     event: format!("{:?}", event.event).to_lowercase(),

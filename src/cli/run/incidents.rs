@@ -46,12 +46,21 @@ pub(super) fn handle_frame(runtime: &mut CameraRuntime, frame: &AnalysedFrame, s
     let now_ms = received.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
     let observations = observations(&frame.detections, frame.frame_width, frame.frame_height);
     let people_in_fall_zones = engine.people_in_fall_zones(&observations);
+    let frame_aspect = frame.frame_width as f32 / frame.frame_height.max(1) as f32;
+    // The pose stage: only fall-watch zones with `pose = true`, only boxes that matter.
+    let requests = engine.pose_requests(&observations, frame_aspect, now_ms);
+    let poses = if requests.is_empty() {
+        Vec::new()
+    } else {
+        tokio::task::block_in_place(|| classifiers.poses(&frame.picture, &requests))
+    };
     let events = engine.update(EngineFrame {
         now_ms,
         observations,
         picture: Some(&frame.picture),
-        frame_aspect: frame.frame_width as f32 / frame.frame_height.max(1) as f32,
+        frame_aspect,
         zone_readings: &zone_readings,
+        poses: &poses,
     });
     let opened = events.iter().any(|event| event.event == EventKind::Opened);
     let committed = commit(camera, engine.book(), &events, Some(&frame.picture), now_ms, sinks);

@@ -2,13 +2,14 @@
 //! Runtime on a bin area's crop squeezed to 224×224 (uint8 RGB, no normalisation). Its
 //! manifest (`models/mobilenet_v2_embedding.toml`) pins the file by sha256.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{anyhow, bail, Context};
 use ort::session::Session;
 use ort::value::{TensorElementType, TensorRef};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
+
+use crate::detect::onnx;
 
 /// Where the embedder's manifest lives, relative to the project (or install) directory.
 pub const DEFAULT_EMBEDDER_MANIFEST: &str = "models/mobilenet_v2_embedding.toml";
@@ -57,25 +58,13 @@ impl Embedder {
             .with_context(|| format!("cannot read embedder manifest {}", manifest_path.display()))?;
         let manifest: EmbedderManifest =
             toml::from_str(&text).with_context(|| format!("invalid embedder manifest {}", manifest_path.display()))?;
-        let onnx_path: PathBuf = manifest_path.parent().unwrap_or(Path::new(".")).join(&manifest.file);
-        let bytes = std::fs::read(&onnx_path)
-            .with_context(|| format!("embedder file {} is missing (run scripts/setup)", onnx_path.display()))?;
-        let actual = hex_sha256(&bytes);
-        if actual != manifest.sha256.to_ascii_lowercase() {
-            bail!("embedder {} has sha256 {actual}, the manifest expects {}", onnx_path.display(), manifest.sha256);
-        }
-        let environment = crate::detect::runtime(onnxruntime_library)?;
-        let session = Session::builder(&environment)
-            .map_err(|e| anyhow!("configure embedder session: {e}"))?
-            .with_intra_threads(1)
-            .map_err(|e| anyhow!("configure embedder session: {e}"))?
-            .commit_from_memory(&bytes)
-            .map_err(|e| anyhow!("load embedder {}: {e}", onnx_path.display()))?;
+        let file = onnx::read_verified(manifest_path, &manifest.file, &manifest.sha256, "embedder")?;
+        let session = onnx::one_thread_session(onnxruntime_library, &file, "embedder")?;
         let input_shape = [1, i64::from(manifest.input_height), i64::from(manifest.input_width), 3];
-        check_outlet(&session, true, &manifest.input_name, &input_shape, TensorElementType::Uint8)?;
+        onnx::check_outlet(&session, true, &manifest.input_name, &input_shape, TensorElementType::Uint8)?;
         let output_shape = [1, manifest.embedding_len as i64];
-        check_outlet(&session, false, &manifest.output_name, &output_shape, TensorElementType::Float32)?;
-        Ok(Embedder { manifest, sha256: actual, session })
+        onnx::check_outlet(&session, false, &manifest.output_name, &output_shape, TensorElementType::Float32)?;
+        Ok(Embedder { manifest, sha256: file.sha256, session })
     }
 
     /// sha256 of the ONNX file: a trained bin-state model names the embedder it was made with.
@@ -114,30 +103,5 @@ impl Embedder {
     }
 }
 
-/// Lower-case hex sha256 of `bytes`.
-pub fn hex_sha256(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn check_outlet(
-    session: &Session,
-    input: bool,
-    name: &str,
-    shape: &[i64],
-    element: TensorElementType,
-) -> anyhow::Result<()> {
-    let (kind, outlets) = if input { ("input", session.inputs()) } else { ("output", session.outputs()) };
-    let outlet = outlets.iter().find(|outlet| outlet.name() == name).with_context(|| {
-        let names: Vec<&str> = outlets.iter().map(|outlet| outlet.name()).collect();
-        format!("the embedder has no {kind} named {name:?} (it has {names:?})")
-    })?;
-    let actual = outlet.dtype().tensor_shape().with_context(|| format!("{kind} {name:?} is not a tensor"))?;
-    let matches = actual.len() == shape.len() && actual.iter().zip(shape).all(|(&a, &e)| a == e || a < 0);
-    if !matches {
-        bail!("embedder {kind} {name:?} has shape {:?}, the manifest implies {shape:?}", &actual[..]);
-    }
-    if outlet.dtype().tensor_type() != Some(element) {
-        bail!("embedder {kind} {name:?} is not {element:?}");
-    }
-    Ok(())
-}
+/// Lower-case hex sha256 of `bytes` (the training set's listing names photos by it).
+pub use crate::detect::onnx::hex_sha256;

@@ -8,13 +8,12 @@
 //! whether the output holds `logits` or `probabilities`, the class names and
 //! `overflow_classes`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{anyhow, bail, Context};
 use ort::session::Session;
 use ort::value::TensorRef;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
 use crate::config::DetectorConfig;
 use crate::geometry::BoxNorm;
@@ -91,13 +90,7 @@ impl ZoneClassifier {
             .with_context(|| format!("cannot read classifier manifest {}", manifest_path.display()))?;
         let manifest: ClassifierManifest = toml::from_str(&text)
             .with_context(|| format!("invalid classifier manifest {}", manifest_path.display()))?;
-        let onnx_path: PathBuf = manifest_path.parent().unwrap_or(Path::new(".")).join(&manifest.file);
-        let bytes =
-            std::fs::read(&onnx_path).with_context(|| format!("classifier file {} is missing", onnx_path.display()))?;
-        let actual: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
-        if actual != manifest.sha256.to_ascii_lowercase() {
-            bail!("classifier {} has sha256 {actual}, the manifest expects {}", onnx_path.display(), manifest.sha256);
-        }
+        let file = super::onnx::read_verified(manifest_path, &manifest.file, &manifest.sha256, "classifier")?;
         let overflow_indices: Vec<usize> = manifest
             .overflow_classes
             .iter()
@@ -112,16 +105,11 @@ impl ZoneClassifier {
         if overflow_indices.is_empty() {
             bail!("overflow_classes is empty");
         }
-        let environment = super::runtime(detector.onnxruntime_library.as_deref())?;
-        let session = Session::builder(&environment)
-            .map_err(|e| anyhow!("configure classifier session: {e}"))?
-            .with_intra_threads(1)
-            .map_err(|e| anyhow!("configure classifier session: {e}"))?
-            .commit_from_file(&onnx_path)
-            .map_err(|e| anyhow!("load classifier {}: {e}", onnx_path.display()))?;
+        let session = super::onnx::one_thread_session(detector.onnxruntime_library.as_deref(), &file, "classifier")?;
         let shape = [1, 3, i64::from(manifest.input_height), i64::from(manifest.input_width)];
-        super::check_outlet(&session, true, &manifest.input_name, &shape)?;
-        super::check_outlet(&session, false, &manifest.output_name, &[1, manifest.classes.len() as i64])?;
+        let float = ort::value::TensorElementType::Float32;
+        super::onnx::check_outlet(&session, true, &manifest.input_name, &shape, float)?;
+        super::onnx::check_outlet(&session, false, &manifest.output_name, &[1, manifest.classes.len() as i64], float)?;
         Ok(ZoneClassifier { manifest, session, overflow_indices })
     }
 

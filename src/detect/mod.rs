@@ -8,6 +8,7 @@
 
 pub mod classifier;
 pub mod model;
+pub mod onnx;
 pub mod pose;
 pub mod yolox;
 
@@ -124,17 +125,19 @@ impl Detector {
             .map_err(|error| anyhow!("load model {}: {error}", model.onnx_path.display()))?;
         let manifest = &model.manifest;
         let grid = Grid::new(manifest.input_width, manifest.input_height, &manifest.strides);
-        check_outlet(
+        onnx::check_outlet(
             &session,
             true,
             &manifest.input_name,
             &[1, 3, i64::from(manifest.input_height), i64::from(manifest.input_width)],
+            ort::value::TensorElementType::Float32,
         )?;
-        check_outlet(
+        onnx::check_outlet(
             &session,
             false,
             &manifest.output_name,
             &[1, grid.len() as i64, 5 + manifest.classes.len() as i64],
+            ort::value::TensorElementType::Float32,
         )?;
         Ok(Detector {
             session,
@@ -255,25 +258,6 @@ pub fn unrotate_box(rotated: [f32; 4], rotation: Rotation, width: f32, height: f
         // (x, y) → (y, width − x): so x = width − y', y = x'.
         Rotation::CounterClockwise => [width - y2, x1, width - y1, x2],
     }
-}
-
-/// Checks that the graph has `name` as an input (or output) of float tensors of `shape`
-/// (dynamic dimensions in the graph match anything).
-pub(crate) fn check_outlet(session: &Session, input: bool, name: &str, shape: &[i64]) -> anyhow::Result<()> {
-    let (kind, outlets) = if input { ("input", session.inputs()) } else { ("output", session.outputs()) };
-    let outlet = outlets.iter().find(|outlet| outlet.name() == name).with_context(|| {
-        let names: Vec<&str> = outlets.iter().map(|outlet| outlet.name()).collect();
-        format!("the model has no {kind} named {name:?} (it has {names:?})")
-    })?;
-    let actual = outlet.dtype().tensor_shape().with_context(|| format!("{kind} {name:?} is not a tensor"))?;
-    let matches = actual.len() == shape.len() && actual.iter().zip(shape).all(|(&a, &e)| a == e || a < 0);
-    if !matches {
-        bail!("model {kind} {name:?} has shape {:?}, but the manifest implies {shape:?}", &actual[..]);
-    }
-    if outlet.dtype().tensor_type() != Some(ort::value::TensorElementType::Float32) {
-        bail!("model {kind} {name:?} is not float32");
-    }
-    Ok(())
 }
 
 /// The detector pool: `sessions` threads sharing one queue of prepared frames.

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
 /// Channel order of the model's input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -105,7 +104,7 @@ impl Model {
                 manifest.url
             )
         })?;
-        let actual = hex(&Sha256::digest(&bytes));
+        let actual = super::onnx::hex_sha256(&bytes);
         if actual != manifest.sha256.to_ascii_lowercase() {
             bail!(
                 "model file {} has sha256 {actual}, but the manifest expects {}: wrong or corrupt file",
@@ -120,10 +119,6 @@ impl Model {
     pub fn class_name(&self, class_id: u16) -> String {
         self.manifest.classes.get(usize::from(class_id)).cloned().unwrap_or_else(|| format!("class_{class_id}"))
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! keeping the turn with the highest mean keypoint score. Its manifest
 //! (`models/movenet_lightning.toml`) pins the file by sha256.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{anyhow, bail, Context};
 use ort::session::Session;
@@ -59,20 +59,8 @@ impl PoseEstimator {
         if manifest.input_size == 0 {
             bail!("pose manifest {}: input_size must be positive", manifest_path.display());
         }
-        let onnx_path: PathBuf = manifest_path.parent().unwrap_or(Path::new(".")).join(&manifest.file);
-        let bytes = std::fs::read(&onnx_path)
-            .with_context(|| format!("pose model {} is missing (run scripts/setup)", onnx_path.display()))?;
-        let actual = crate::bin_state::embedder::hex_sha256(&bytes);
-        if actual != manifest.sha256.to_ascii_lowercase() {
-            bail!("pose model {} has sha256 {actual}, the manifest expects {}", onnx_path.display(), manifest.sha256);
-        }
-        let environment = crate::detect::runtime(onnxruntime_library)?;
-        let session = Session::builder(&environment)
-            .map_err(|e| anyhow!("configure pose session: {e}"))?
-            .with_intra_threads(1)
-            .map_err(|e| anyhow!("configure pose session: {e}"))?
-            .commit_from_memory(&bytes)
-            .map_err(|e| anyhow!("load pose model {}: {e}", onnx_path.display()))?;
+        let file = super::onnx::read_verified(manifest_path, &manifest.file, &manifest.sha256, "pose model")?;
+        let session = super::onnx::one_thread_session(onnxruntime_library, &file, "pose")?;
         for (input, name) in [(true, &manifest.input_name), (false, &manifest.output_name)] {
             let outlets = if input { session.inputs() } else { session.outputs() };
             if !outlets.iter().any(|outlet| outlet.name() == name.as_str()) {

@@ -164,6 +164,16 @@ class LoopingFactory(GstRtspServer.RTSPMediaFactory):
         self.set_shared(shared)
         self.connect("media-configure", self._on_media_configure)
 
+    def do_gen_key(self, url):
+        # A shared media is looked up by this key.  The default key is the
+        # whole request URL, host and port included, so clients that reach
+        # the same mount through different addresses (the gateway's
+        # per-camera loopback relay, src/ingest/relay.rs, sends
+        # rtsp://127.0.0.1:<relay port>/<mount>) would each get a pipeline
+        # of their own.  A camera serves a path whatever address it was
+        # asked under: key on the path.
+        return url.abspath
+
     def _on_media_configure(self, _factory, media):
         appsrc = media.get_element().get_child_by_name("src")  # GstApp.AppSrc
         bufs, frame_ns = self.buffers, self.frame_ns

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
+use crate::backoff::Backoff;
 use crate::incident::IncidentBook;
-use crate::ingest::backoff::Backoff;
 use crate::outbox::{CommitHealth, Enqueued, Outbox, OutboxRecord};
 
 /// Past this many held events, the run loop takes no more frames until they are committed.

@@ -12,6 +12,21 @@ use crate::rules::{misparked_bike, IncidentKind};
 use crate::track::{Observation, Track, Tracker, TrackerConfig};
 use crate::zones::{Zone, ZoneRule};
 
+/// One detected object, in frame pixels: what a detector reports and the engine takes (owned
+/// here, the pure side, so the core does not depend on the ONNX shell; `detect` re-exports it).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Detection {
+    /// Class id in the model's class list.
+    pub class_id: u16,
+    /// objectness × class probability.
+    pub score: f32,
+    /// `[x1, y1, x2, y2]` in frame pixels.
+    pub box_px: [f32; 4],
+    /// Found by the rotated pass (fall-watch cameras), not the upright one.
+    #[serde(skip)]
+    pub rotated: bool,
+}
+
 /// Classes masked out of the trash reading: they move through bin areas without being rubbish.
 const TRANSIENT_CLASSES: [&str; 6] = ["person", "bicycle", "car", "motorcycle", "bus", "truck"];
 
@@ -79,7 +94,7 @@ pub struct CameraEngine {
 }
 
 /// Detections in frame pixels → tracker observations with normalised boxes.
-pub fn observations(detections: &[crate::detect::Detection], width: u32, height: u32) -> Vec<Observation> {
+pub fn observations(detections: &[Detection], width: u32, height: u32) -> Vec<Observation> {
     detections
         .iter()
         .map(|d| Observation {

@@ -13,6 +13,8 @@
 //! Modules are declared in data-flow order (rustfmt.toml keeps it); each stage's `//!` says
 //! what it deliberately does not do. `ARCHITECTURE.md` is the one-page map.
 //! - [`config`]: TOML → validated domain types, every problem with its key path.
+//! - [`backoff`]: jittered, capped exponential backoff (cameras, the broker, outbox commits).
+//! - [`media`]: the encoded frames ingest hands to decode, and FFmpeg's shared set-up.
 //! - [`ingest`]: one supervised task per camera (RTSP via retina behind a size-bounded relay,
 //!   or a footage file).
 //! - [`schedule`]: which camera's frame is analysed next (one waiting frame per camera,
@@ -27,7 +29,8 @@
 //! - [`zones`]: zone kinds and their rule parameters.
 //! - [`rules`]: per zone, whether a condition holds now (bikes, bins, falls).
 //! - [`incident`]: the lifecycle: open, update, clear, cool down.
-//! - [`engine`]: one camera's pure core, observations → incident events.
+//! - [`engine`]: one camera's pure core, detections → observations → incident events (owns
+//!   the `Detection` type, so the core does not depend on the ONNX shell).
 //! - [`evidence`]: snapshots, sidecars and incident books on disk.
 //! - [`followup`]: the pure reminder/escalation core.
 //! - [`outbox`]: incident events on disk (redb) until the broker acknowledges them.
@@ -40,6 +43,8 @@
 //! - [`cli`]: the subcommands (`run`, `check-config`, `replay`, `eval-falls`, `bin-state`, …).
 
 pub mod config;
+pub mod backoff;
+pub mod media;
 pub mod ingest;
 pub mod schedule;
 pub mod decode;

@@ -18,7 +18,7 @@ use crate::decode::letterbox::VideoLetterboxer;
 use crate::decode::{Decoder, DecoderKey};
 use crate::detect::Detector;
 use crate::ingest::file::{play, Pace};
-use crate::ingest::{EncodedFrame, FrameSink, VideoCodec};
+use crate::media::{EncodedFrame, FrameSink, VideoCodec};
 
 /// One footage file's figures.
 #[derive(Debug, Serialize)]

@@ -12,7 +12,7 @@ use anyhow::Context;
 use super::EXIT_CONFIG;
 use crate::config::{self, SourceSpec};
 use crate::ingest::file::{play, Pace};
-use crate::ingest::{EncodedFrame, FrameSink};
+use crate::media::{EncodedFrame, FrameSink};
 
 /// Keeps the first keyframe at or after `from_ms`, then asks the reader to stop.
 struct FirstKeyframe<'a> {

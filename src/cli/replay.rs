@@ -21,7 +21,7 @@ use crate::detect::Detector;
 use crate::engine::{observations, CameraEngine, EngineFrame};
 use crate::incident::IncidentEvent;
 use crate::ingest::file::{play, Pace};
-use crate::ingest::{EncodedFrame, FrameSink};
+use crate::media::{EncodedFrame, FrameSink};
 use crate::schedule::Scheduler;
 
 #[derive(Serialize)]

@@ -117,8 +117,12 @@ async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
         *counts.entry(camera.state().as_str()).or_default() += 1;
     }
     let stalled = idle > STALLED_AFTER;
+    let degraded = shared.commits.degraded();
     let body = json!({
-        "status": if stalled { "stalled" } else { "ok" },
+        // Degraded is still 200: the gateway works and holds its events; stalled is not.
+        "status": if stalled { "stalled" } else if degraded.is_some() { "degraded" } else { "ok" },
+        "degraded": degraded,
+        "events_held": shared.commits.held_events(),
         "loop_idle_ms": idle.as_millis() as u64,
         "cameras": counts,
         "outbox_depth": shared.outbox.depth().ok(),
@@ -152,7 +156,7 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         ("host", shared.refused_host.load(Ordering::Relaxed)),
         ("live_streams", shared.refused_live_streams.load(Ordering::Relaxed)),
     ];
-    let text = text + &shared.http.render(&refused) + &shared.evidence.render();
+    let text = text + &shared.http.render(&refused) + &shared.evidence.render() + &shared.commits.render();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
 

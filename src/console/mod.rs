@@ -160,6 +160,8 @@ pub struct Shared {
     pub http: Arc<server::HttpCounters>,
     /// Evidence retention's counters.
     pub evidence: crate::evidence::retention::RetentionStats,
+    /// Whether incident events reach the outbox (degraded while a full disk refuses them).
+    pub commits: Arc<crate::outbox::CommitHealth>,
     /// Last time a refusal was logged (refusals are logged once per interval).
     pub(crate) last_refusal_log_ms: std::sync::atomic::AtomicI64,
     /// Ends the live streams when the gateway stops (graceful shutdown waits for them).
@@ -199,6 +201,7 @@ impl Shared {
             live_streams: Arc::new(tokio::sync::Semaphore::new(server::MAX_LIVE_STREAMS)),
             http: Arc::default(),
             evidence: Default::default(),
+            commits: Arc::default(),
             last_refusal_log_ms: std::sync::atomic::AtomicI64::new(0),
             shutdown,
         }

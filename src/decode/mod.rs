@@ -19,37 +19,27 @@
 //! Architecture invariant: nothing here blocks an ingest task, and nothing here knows about
 //! the model beyond its input size.
 
-// FFmpeg's C API: the only modules where `unsafe` is allowed (Cargo.toml denies it elsewhere);
-// each block carries a SAFETY note.
-#[allow(unsafe_code)]
 mod decoder;
+// FFmpeg's C API (swscale): one of the two modules where `unsafe` is allowed (Cargo.toml
+// denies it elsewhere; the other is `media::extradata`); each block carries a SAFETY note.
 #[allow(unsafe_code)]
 pub mod letterbox;
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, Once, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use tracing::{debug, warn};
 
-pub use decoder::{extradata_of, Decoder, DecoderKey};
+pub use decoder::{Decoder, DecoderKey};
 use letterbox::{Letterbox, VideoLetterboxer};
 
 use crate::config::{CameraConfig, CameraId, DecodeMode};
 use crate::health::{CameraHealth, SkipReason, Summary};
-use crate::ingest::{EncodedFrame, FrameSink};
+use crate::media::{EncodedFrame, FrameSink};
 use crate::schedule::{Offer, Scheduler};
-
-/// Initialises FFmpeg once per process and quiets its logging to errors.
-pub fn init_ffmpeg() {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        ffmpeg_next::init().expect("FFmpeg initialisation failed");
-        ffmpeg_next::util::log::set_level(ffmpeg_next::util::log::Level::Error);
-    });
-}
 
 /// Decodes a self-contained keyframe to a full-resolution RGB picture (snapshots, references).
 pub fn picture_rgb(frame: &EncodedFrame) -> anyhow::Result<image::RgbImage> {
@@ -313,7 +303,7 @@ pub struct DecodePool {
 impl DecodePool {
     /// Starts `workers` decoder threads feeding `prepared`, for a model input of `input_size`.
     pub fn start(workers: usize, input_size: (u32, u32), prepared: Sender<PreparedFrame>) -> Self {
-        init_ffmpeg();
+        crate::media::init_ffmpeg();
         let scheduler = Arc::new(FrameScheduler::new());
         let threads = (0..workers)
             .map(|index| {

@@ -57,11 +57,11 @@ use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use crate::backoff::Backoff;
 use crate::config::delivery::{EscalationConfig, MqttConfig};
 use crate::followup::Answer;
 use crate::followup::Timers;
 use crate::health::{CameraState, HealthRegistry};
-use crate::ingest::backoff::Backoff;
 use crate::outbox::{AnswerOutcome, Outbox};
 use answers::{DropCounters, DropLog, DropReason, RecentMessages};
 use window::{Carried, Window};

@@ -1,6 +1,8 @@
 //! Topics and payloads, pure: an outbox record → (topic, JSON), a steward's ack message →
-//! an [`Answer`]. The payload format is `schemas/incident-event.v1.schema.json`; acks are
-//! `schemas/ack.v1.schema.json`. Both are checked against the schemas in the tests.
+//! an [`Answer`]. The payload ([`IncidentPayload`]) follows `schemas/incident-event.v1.schema.json`;
+//! acks are `schemas/ack.v1.schema.json`. A unit test checks every kind of payload against the
+//! schema file (and its bytes against v1's); the MQTT integration test runs the full
+//! validator on both schemas.
 //!
 //! Topics (an empty place label becomes `unassigned`):
 //! - `<prefix>/<street>/<community>/<grid>/incidents/<kind>`: incident events;
@@ -12,7 +14,6 @@
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use crate::config::delivery::EscalationConfig;
 use crate::followup::{AckAction, Answer};
@@ -61,58 +62,142 @@ pub fn ack_filter(prefix: &str) -> String {
     format!("{prefix}/+/+/+/ack")
 }
 
-/// The incident payload. `snapshot` is the JPEG, if it could be read; it is inlined (base64)
-/// when at most `snapshot_max_bytes`, else left out with the reason.
+/// An incident payload (`schemas/incident-event.v1.schema.json`): what consumers receive on
+/// the incident, reminder, escalation and answer topics. Field names and types are the v1
+/// contract: add optional fields freely, never rename or retype one (a Rust test checks the
+/// payloads against the schema file).
+#[derive(Debug, Clone, Serialize)]
+pub struct IncidentPayload<'a> {
+    /// [`INCIDENT_SCHEMA`].
+    pub schema: &'static str,
+    /// `camera:zone:kind:start_ms`.
+    pub incident_id: &'a str,
+    /// 1 for opened, +1 per event.
+    pub seq: u32,
+    /// `opened`, `updated` or `cleared`.
+    pub event: crate::incident::EventKind,
+    /// The incident kind (`misparked_bike`, …).
+    pub kind: &'static str,
+    /// The camera.
+    pub camera: &'a str,
+    /// The zone.
+    pub zone: &'a str,
+    /// When the event happened, ms since the epoch.
+    pub t_ms: i64,
+    /// When the incident opened, ms since the epoch.
+    pub started_ms: i64,
+    /// Score, rounded to three decimals.
+    pub score: f64,
+    /// Objects supporting the incident.
+    pub count: usize,
+    /// One line for people.
+    pub detail: &'a str,
+    /// The supporting objects.
+    pub objects: &'a [crate::rules::ObjectRef],
+    /// Where.
+    pub place: Place<'a>,
+    /// Where to answer.
+    pub ack_topic: String,
+    /// Set on reminders and escalations.
+    pub followup: Option<&'a crate::outbox::Notice>,
+    /// Set on answer echoes.
+    pub answer: Option<&'a Answer>,
+    /// The snapshot inline, when within the cap.
+    pub snapshot: Option<InlineSnapshot>,
+    /// Why a snapshot the gateway took is not inline.
+    pub snapshot_omitted: Option<String>,
+}
+
+/// The place labels of an incident payload.
+#[derive(Debug, Clone, Serialize)]
+pub struct Place<'a> {
+    /// Street (街道).
+    pub street: &'a str,
+    /// Compound (小区).
+    pub community: &'a str,
+    /// Grid (网格).
+    pub grid: &'a str,
+    /// Steward (物业管家).
+    pub steward: &'a str,
+}
+
+/// A JPEG inlined in a payload.
+#[derive(Debug, Clone, Serialize)]
+pub struct InlineSnapshot {
+    /// `image/jpeg`.
+    pub content_type: &'static str,
+    /// `base64`.
+    pub encoding: &'static str,
+    /// Size of the JPEG.
+    pub bytes: usize,
+    /// The JPEG, base64.
+    pub data: String,
+}
+
+impl<'a> IncidentPayload<'a> {
+    /// The payload of `record`. `snapshot` is the JPEG, if it could be read; it is inlined
+    /// (base64) when at most `snapshot_max_bytes`, else left out with the reason.
+    pub fn new(prefix: &str, record: &'a OutboxRecord, snapshot: Option<&[u8]>, snapshot_max_bytes: usize) -> Self {
+        let event = &record.event;
+        let (snapshot, snapshot_omitted) = match (snapshot, &record.snapshot) {
+            (Some(jpeg), _) if jpeg.len() <= snapshot_max_bytes => (
+                Some(InlineSnapshot {
+                    content_type: "image/jpeg",
+                    encoding: "base64",
+                    bytes: jpeg.len(),
+                    data: base64::engine::general_purpose::STANDARD.encode(jpeg),
+                }),
+                None,
+            ),
+            (Some(jpeg), _) => (None, Some(format!("{} bytes is over the {snapshot_max_bytes}-byte cap", jpeg.len()))),
+            (None, Some(_)) => (None, Some("snapshot file missing".to_string())),
+            (None, None) => (None, None),
+        };
+        IncidentPayload {
+            schema: INCIDENT_SCHEMA,
+            incident_id: &event.incident_id,
+            seq: event.seq,
+            event: event.event,
+            kind: event.kind.as_str(),
+            camera: &event.camera,
+            zone: &event.zone,
+            t_ms: event.t_ms,
+            started_ms: event.started_ms,
+            score: (f64::from(event.score) * 1000.0).round() / 1000.0,
+            count: event.count,
+            detail: &event.detail,
+            objects: &event.objects,
+            place: Place {
+                street: &record.street,
+                community: &record.community,
+                grid: &record.grid,
+                steward: &record.steward,
+            },
+            ack_topic: ack_topic(prefix, record),
+            followup: record.followup.as_ref(),
+            answer: record.answer.as_ref(),
+            snapshot,
+            snapshot_omitted,
+        }
+    }
+
+    /// The JSON bytes. Through a `serde_json::Value`, as v1 has always been built: keys in
+    /// sorted order and `f32` values (object scores, boxes) widened to `f64`, so consumers
+    /// get the same bytes as before the payload was a struct.
+    pub fn to_json(&self) -> Vec<u8> {
+        let value = serde_json::to_value(self).expect("payload serialises");
+        serde_json::to_vec(&value).expect("payload serialises")
+    }
+}
+
+/// The incident payload of `record` as JSON ([`IncidentPayload`]).
 pub fn incident_payload(
     prefix: &str,
     record: &OutboxRecord,
     snapshot: Option<&[u8]>,
     snapshot_max_bytes: usize,
 ) -> Vec<u8> {
-    let event = &record.event;
-    let (snapshot, snapshot_omitted) = match (snapshot, &record.snapshot) {
-        (Some(jpeg), _) if jpeg.len() <= snapshot_max_bytes => (
-            json!({
-                "content_type": "image/jpeg",
-                "encoding": "base64",
-                "bytes": jpeg.len(),
-                "data": base64::engine::general_purpose::STANDARD.encode(jpeg),
-            }),
-            None,
-        ),
-        (Some(jpeg), _) => {
-            (serde_json::Value::Null, Some(format!("{} bytes is over the {snapshot_max_bytes}-byte cap", jpeg.len())))
-        }
-        (None, Some(_)) => (serde_json::Value::Null, Some("snapshot file missing".to_string())),
-        (None, None) => (serde_json::Value::Null, None),
-    };
-    let payload = json!({
-        "schema": INCIDENT_SCHEMA,
-        "incident_id": event.incident_id,
-        "seq": event.seq,
-        "event": event.event,
-        "kind": event.kind.as_str(),
-        "camera": event.camera,
-        "zone": event.zone,
-        "t_ms": event.t_ms,
-        "started_ms": event.started_ms,
-        "score": (f64::from(event.score) * 1000.0).round() / 1000.0,
-        "count": event.count,
-        "detail": event.detail,
-        "objects": event.objects,
-        "place": {
-            "street": record.street,
-            "community": record.community,
-            "grid": record.grid,
-            "steward": record.steward,
-        },
-        "ack_topic": ack_topic(prefix, record),
-        "followup": record.followup,
-        "answer": record.answer,
-        "snapshot": snapshot,
-        "snapshot_omitted": snapshot_omitted,
-    });
-    serde_json::to_vec(&payload).expect("payload serialises")
+    IncidentPayload::new(prefix, record, snapshot, snapshot_max_bytes).to_json()
 }
 
 /// Largest ack payload taken, bytes: a steward's answer is about 150. Larger ones (up to the
@@ -284,6 +369,196 @@ mod tests {
         assert_eq!(big["snapshot_omitted"], "11 bytes is over the 10-byte cap");
         let missing: serde_json::Value = serde_json::from_slice(&incident_payload("lixia", &record, None, 10)).unwrap();
         assert_eq!(missing["snapshot_omitted"], "snapshot file missing");
+    }
+
+    /// The payload as v1 built it with `json!` before it was a struct: the reference the
+    /// struct's bytes must keep matching.
+    fn v1_reference(prefix: &str, record: &OutboxRecord, snapshot: Option<&[u8]>, max: usize) -> Vec<u8> {
+        use serde_json::json;
+        let event = &record.event;
+        let (snapshot, snapshot_omitted) = match (snapshot, &record.snapshot) {
+            (Some(jpeg), _) if jpeg.len() <= max => (
+                json!({
+                    "content_type": "image/jpeg",
+                    "encoding": "base64",
+                    "bytes": jpeg.len(),
+                    "data": base64::engine::general_purpose::STANDARD.encode(jpeg),
+                }),
+                None,
+            ),
+            (Some(jpeg), _) => {
+                (serde_json::Value::Null, Some(format!("{} bytes is over the {max}-byte cap", jpeg.len())))
+            }
+            (None, Some(_)) => (serde_json::Value::Null, Some("snapshot file missing".to_string())),
+            (None, None) => (serde_json::Value::Null, None),
+        };
+        serde_json::to_vec(&json!({
+            "schema": INCIDENT_SCHEMA, "incident_id": event.incident_id, "seq": event.seq,
+            "event": event.event, "kind": event.kind.as_str(), "camera": event.camera,
+            "zone": event.zone, "t_ms": event.t_ms, "started_ms": event.started_ms,
+            "score": (f64::from(event.score) * 1000.0).round() / 1000.0, "count": event.count,
+            "detail": event.detail, "objects": event.objects,
+            "place": { "street": record.street, "community": record.community, "grid": record.grid, "steward": record.steward },
+            "ack_topic": ack_topic(prefix, record), "followup": record.followup, "answer": record.answer,
+            "snapshot": snapshot, "snapshot_omitted": snapshot_omitted,
+        }))
+        .unwrap()
+    }
+
+    /// Every kind of payload: opened with objects and an inline snapshot, one over the cap,
+    /// a missing snapshot file, a reminder, an answer echo, a cleared event.
+    fn every_kind_of_payload() -> Vec<(OutboxRecord, Option<Vec<u8>>)> {
+        let mut opened = record();
+        opened.event.objects = vec![crate::rules::ObjectRef {
+            track_id: 3,
+            class_id: 1,
+            bbox: crate::geometry::BoxNorm { x1: 0.1, y1: 0.2, x2: 0.3, y2: 0.4 },
+            score: 0.9,
+        }];
+        opened.snapshot = Some("evidence.jpg".into());
+        let mut reminder = opened.clone();
+        reminder.followup = Some(Notice { due: Due::Escalation, recipient: Recipient::GridWorker, unanswered_ms: 1 });
+        let mut echo = opened.clone();
+        echo.snapshot = None;
+        echo.answer = Some(Answer { action: AckAction::FalseAlarm, by: "王师傅".into(), at_ms: 7 });
+        let mut cleared = record();
+        cleared.event.event = EventKind::Cleared;
+        cleared.event.seq = 2;
+        vec![
+            (opened.clone(), Some(vec![0xff, 0xd8, 0xff, 0xd9])),
+            (opened.clone(), Some(vec![0; 2000])),
+            (opened, None),
+            (reminder, None),
+            (echo, None),
+            (cleared, None),
+        ]
+    }
+
+    #[test]
+    fn the_payload_struct_sends_the_bytes_v1_always_sent() {
+        for (record, jpeg) in every_kind_of_payload() {
+            let payload = incident_payload("lixia", &record, jpeg.as_deref(), 1000);
+            assert_eq!(
+                String::from_utf8(payload).unwrap(),
+                String::from_utf8(v1_reference("lixia", &record, jpeg.as_deref(), 1000)).unwrap()
+            );
+        }
+    }
+
+    /// What `value` breaks of `schema`, for the part of JSON Schema 2020-12 the shipped
+    /// schemas use (type, enum, const, required, properties, additionalProperties: false,
+    /// items, oneOf, minimum, maximum, minLength). `pattern` and content keywords are left
+    /// to the full validator of the MQTT integration test.
+    fn violations(value: &serde_json::Value, schema: &serde_json::Value, path: &str, out: &mut Vec<String>) {
+        use serde_json::Value;
+        let Some(schema) = schema.as_object() else { return };
+        if let Some(types) = schema.get("type") {
+            let types: Vec<&str> = match types {
+                Value::Array(types) => types.iter().filter_map(Value::as_str).collect(),
+                other => other.as_str().into_iter().collect(),
+            };
+            let is = |t: &str| match t {
+                "null" => value.is_null(),
+                "string" => value.is_string(),
+                "integer" => value.is_i64() || value.is_u64(),
+                "number" => value.is_number(),
+                "object" => value.is_object(),
+                "array" => value.is_array(),
+                "boolean" => value.is_boolean(),
+                _ => false,
+            };
+            if !types.iter().any(|t| is(t)) {
+                out.push(format!("{path}: {value} is not {types:?}"));
+                return;
+            }
+        }
+        if schema.get("enum").and_then(Value::as_array).is_some_and(|options| !options.contains(value)) {
+            out.push(format!("{path}: {value} not in the enum"));
+        }
+        if schema.get("const").is_some_and(|constant| constant != value) {
+            out.push(format!("{path}: {value} is not the const"));
+        }
+        let number = value.as_f64();
+        if let (Some(min), Some(v)) = (schema.get("minimum").and_then(Value::as_f64), number) {
+            if v < min {
+                out.push(format!("{path}: {v} < {min}"));
+            }
+        }
+        if let (Some(max), Some(v)) = (schema.get("maximum").and_then(Value::as_f64), number) {
+            if v > max {
+                out.push(format!("{path}: {v} > {max}"));
+            }
+        }
+        if let (Some(min), Some(text)) = (schema.get("minLength").and_then(Value::as_u64), value.as_str()) {
+            if (text.chars().count() as u64) < min {
+                out.push(format!("{path}: shorter than {min}"));
+            }
+        }
+        if let Some(options) = schema.get("oneOf").and_then(Value::as_array) {
+            let matching = options
+                .iter()
+                .filter(|option| {
+                    let mut found = Vec::new();
+                    violations(value, option, path, &mut found);
+                    found.is_empty()
+                })
+                .count();
+            if matching != 1 {
+                out.push(format!("{path}: {value} matches {matching} of oneOf"));
+            }
+        }
+        if let Some(object) = value.as_object() {
+            for required in schema.get("required").and_then(Value::as_array).into_iter().flatten() {
+                if let Some(key) = required.as_str().filter(|key| !object.contains_key(*key)) {
+                    out.push(format!("{path}: {key} missing"));
+                }
+            }
+            let properties = schema.get("properties").and_then(Value::as_object);
+            for (key, item) in object {
+                match properties.and_then(|properties| properties.get(key)) {
+                    Some(property) => violations(item, property, &format!("{path}.{key}"), out),
+                    None if schema.get("additionalProperties") == Some(&Value::Bool(false)) => {
+                        out.push(format!("{path}: {key} is not in the schema"))
+                    }
+                    None => {}
+                }
+            }
+        }
+        if let (Some(items), Some(array)) = (schema.get("items"), value.as_array()) {
+            for (i, item) in array.iter().enumerate() {
+                violations(item, items, &format!("{path}[{i}]"), out);
+            }
+        }
+    }
+
+    #[test]
+    fn every_payload_follows_the_schema_file_the_project_ships() {
+        let schema: serde_json::Value =
+            serde_json::from_str(include_str!("../../schemas/incident-event.v1.schema.json")).unwrap();
+        assert_eq!(schema["properties"]["schema"]["const"], INCIDENT_SCHEMA);
+        for (record, jpeg) in every_kind_of_payload() {
+            let payload: serde_json::Value =
+                serde_json::from_slice(&incident_payload("lixia", &record, jpeg.as_deref(), 1000)).unwrap();
+            let mut found = Vec::new();
+            violations(&payload, &schema, "$", &mut found);
+            assert!(found.is_empty(), "{found:?} in {payload}");
+        }
+        // The check can fail: a field the schema does not know, a missing one, a wrong type.
+        let good: serde_json::Value = serde_json::from_slice(&incident_payload("lixia", &record(), None, 10)).unwrap();
+        let mut extra = good.clone();
+        extra["clip"] = "x".into();
+        let mut missing = good.clone();
+        missing.as_object_mut().unwrap().remove("ack_topic");
+        let mut retyped = good.clone();
+        retyped["seq"] = "1".into();
+        let mut bad_object = good;
+        bad_object["objects"] = serde_json::json!([{ "track_id": 1, "class_id": 1, "score": 2.0,
+            "box": { "x1": 0, "y1": 0, "x2": 1, "y2": 1 } }]);
+        for bad in [extra, missing, retyped, bad_object] {
+            let mut found = Vec::new();
+            violations(&bad, &schema, "$", &mut found);
+            assert!(!found.is_empty(), "accepted {bad}");
+        }
     }
 
     #[test]

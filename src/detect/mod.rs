@@ -23,28 +23,14 @@ use crossbeam_channel::Receiver;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 use ort::value::TensorRef;
-use serde::Serialize;
 use tracing::warn;
 
 use crate::config::{CameraId, DetectorConfig};
 use crate::decode::letterbox::Letterbox;
 use crate::decode::PreparedFrame;
+pub use crate::engine::Detection;
 pub use model::Model;
 use yolox::Grid;
-
-/// One detected object, in frame pixels.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Detection {
-    /// Class id in the model's class list.
-    pub class_id: u16,
-    /// objectness × class probability.
-    pub score: f32,
-    /// `[x1, y1, x2, y2]` in frame pixels.
-    pub box_px: [f32; 4],
-    /// Found by the rotated pass (fall-watch cameras), not the upright one.
-    #[serde(skip)]
-    pub rotated: bool,
-}
 
 /// The detector's result for one analysed frame: what the tracker and rules consume.
 #[derive(Debug, Clone)]

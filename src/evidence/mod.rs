@@ -4,8 +4,8 @@
 //!   margin; the zone's bounds when there are no objects, as for bin areas), and a JSON sidecar
 //!   with the event, the rule and its parameters, the model's name and version, and the
 //!   camera's place labels;
-//! - per camera, the incident book (`incidents/<camera>.json`), written atomically after every
-//!   event so open incidents, sequence numbers and cool-downs survive a restart.
+//! - reading a camera's incident book as older versions kept it (`incidents/<camera>.json`),
+//!   for its move into the outbox, where it is now committed with its events.
 //!
 //! Snapshots are at the model's view resolution (416 px wide for YOLOX-Nano).
 
@@ -105,12 +105,6 @@ pub fn jpeg_is_complete(bytes: &[u8]) -> bool {
 
 fn book_path(state_dir: &Path, camera: &str) -> PathBuf {
     state_dir.join("incidents").join(format!("{camera}.json"))
-}
-
-/// Saves a camera's incident book.
-pub fn save_book(state_dir: &Path, camera: &str, book: &IncidentBook) -> anyhow::Result<()> {
-    let json = serde_json::to_vec_pretty(book).expect("incident book serialises");
-    write_atomically(&book_path(state_dir, camera), &json)
 }
 
 /// A camera's incident book as found at start.
@@ -301,7 +295,8 @@ mod tests {
     fn a_corrupt_book_is_moved_aside_and_a_good_one_restored() {
         let state = tempfile::tempdir().unwrap();
         assert!(matches!(load_book(state.path(), "gate-3", 1).unwrap(), SavedBook::None));
-        save_book(state.path(), "gate-3", &IncidentBook::new("gate-3")).unwrap();
+        let book = serde_json::to_vec(&IncidentBook::new("gate-3")).unwrap();
+        write_atomically(&book_path(state.path(), "gate-3"), &book).unwrap();
         assert!(matches!(load_book(state.path(), "gate-3", 2).unwrap(), SavedBook::Restored(_)));
         std::fs::write(book_path(state.path(), "gate-3"), b"{\"truncated\": ").unwrap();
         match load_book(state.path(), "gate-3", 3).unwrap() {

@@ -57,7 +57,7 @@ pub fn play(
     sink: &mut dyn FrameSink,
     stop: &dyn Fn() -> bool,
 ) -> anyhow::Result<()> {
-    crate::decode::init_ffmpeg();
+    crate::media::init_ffmpeg();
     let mut input = ffmpeg::format::input(path).with_context(|| format!("open footage {}", path.display()))?;
     let stream = input
         .streams()
@@ -71,7 +71,7 @@ pub fn play(
         ffmpeg::codec::Id::HEVC => VideoCodec::H265,
         other => bail!("{}: unsupported codec {other:?}; expected H.264 or H.265", path.display()),
     };
-    let extradata: Arc<[u8]> = Arc::from(crate::decode::extradata_of(&parameters));
+    let extradata: Arc<[u8]> = Arc::from(crate::media::extradata_of(&parameters));
     let frame_rate = stream.avg_frame_rate();
     let frame_duration_ms = if frame_rate.numerator() > 0 && frame_rate.denominator() > 0 {
         1000.0 * f64::from(frame_rate.denominator()) / f64::from(frame_rate.numerator())
@@ -162,7 +162,7 @@ const PROBE_MICROS: &str = "2000000";
 pub fn probe(path: &Path) -> anyhow::Result<()> {
     let metadata = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
     anyhow::ensure!(metadata.is_file(), "{} is not a regular file", path.display());
-    crate::decode::init_ffmpeg();
+    crate::media::init_ffmpeg();
     let mut options = ffmpeg::Dictionary::new();
     options.set("probesize", PROBE_BYTES);
     options.set("analyzeduration", PROBE_MICROS);

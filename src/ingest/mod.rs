@@ -3,10 +3,10 @@
 //! offline with the reason and retried after a jittered exponential backoff, until shutdown.
 //! One broken camera never affects another: each has its own task, session and backoff.
 //!
-//! Architecture invariant: ingest does not decode. It hands compressed access units to the
-//! [`crate::decode`] stage through a [`FrameSink`] that never blocks.
+//! Architecture invariant: ingest does not decode. It hands compressed access units
+//! ([`crate::media`]'s types, re-exported here) to the [`crate::decode`] stage through a
+//! [`FrameSink`] that never blocks.
 
-pub mod backoff;
 pub mod file;
 pub mod relay;
 pub mod rtsp;
@@ -18,44 +18,10 @@ use rand::Rng;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
+use crate::backoff::Backoff;
 use crate::config::{CameraConfig, IngestConfig, SourceSpec};
 use crate::health::{CameraErrorKind, CameraHealth, CameraState};
-use backoff::Backoff;
-
-/// The video codecs the gateway ingests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum VideoCodec {
-    /// H.264 / AVC.
-    H264,
-    /// H.265 / HEVC.
-    H265,
-}
-
-/// One compressed access unit (a whole picture) from a camera.
-#[derive(Debug, Clone)]
-pub struct EncodedFrame {
-    /// The codec of `data`.
-    pub codec: VideoCodec,
-    /// Out-of-band codec configuration (avcC/hvcC) when the container has it; empty when the
-    /// parameter sets travel in-band (RTSP is asked for Annex B with parameter sets on every
-    /// keyframe, so each keyframe decodes on its own).
-    pub extradata: Arc<[u8]>,
-    /// The access unit.
-    pub data: Vec<u8>,
-    /// A random access point (IDR/IRAP): decodable without earlier frames.
-    pub is_keyframe: bool,
-    /// Presentation time in ms since the source started; monotonic within one session and
-    /// across loops of a footage file. The rules' clock.
-    pub media_time_ms: i64,
-    /// When the gateway received it.
-    pub received_at: Instant,
-}
-
-/// Where a camera's frames go. Implemented by the decode stage; must never block.
-pub trait FrameSink: Send {
-    /// Takes one frame; returns quickly whatever happens downstream.
-    fn push(&mut self, frame: EncodedFrame);
-}
+pub use crate::media::{EncodedFrame, FrameSink, VideoCodec};
 
 /// Sessions that stream video for at least this long count as healthy: the backoff resets.
 const STABLE_SESSION: Duration = Duration::from_secs(30);

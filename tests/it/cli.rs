@@ -291,10 +291,13 @@ clear_after_ms = 60000
     let second = run("8");
     assert_eq!(log_events(&second, "restored open incidents").len(), 1, "{second}");
     assert!(log_events(&second, "incident").is_empty(), "no new incident after the restart:\n{second}");
-    let book = std::fs::read_to_string(state_dir.join("incidents/example.json")).unwrap();
-    assert!(book.contains(&incident_id), "{book}");
-    // The event is in the durable outbox, waiting for delivery, with its place labels.
+    // The event is in the durable outbox, waiting for delivery, with its place labels, and the
+    // camera's incident book beside it (committed together).
     let outbox = gateway::outbox::Outbox::open(&state_dir.join("outbox.redb"), 1000).unwrap();
+    match outbox.book("example", 0).unwrap() {
+        gateway::outbox::StoredBook::Restored(book) => assert_eq!(book.open_incidents(), vec![incident_id.as_str()]),
+        other => panic!("no stored book: {other:?}"),
+    }
     let pending = outbox.pending(0, 10).unwrap();
     assert_eq!(pending.len(), 1, "exactly the one opened event");
     assert_eq!(

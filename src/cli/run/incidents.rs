@@ -6,6 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing::{error, info};
 
+use super::commits::{Commit, Commits};
 use super::CameraRuntime;
 use crate::config::{CameraConfig, Config};
 use crate::console::Shared;
@@ -13,7 +14,7 @@ use crate::detect::{AnalysedFrame, Model};
 use crate::engine::{observations, EngineFrame};
 use crate::evidence;
 use crate::incident::{EventKind, IncidentEvent};
-use crate::outbox::{Outbox, OutboxRecord, RECORD_SCHEMA};
+use crate::outbox::{OutboxRecord, RECORD_SCHEMA};
 
 /// Where incident events go, and what writing them needs.
 pub(super) struct Sinks<'a> {
@@ -21,8 +22,8 @@ pub(super) struct Sinks<'a> {
     pub config: &'a Config,
     /// The model (its manifest goes into evidence).
     pub model: &'a Model,
-    /// The outbox events are committed to.
-    pub outbox: &'a Outbox,
+    /// Where events are committed (with the incident book), or held while that fails.
+    pub commits: &'a Commits,
     /// Counters shown on `/metrics`.
     pub shared: &'a Shared,
 }
@@ -67,8 +68,8 @@ pub(super) fn handle_frame(runtime: &mut CameraRuntime, frame: &AnalysedFrame, s
     FrameOutcome { committed, opened: opened && committed, people_in_fall_zones }
 }
 
-/// Writes evidence for `events`, logs them and commits them to the outbox, then saves the
-/// camera's incident book. True when events were committed.
+/// Writes evidence for `events`, logs them and commits them to the outbox with the camera's
+/// incident book (held and retried if that fails). True when events were committed now.
 pub(super) fn commit(
     camera: &CameraConfig,
     book: &crate::incident::IncidentBook,
@@ -77,7 +78,7 @@ pub(super) fn commit(
     now_ms: i64,
     sinks: &Sinks<'_>,
 ) -> bool {
-    let Sinks { config, model, outbox, shared } = *sinks;
+    let Sinks { config, model, commits, shared } = *sinks;
     if events.is_empty() {
         return false;
     }
@@ -128,30 +129,11 @@ pub(super) fn commit(
             answer: None,
         })
         .collect();
-    let committed = match outbox.enqueue(&records, now_ms) {
-        Ok(enqueued) => {
-            if enqueued.compacted > 0 {
-                tracing::warn!(
-                    depth = enqueued.depth,
-                    compacted = enqueued.compacted,
-                    "outbox over its cap: oldest updates compacted"
-                );
-            }
-            info!(depth = enqueued.depth, ids = ?enqueued.ids, "incident events committed to the outbox");
-            for event in events {
-                shared.count_incident_event(event.kind.as_str(), event_name(event.event));
-            }
-            true
-        }
-        Err(err) => {
-            error!(error = format!("{err:#}"), "cannot commit incident events to the outbox: they will be lost");
-            false
-        }
-    };
-    if let Err(err) = evidence::save_book(&config.state_dir, camera.id.as_str(), book) {
-        error!(error = format!("{err:#}"), "cannot persist incident state: open incidents would be lost on restart");
-    }
-    committed
+    // The events and the book they advanced, in one commit; held and retried if it fails.
+    let commit = Commit { camera: camera.id.to_string(), book: book.clone(), records, now_ms };
+    let committed = commits.commit(commit, std::time::Instant::now());
+    super::commits::report(committed.as_slice(), shared);
+    committed.is_some()
 }
 
 /// For a camera analysed on its substream: fetch a main-stream keyframe and write it as the
@@ -186,7 +168,7 @@ fn spawn_main_stream_snapshot(config: &Config, camera: &CameraConfig, event: &cr
     });
 }
 
-fn event_name(event: EventKind) -> &'static str {
+pub(super) fn event_name(event: EventKind) -> &'static str {
     match event {
         EventKind::Opened => "opened",
         EventKind::Updated => "updated",

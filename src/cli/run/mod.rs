@@ -8,6 +8,7 @@
 //! ([`reload`]). It pings systemd's watchdog only while it turns and the detector makes
 //! progress, so a hang is caught, not masked.
 
+mod commits;
 mod incidents;
 pub mod reload;
 
@@ -57,6 +58,8 @@ struct Gateway {
     cameras: HashMap<CameraId, CameraRuntime>,
     pipeline: Pipeline,
     outbox: Arc<Outbox>,
+    /// Commits of incident events and books (held and retried while the disk refuses them).
+    commits: commits::Commits,
     model: Arc<Model>,
     shared: Arc<Shared>,
     /// Modification time of the config file as last loaded or written.
@@ -75,7 +78,7 @@ pub async fn main(config_path: &Path, run_for: Option<Duration>) -> i32 {
     };
     let config_modified = modified(config_path);
     let config = Arc::new(config);
-    let cameras = match build_cameras(&config, &classes) {
+    let mut cameras = match build_cameras(&config, &classes) {
         Ok(cameras) => cameras,
         Err(err) => {
             eprintln!("{err:#}");
@@ -93,6 +96,10 @@ pub async fn main(config_path: &Path, run_for: Option<Duration>) -> i32 {
             return 1;
         }
     };
+    if let Err(err) = restore_books(&config, &outbox, &mut cameras) {
+        error!(error = format!("{err:#}"), "cannot read the incident books: refusing to run without them");
+        return 1;
+    }
     match outbox.depth() {
         Ok(0) => {}
         Ok(depth) => info!(depth, path = %outbox_path.display(), "outbox holds undelivered events"),
@@ -166,6 +173,7 @@ pub async fn main(config_path: &Path, run_for: Option<Duration>) -> i32 {
         },
         None => None,
     };
+    let commits = commits::Commits::new(outbox.clone(), shared.commits.clone());
     let mut gateway = Gateway {
         config: config.clone(),
         config_path: config_path.to_path_buf(),
@@ -173,6 +181,7 @@ pub async fn main(config_path: &Path, run_for: Option<Duration>) -> i32 {
         cameras,
         pipeline,
         outbox,
+        commits,
         model: model.clone(),
         shared,
         config_modified,
@@ -191,9 +200,12 @@ pub async fn main(config_path: &Path, run_for: Option<Duration>) -> i32 {
     let mut tick = tokio::time::interval(TICK);
     let mut retention = tokio::time::interval(RETENTION_EVERY);
     let mut pruning: Option<tokio::task::JoinHandle<()>> = None;
+    let mut degraded: Option<String> = None;
     loop {
         tokio::select! {
-            frame = analysed.recv() => match frame {
+            // Not while too many events wait for a commit: frames (and the events they would
+            // make) wait upstream, where skipping is bounded and counted.
+            frame = analysed.recv(), if !gateway.commits.backpressure() => match frame {
                 Some(frame) => {
                     log_frame(&frame, &model);
                     gateway.shared.analysis_latency.lock().unwrap().record(frame.received_at.elapsed().as_secs_f64());
@@ -218,6 +230,25 @@ pub async fn main(config_path: &Path, run_for: Option<Duration>) -> i32 {
                 }
             }
             _ = tick.tick() => {
+                let committed = gateway.commits.retry(Instant::now(), false);
+                commits::report(&committed, &gateway.shared);
+                if let (false, Some(delivery)) = (committed.is_empty(), &delivery) {
+                    delivery.wake();
+                }
+                let now_degraded = gateway.shared.commits.degraded();
+                if now_degraded.is_some() != degraded.is_some() {
+                    if let Some(notifier) = &notifier {
+                        notifier.status(&match &now_degraded {
+                            Some(_) => "degraded: incident events cannot be committed (disk full?), held and retried".to_string(),
+                            None => format!("running {} cameras", gateway.config.cameras.len()),
+                        });
+                    }
+                    degraded = now_degraded;
+                }
+                if gateway.commits.backpressure() {
+                    // The detector waits on us, not stuck: keep the watchdog fed.
+                    progress = Progress::new(&gateway.pipeline);
+                }
                 gateway.pipeline.health.recover_all();
                 capacity.sample(&gateway.pipeline, &gateway.shared);
                 let queues = &gateway.shared.queues;
@@ -262,6 +293,7 @@ pub async fn main(config_path: &Path, run_for: Option<Duration>) -> i32 {
         notifier.stopping();
     }
     drop(analysed);
+    commits::report(&gateway.commits.flush_at_exit(Instant::now()), &gateway.shared);
     log_stats(&gateway.pipeline, delivery.as_ref(), &gateway.outbox);
     shutdown.cancel();
     gateway.pipeline.stop().await;
@@ -408,7 +440,7 @@ impl Gateway {
     }
 
     fn sinks(&self) -> Sinks<'_> {
-        Sinks { config: &self.config, model: &self.model, outbox: &self.outbox, shared: &self.shared }
+        Sinks { config: &self.config, model: &self.model, commits: &self.commits, shared: &self.shared }
     }
 
     /// Incidents from one analysed frame; keeps the frame for the zone editor. True when
@@ -426,7 +458,7 @@ impl Gateway {
         let received = SystemTime::now() - frame.received_at.elapsed();
         let t_ms = received.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
         self.shared.keep_frame(&frame.camera, LatestFrame { picture: frame.picture.clone(), detections, t_ms });
-        let sinks = Sinks { config: &self.config, model: &self.model, outbox: &self.outbox, shared: &self.shared };
+        let sinks = Sinks { config: &self.config, model: &self.model, commits: &self.commits, shared: &self.shared };
         let Some(runtime) = self.cameras.get_mut(&frame.camera) else {
             return false;
         };
@@ -591,28 +623,54 @@ fn normalised(box_px: [f32; 4], width: u32, height: u32) -> [f64; 4] {
     ]
 }
 
-/// Each camera's runtime, restored from the state saved before a restart.
+/// Each camera's runtime (restored from the outbox by [`restore_books`]).
 fn build_cameras(config: &Config, classes: &[String]) -> anyhow::Result<HashMap<CameraId, CameraRuntime>> {
     let mut cameras = HashMap::new();
     for camera in &config.cameras {
-        let mut runtime = build_camera(camera, config, classes)?;
-        match evidence::load_book(&config.state_dir, camera.id.as_str(), now_ms())? {
-            evidence::SavedBook::None => {}
-            evidence::SavedBook::Restored(book) => {
-                let open = book.open_incidents().len();
-                runtime.engine.restore(book);
-                if open > 0 {
-                    info!(camera = %camera.id, open, "restored open incidents");
-                }
+        cameras.insert(camera.id.clone(), build_camera(camera, config, classes)?);
+    }
+    Ok(cameras)
+}
+
+/// Restores each camera's incident book from the outbox, where it was committed with the
+/// camera's latest events, after moving books an older version kept in `incidents/` into it.
+/// An unreadable book is state, not config: it is set aside and the camera starts afresh.
+fn restore_books(
+    config: &Config,
+    outbox: &Outbox,
+    cameras: &mut HashMap<CameraId, CameraRuntime>,
+) -> anyhow::Result<()> {
+    for migration in outbox.migrate_book_files(&config.state_dir, now_ms())? {
+        match migration {
+            crate::outbox::BookMigration::Migrated { camera, open } => {
+                info!(camera, open, "incident book moved into the outbox (the file is kept as .migrated)")
             }
-            evidence::SavedBook::Quarantined { moved_to, reason } => error!(
-                camera = %camera.id, moved_to = %moved_to.display(), reason = %reason,
+            crate::outbox::BookMigration::AlreadyMigrated { camera } => {
+                info!(camera, "incident book file already in the outbox: renamed .migrated")
+            }
+            crate::outbox::BookMigration::Corrupt { camera, moved_to, reason } => error!(
+                camera, moved_to = %moved_to.display(), reason = %reason,
                 "the saved incident state was unreadable: moved aside, the camera starts with no open incidents"
             ),
         }
-        cameras.insert(camera.id.clone(), runtime);
     }
-    Ok(cameras)
+    for (id, runtime) in cameras.iter_mut() {
+        match outbox.book(id.as_str(), now_ms())? {
+            crate::outbox::StoredBook::None => {}
+            crate::outbox::StoredBook::Restored(book) => {
+                let open = book.open_incidents().len();
+                runtime.engine.restore(book);
+                if open > 0 {
+                    info!(camera = %id, open, "restored open incidents");
+                }
+            }
+            crate::outbox::StoredBook::Quarantined { reason } => error!(
+                camera = %id, reason = %reason,
+                "the stored incident book was unreadable: kept in the outbox's dead_books table, the camera starts with no open incidents"
+            ),
+        }
+    }
+    Ok(())
 }
 
 fn build_camera(camera: &CameraConfig, config: &Config, classes: &[String]) -> anyhow::Result<CameraRuntime> {

@@ -282,6 +282,24 @@
     scheduleRender();
   }
 
+  // A degraded gateway (incident events held in memory because the outbox's disk refuses
+  // them) or a stalled one is said at the top. Polled: it is rare and not a stream event.
+  const GATEWAY_POLL_MS = 10000;
+  async function loadGateway() {
+    const alarm = $('gateway-alarm');
+    try {
+      const body = await (await fetch('/healthz', { cache: 'no-store' })).json();
+      if (body.status === 'degraded') {
+        alarm.textContent = `Degraded: ${body.events_held} incident events are held in memory and retried, not yet stored. ${body.degraded || ''}`;
+      } else if (body.status === 'stalled') {
+        alarm.textContent = 'The gateway has stalled: no frame has been handled for a while.';
+      }
+      alarm.hidden = body.status === 'ok';
+    } catch (error) {
+      // The connection indicator already says when the gateway cannot be reached.
+    }
+  }
+
   async function loadCameras() {
     const message = $('camera-message');
     try {
@@ -444,6 +462,8 @@
 
     loadIncidents();
     loadCameras();
+    loadGateway();
+    setInterval(loadGateway, GATEWAY_POLL_MS);
     const connection = $('connection');
     Gateway.streamEvents({
       // Also on the first connection: anything that happened between the loads above and

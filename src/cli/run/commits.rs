@@ -1,0 +1,308 @@
+//! The run loop's commits of incident events to the outbox, each with the incident book its
+//! events advanced (one redb transaction: both or neither), and what a failed commit (a full
+//! or failing disk) does: the events and their book are *held* in memory, in order, and
+//! retried with backoff; later commits queue behind them so the outbox keeps commit order.
+//! Nothing is dropped. While commits fail the gateway is degraded (`/healthz`, the console,
+//! systemd's status line) and `/metrics` raises `gateway_outbox_commit_failing`.
+//!
+//! Bounded: past [`MAX_HELD_EVENTS`] held events the run loop stops taking analysed frames
+//! (they wait in their bounded channel, the detectors wait, and the scheduler skips frames,
+//! counted) until the disk takes commits again; so memory stays bounded and no event that
+//! was made is lost. Only a process that exits while commits fail loses what it holds, and
+//! logs every held event as it goes.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use tracing::{error, info, warn};
+
+use crate::backoff::Backoff;
+use crate::incident::IncidentBook;
+use crate::outbox::{CommitHealth, Enqueued, Outbox, OutboxRecord};
+
+/// Past this many held events, the run loop takes no more frames until they are committed.
+pub(super) const MAX_HELD_EVENTS: usize = 10_000;
+/// First retry after a failed commit; doubles up to [`RETRY_MAX`] (jittered).
+const RETRY_INITIAL: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// One commit: a camera's events and the book they advanced.
+#[derive(Debug, Clone)]
+pub(super) struct Commit {
+    /// The camera.
+    pub camera: String,
+    /// Its incident book after the events.
+    pub book: IncidentBook,
+    /// The events, as the outbox keeps them.
+    pub records: Vec<OutboxRecord>,
+    /// When they happened (starts the follow-up timers).
+    pub now_ms: i64,
+}
+
+/// A commit that went through.
+#[derive(Debug)]
+pub(super) struct Committed {
+    /// What was committed.
+    pub commit: Commit,
+    /// What the outbox said.
+    pub enqueued: Enqueued,
+}
+
+struct Held {
+    queue: VecDeque<Commit>,
+    events: usize,
+    backoff: Backoff,
+    retry_at: Option<Instant>,
+    failing_since: Option<Instant>,
+}
+
+/// The run loop's door to the outbox.
+pub(super) struct Commits {
+    outbox: Arc<Outbox>,
+    health: Arc<CommitHealth>,
+    held: Mutex<Held>,
+}
+
+impl Commits {
+    /// Commits to `outbox`, telling `health` how it goes.
+    pub(super) fn new(outbox: Arc<Outbox>, health: Arc<CommitHealth>) -> Self {
+        let held = Held {
+            queue: VecDeque::new(),
+            events: 0,
+            backoff: Backoff::new(RETRY_INITIAL, RETRY_MAX),
+            retry_at: None,
+            failing_since: None,
+        };
+        Commits { outbox, health, held: Mutex::new(held) }
+    }
+
+    /// Commits now, or holds the commit (behind earlier held ones, or because this one
+    /// failed). `Some` when it was committed now.
+    pub(super) fn commit(&self, commit: Commit, now: Instant) -> Option<Committed> {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        if !held.queue.is_empty() {
+            held.events += commit.records.len();
+            held.queue.push_back(commit);
+            self.health.holding(held.events);
+            return None;
+        }
+        match self.try_commit(&commit) {
+            Ok(enqueued) => Some(Committed { commit, enqueued }),
+            Err(err) => {
+                held.events += commit.records.len();
+                held.queue.push_back(commit);
+                self.failed(&mut held, &err, now);
+                None
+            }
+        }
+    }
+
+    /// Retries the held commits, in order, once their backoff has passed (`force`: now);
+    /// returns those that went through.
+    pub(super) fn retry(&self, now: Instant, force: bool) -> Vec<Committed> {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let due = held.retry_at.is_some_and(|at| now >= at) || force;
+        let mut committed = Vec::new();
+        if held.queue.is_empty() || !due {
+            return committed;
+        }
+        while let Some(commit) = held.queue.pop_front() {
+            match self.try_commit(&commit) {
+                Ok(enqueued) => {
+                    held.events -= commit.records.len();
+                    committed.push(Committed { commit, enqueued });
+                }
+                Err(err) => {
+                    held.queue.push_front(commit);
+                    self.failed(&mut held, &err, now);
+                    return committed;
+                }
+            }
+        }
+        let failed_for = held.failing_since.take().map_or(Duration::ZERO, |since| now - since);
+        info!(
+            events = committed.iter().map(|c| c.commit.records.len()).sum::<usize>(),
+            failed_for_s = failed_for.as_secs(),
+            "outbox commits go through again: every held incident event is committed"
+        );
+        held.backoff.reset();
+        held.retry_at = None;
+        self.health.recovered();
+        committed
+    }
+
+    /// Whether so many events are held that the run loop should take no more frames.
+    pub(super) fn backpressure(&self) -> bool {
+        self.held.lock().unwrap_or_else(PoisonError::into_inner).events >= MAX_HELD_EVENTS
+    }
+
+    /// At exit: one last try, then every event still held is logged as lost.
+    pub(super) fn flush_at_exit(&self, now: Instant) -> Vec<Committed> {
+        let committed = self.retry(now, true);
+        let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        if !held.queue.is_empty() {
+            for commit in &held.queue {
+                for record in &commit.records {
+                    error!(
+                        incident_id = %record.event.incident_id,
+                        seq = record.event.seq,
+                        event = ?record.event.event,
+                        "incident event lost: the outbox took no commit before the gateway stopped"
+                    );
+                }
+            }
+        }
+        committed
+    }
+
+    fn try_commit(&self, commit: &Commit) -> anyhow::Result<Enqueued> {
+        self.outbox.commit(&commit.records, &[(commit.camera.as_str(), &commit.book)], commit.now_ms)
+    }
+
+    fn failed(&self, held: &mut Held, err: &anyhow::Error, now: Instant) {
+        let delay = held.backoff.next_delay(rand::random::<f64>());
+        held.retry_at = Some(now + delay);
+        let reason = format!("cannot commit incident events to the outbox: {err:#}");
+        if held.failing_since.is_none() {
+            held.failing_since = Some(now);
+            error!(
+                error = format!("{err:#}"),
+                held_events = held.events,
+                "cannot commit incident events to the outbox (disk full?): the gateway is degraded; \
+                 the events are held in memory and retried, none is dropped"
+            );
+        } else {
+            warn!(
+                error = format!("{err:#}"),
+                held_events = held.events,
+                attempt = held.backoff.attempt(),
+                retry_in_ms = delay.as_millis() as u64,
+                "outbox commit failed again"
+            );
+        }
+        self.health.failed(&reason, held.events);
+    }
+}
+
+/// Logs commits that went through and counts their events on `/metrics`.
+pub(super) fn report(committed: &[Committed], shared: &crate::console::Shared) {
+    for Committed { commit, enqueued } in committed {
+        if enqueued.compacted > 0 {
+            warn!(
+                depth = enqueued.depth,
+                compacted = enqueued.compacted,
+                "outbox over its cap: oldest updates compacted"
+            );
+        }
+        info!(depth = enqueued.depth, ids = ?enqueued.ids, "incident events committed to the outbox");
+        for record in &commit.records {
+            shared.count_incident_event(record.event.kind.as_str(), super::incidents::event_name(record.event.event));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::incident::{EventKind, IncidentEvent};
+    use crate::outbox::testing::Disk;
+    use crate::outbox::{StoredBook, RECORD_SCHEMA};
+    use std::sync::atomic::Ordering;
+
+    fn commit(seq: u32) -> Commit {
+        let event = IncidentEvent {
+            incident_id: "gate-3:pavement:misparked_bike:0".into(),
+            seq,
+            event: if seq == 1 { EventKind::Opened } else { EventKind::Updated },
+            kind: crate::rules::IncidentKind::MisparkedBike,
+            camera: "gate-3".into(),
+            zone: "pavement".into(),
+            t_ms: i64::from(seq),
+            started_ms: 0,
+            score: 0.8,
+            count: seq as usize,
+            detail: String::new(),
+            objects: Vec::new(),
+        };
+        // The book's content only has to tell commits apart: its camera field says which.
+        let book: IncidentBook = serde_json::from_value(serde_json::json!({
+            "camera": format!("gate-3 after {seq}"), "slots": {}
+        }))
+        .unwrap();
+        let record = OutboxRecord {
+            schema: RECORD_SCHEMA,
+            event,
+            street: String::new(),
+            community: String::new(),
+            grid: "g".into(),
+            steward: "s".into(),
+            snapshot: None,
+            followup: None,
+            answer: None,
+        };
+        Commit { camera: "gate-3".into(), book, records: vec![record], now_ms: i64::from(seq) }
+    }
+
+    #[test]
+    fn a_full_disk_loses_no_event_and_the_held_ones_commit_in_order_when_space_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = Disk::default();
+        let outbox = Arc::new(disk.outbox(&dir.path().join("outbox.redb"), 100));
+        let health = Arc::new(CommitHealth::default());
+        let commits = Commits::new(outbox.clone(), health.clone());
+        let start = Instant::now();
+        assert!(commits.commit(commit(1), start).is_some());
+
+        disk.full.store(true, Ordering::SeqCst);
+        for seq in 2..=4 {
+            assert!(commits.commit(commit(seq), start).is_none(), "held, not dropped");
+        }
+        assert!(health.degraded().is_some_and(|reason| reason.contains("No space left")), "{:?}", health.degraded());
+        assert_eq!(health.held_events(), 3);
+        assert!(health.render().contains("gateway_outbox_commit_failing 1\n"));
+        // Retries while the disk is full keep everything held.
+        assert!(commits.retry(start + Duration::from_secs(60), false).is_empty());
+        assert!(commits.retry(start + Duration::from_secs(120), true).is_empty());
+        assert_eq!(health.held_events(), 3);
+
+        disk.full.store(false, Ordering::SeqCst);
+        // Not before the backoff has passed: the second failure backed off ≥ 1 s.
+        assert!(commits.retry(start + Duration::from_secs(120), false).is_empty());
+        let committed = commits.retry(start + Duration::from_secs(300), false);
+        assert_eq!(committed.iter().map(|c| c.commit.records[0].event.seq).collect::<Vec<_>>(), vec![2, 3, 4]);
+        assert_eq!((health.degraded(), health.held_events()), (None, 0));
+        assert!(health.render().contains("gateway_outbox_commit_failing 0\n"));
+        assert!(health.render().contains("gateway_outbox_commit_failures_total 3\n"), "{}", health.render());
+
+        // Every event is in the outbox, in order, and the book is the one after the last.
+        let seqs: Vec<u32> = outbox.pending(0, 10).unwrap().iter().map(|(_, r)| r.event.seq).collect();
+        assert_eq!(seqs, vec![1, 2, 3, 4]);
+        match outbox.book("gate-3", 0).unwrap() {
+            StoredBook::Restored(book) => assert_eq!(book, commit(4).book),
+            other => panic!("{other:?}"),
+        }
+        // And the next commit goes straight through.
+        assert!(commits.commit(commit(5), start + Duration::from_secs(301)).is_some());
+    }
+
+    #[test]
+    fn past_the_cap_the_run_loop_is_held_back_not_an_event_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = Disk::default();
+        let outbox = Arc::new(disk.outbox(&dir.path().join("outbox.redb"), 100_000));
+        let commits = Commits::new(outbox.clone(), Arc::new(CommitHealth::default()));
+        disk.full.store(true, Ordering::SeqCst);
+        let now = Instant::now();
+        let mut big = commit(1);
+        big.records = vec![big.records[0].clone(); MAX_HELD_EVENTS - 1];
+        assert!(commits.commit(big, now).is_none());
+        assert!(!commits.backpressure());
+        assert!(commits.commit(commit(2), now).is_none());
+        assert!(commits.backpressure(), "full: the run loop stops taking frames");
+        disk.full.store(false, Ordering::SeqCst);
+        assert_eq!(commits.retry(now, true).len(), 2);
+        assert!(!commits.backpressure());
+        assert_eq!(outbox.depth().unwrap(), MAX_HELD_EVENTS as u64);
+    }
+}

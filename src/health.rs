@@ -244,8 +244,16 @@ pub struct CameraCounters {
     pub keyframes_received: AtomicU64,
     /// Frames decoded (keyframes on the pool, or every frame in `every_frame` mode).
     pub frames_decoded: AtomicU64,
-    /// Frames run through the detector.
+    /// Frames analysed: run through the detector, or given the last inference's detections by
+    /// the change gate.
     pub frames_analysed: AtomicU64,
+    /// Analysed frames the model ran on, by why ([`crate::gate::InferReason::ALL`] order, then
+    /// cameras without gating).
+    pub inferences_run: [AtomicU64; crate::gate::InferReason::ALL.len() + 1],
+    /// Analysed frames that reused the last inference's detections (nothing changed).
+    pub inferences_reused: AtomicU64,
+    /// Sum of the change gate's time (signature and decision), µs.
+    pub gate_us_total: AtomicU64,
     /// Due frames replaced by newer ones before there was capacity to analyse them.
     pub skipped_over_capacity: AtomicU64,
     /// Frames dropped while waiting for a keyframe after a loss (`every_frame` mode).

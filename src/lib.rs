@@ -20,6 +20,8 @@
 //! - [`schedule`]: which camera's frame is analysed next (one waiting frame per camera,
 //!   fall-watch cameras with people in view first, then earliest deadline).
 //! - [`decode`]: keyframes (or every frame) → the detector's letterboxed input tensor.
+//! - [`gate`]: change gating (pure): reuse the last inference's detections while nothing
+//!   changed in the camera's zones.
 //! - [`detect`]: ONNX Runtime sessions, YOLOX decode, class-wise NMS.
 //! - [`bin_state`]: a bin area's state from a frozen backbone's embedding and a small
 //!   logistic regression (the generic default, or a zone's own).
@@ -48,6 +50,7 @@ pub mod media;
 pub mod ingest;
 pub mod schedule;
 pub mod decode;
+pub mod gate;
 pub mod detect;
 pub mod bin_state;
 pub mod geometry;

@@ -41,6 +41,10 @@ enum Command {
         /// One JSON object per event per line.
         #[arg(long)]
         json: bool,
+        /// Also write the clip's figures (frames analysed, inferences run and reused by the
+        /// change gate, the gate's µs per frame) to this file as one JSON object.
+        #[arg(long)]
+        stats: Option<PathBuf>,
         /// Footage file: H.264/H.265 in MP4, MKV or Annex B.
         footage: PathBuf,
     },
@@ -157,7 +161,9 @@ fn main() {
             .expect("tokio runtime")
             .block_on(cli::run::main(&config, run_for_secs.map(Duration::from_secs))),
         Command::CheckConfig { file } => cli::check_config::main(&file),
-        Command::Replay { config, camera, json, footage } => cli::replay::main(&config, &camera, json, &footage),
+        Command::Replay { config, camera, json, stats, footage } => {
+            cli::replay::main(&config, &camera, json, stats.as_deref(), &footage)
+        }
         Command::Reference { config, camera, output, from, at_secs } => {
             cli::reference::main(&config, &camera, &output, from.as_deref(), at_secs)
         }

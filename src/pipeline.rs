@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{CameraConfig, CameraId, Config, IngestConfig};
 use crate::decode::DecodePool;
+use crate::detect::gates::Gates;
 use crate::detect::{AnalysedFrame, DetectorPool, Model};
 use crate::health::HealthRegistry;
 use crate::ingest::supervise_camera;
@@ -25,6 +26,8 @@ pub struct Pipeline {
     pub health: Arc<HealthRegistry>,
     decode: DecodePool,
     detect: DetectorPool,
+    /// Every gated camera's change gate, in front of the detector sessions.
+    gates: Arc<Gates>,
     cameras: HashMap<CameraId, CameraTask>,
     ingest: IngestConfig,
     shutdown: CancellationToken,
@@ -46,8 +49,10 @@ impl Pipeline {
         let (prepared_sender, prepared_receiver) = crossbeam_channel::bounded(config.detector.queue_capacity);
         let (analysed_sender, analysed_receiver) = mpsc::channel(ANALYSED_QUEUE);
         let detector_config = config.detector.clone();
+        let gates = Arc::new(Gates::default());
+        let detector_gates = gates.clone();
         let detect = tokio::task::spawn_blocking(move || {
-            DetectorPool::start(&detector_config, prepared_receiver, analysed_sender)
+            DetectorPool::start(&detector_config, prepared_receiver, analysed_sender, detector_gates)
         })
         .await
         .context("detector start-up panicked")??;
@@ -55,8 +60,15 @@ impl Pipeline {
         let decode =
             DecodePool::start(config.decode.workers, (manifest.input_width, manifest.input_height), prepared_sender);
         let health = Arc::new(HealthRegistry::default());
-        let mut pipeline =
-            Pipeline { health, decode, detect, cameras: HashMap::new(), ingest: config.ingest.clone(), shutdown };
+        let mut pipeline = Pipeline {
+            health,
+            decode,
+            detect,
+            gates,
+            cameras: HashMap::new(),
+            ingest: config.ingest.clone(),
+            shutdown,
+        };
         for camera in &config.cameras {
             pipeline.add_camera(camera).await;
         }
@@ -70,6 +82,7 @@ impl Pipeline {
             previous.stop.cancel();
             let _ = previous.task.await;
         }
+        self.gates.configure(camera);
         let camera_health = self.health.camera(&camera.id);
         let sink = self.decode.sink_for(camera, camera_health.clone());
         let stop = self.shutdown.child_token();
@@ -84,7 +97,14 @@ impl Pipeline {
             camera.stop.cancel();
             let _ = camera.task.await;
         }
+        self.gates.remove(id);
         self.health.remove(id);
+    }
+
+    /// Applies a running camera's new zones (or gating) to its change gate; the stream is not
+    /// touched.
+    pub fn rezone_camera(&self, camera: &CameraConfig) {
+        self.gates.configure(camera);
     }
 
     /// Ids of the cameras running.

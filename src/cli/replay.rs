@@ -3,12 +3,15 @@
 //! detector, tracker and rules — as fast as the CPU allows, with footage time as the clock,
 //! and prints each incident event. With `--json`, one line per event:
 //! `{"incident_id":…,"event":"opened|updated|cleared","kind":"misparked_bike|trash_overflow|fallen_person","t_ms":…,"zone":…,"score":…}`.
+//! With `--stats FILE`, the clip's figures go to FILE as one JSON object ([`ClipStats`]):
+//! frames analysed, inferences the change gate let run (by reason) or reused, its cost.
 //!
 //! Nothing is skipped for lack of time here (the live service may skip frames under load),
 //! so a replay is the reference result for a clip.
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::Context;
 use serde::Serialize;
@@ -19,6 +22,7 @@ use crate::decode::letterbox::VideoLetterboxer;
 use crate::decode::{Decoder, DecoderKey};
 use crate::detect::Detector;
 use crate::engine::{observations, CameraEngine, EngineFrame};
+use crate::gate::{Decision, Gate, Signature};
 use crate::incident::IncidentEvent;
 use crate::ingest::file::{play, Pace};
 use crate::media::{EncodedFrame, FrameSink};
@@ -34,9 +38,47 @@ struct JsonEvent<'a> {
     score: f32,
 }
 
+/// What a replayed clip cost, and what the change gate saved (`--stats`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ClipStats {
+    /// Frames analysed (the engine saw them).
+    pub analysed_frames: u64,
+    /// Of those, frames the model ran on.
+    pub inferences_run: u64,
+    /// Of those, frames that reused the last inference's detections.
+    pub inferences_reused: u64,
+    /// Why the model ran: `first`, `unsettled`, `stale`, `changed`, or `ungated` (gating off).
+    pub runs_by_reason: std::collections::BTreeMap<&'static str, u64>,
+    /// Share of analysed frames that reused detections (0–1).
+    pub saved_share: f64,
+    /// The change gate's time per analysed frame (signature, decision, record), µs.
+    pub gate_us_per_frame: f64,
+    /// The model's time per frame it ran on (inference and postprocessing), ms.
+    pub inference_ms_per_run: f64,
+    #[serde(skip)]
+    gate_us: u64,
+    #[serde(skip)]
+    inference_us: u64,
+}
+
+impl ClipStats {
+    fn count_run(&mut self, reason: &'static str) {
+        self.inferences_run += 1;
+        *self.runs_by_reason.entry(reason).or_default() += 1;
+    }
+
+    /// The derived figures, once the clip is done.
+    fn finish(&mut self) {
+        let analysed = self.analysed_frames.max(1) as f64;
+        self.saved_share = self.inferences_reused as f64 / analysed;
+        self.gate_us_per_frame = self.gate_us as f64 / analysed;
+        self.inference_ms_per_run = self.inference_us as f64 / 1000.0 / self.inferences_run.max(1) as f64;
+    }
+}
+
 /// Runs the subcommand: 0 on success, 64 for a bad config or unknown camera, 1 if the footage
-/// cannot be read.
-pub fn main(config_path: &Path, camera_id: &str, json: bool, footage: &Path) -> i32 {
+/// cannot be read (or `stats` cannot be written).
+pub fn main(config_path: &Path, camera_id: &str, json: bool, stats: Option<&Path>, footage: &Path) -> i32 {
     let (config, detector) = match load_and_check(config_path) {
         Ok(loaded) => loaded,
         Err(problems) => {
@@ -58,8 +100,17 @@ pub fn main(config_path: &Path, camera_id: &str, json: bool, footage: &Path) -> 
     };
     let mut detector = detector;
     let print = |event: &IncidentEvent| print_event(event, json);
-    match run_clip(camera, &references, &mut detector, &config.detector, footage, 0, &mut |event| print(event)) {
-        Ok(()) => 0,
+    let played = run_clip_with_stats(camera, &references, &mut detector, &config.detector, footage, 0, &mut |event| {
+        print(event)
+    });
+    match played {
+        Ok(figures) => match stats.map(|path| write_stats(path, &figures)) {
+            Some(Err(error)) => {
+                eprintln!("--stats: {error:#}");
+                1
+            }
+            _ => 0,
+        },
         Err(ClipError::Config(error)) => {
             eprintln!("{error:#}");
             EXIT_CONFIG
@@ -79,6 +130,11 @@ pub(crate) enum ClipError {
     Footage(anyhow::Error),
 }
 
+fn write_stats(path: &Path, stats: &ClipStats) -> anyhow::Result<()> {
+    let text = serde_json::to_string(stats).context("serialise")? + "\n";
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
 /// Replays one footage file through `camera`'s pipeline with a fresh engine, handing every
 /// incident event to `on_event`. With `pad_ms > 0`, the clip's last decoded picture is
 /// analysed again, on the same schedule, for that much more footage time after its end (a
@@ -92,6 +148,19 @@ pub(crate) fn run_clip(
     pad_ms: i64,
     on_event: &mut dyn FnMut(&IncidentEvent),
 ) -> Result<(), ClipError> {
+    run_clip_with_stats(camera, references, detector, detector_config, footage, pad_ms, on_event).map(|_| ())
+}
+
+/// [`run_clip`], returning the clip's figures.
+pub(crate) fn run_clip_with_stats(
+    camera: &crate::config::CameraConfig,
+    references: &[(String, crate::rules::trash_overflow::GreyFrame)],
+    detector: &mut Detector,
+    detector_config: &crate::config::DetectorConfig,
+    footage: &Path,
+    pad_ms: i64,
+    on_event: &mut dyn FnMut(&IncidentEvent),
+) -> Result<ClipStats, ClipError> {
     let engine = CameraEngine::new(camera, &detector.model().manifest.classes, references);
     let classifiers = super::ZoneClassifiers::load(camera, detector_config).map_err(ClipError::Config)?;
     let mut events = Vec::new();
@@ -116,7 +185,8 @@ pub(crate) fn run_clip(
         last_picture: None,
         last_ms: None,
         error: None,
-        analysed_frames: 0,
+        gate: camera.gate_max_stale.map(|max_stale| Gate::new(&camera.zones, max_stale.as_millis() as i64)),
+        stats: ClipStats::default(),
     };
     let played = play(footage, Pace::AsFastAsPossible, None, &mut replay, &|| false);
     let flush = |replay: &mut Replay, on_event: &mut dyn FnMut(&IncidentEvent)| {
@@ -141,17 +211,27 @@ pub(crate) fn run_clip(
             t_ms += PAD_STEP_MS;
         }
     }
+    let mut stats = std::mem::take(&mut replay.stats);
+    stats.finish();
+    tracing::info!(
+        clip = %footage.display(),
+        analysed_frames = stats.analysed_frames,
+        inferences_run = stats.inferences_run,
+        inferences_reused = stats.inferences_reused,
+        gate_us_per_frame = format!("{:.0}", stats.gate_us_per_frame),
+        "change gate"
+    );
     if camera.pose() {
         let (crops, us) = (replay.classifiers.pose_crops, replay.classifiers.pose_us);
         tracing::info!(
             clip = %footage.display(),
-            analysed_frames = replay.analysed_frames,
+            analysed_frames = stats.analysed_frames,
             pose_crops = crops,
             pose_ms_per_crop = if crops == 0 { 0.0 } else { us as f64 / crops as f64 / 1000.0 },
             "pose cost"
         );
     }
-    Ok(())
+    Ok(stats)
 }
 
 /// Spacing of the padded frames, ms (a 10 fps stream).
@@ -174,8 +254,10 @@ struct Replay<'a> {
     last_picture: Option<ffmpeg_next::frame::Video>,
     last_ms: Option<i64>,
     error: Option<anyhow::Error>,
-    /// Frames analysed (the pose cost per analysed frame).
-    analysed_frames: u64,
+    /// The camera's change gate, as live (`None`: gating off).
+    gate: Option<Gate>,
+    /// Frames analysed, inferences run and reused, costs.
+    stats: ClipStats,
 }
 
 impl FrameSink for Replay<'_> {
@@ -227,7 +309,7 @@ impl Replay<'_> {
         let mut tensor = Vec::new();
         let letterbox = self.letterboxer.run(picture, &mut tensor)?;
         let scaled = Arc::new(self.letterboxer.scaled_picture());
-        let detections = self.detector.detect_frame(&tensor, &letterbox, &scaled, self.rotated_pass)?;
+        let detections = self.gated_detections(&tensor, &letterbox, &scaled, t_ms)?;
         tracing::debug!(
             t_ms,
             detections = ?detections.iter().map(|d| (d.class_id, (d.score * 100.0).round() / 100.0, d.box_px.map(f32::round))).collect::<Vec<_>>(),
@@ -242,7 +324,7 @@ impl Replay<'_> {
         let frame_aspect = letterbox.frame_width as f32 / letterbox.frame_height.max(1) as f32;
         let requests = self.engine.pose_requests(&observations, frame_aspect, t_ms);
         let poses = self.classifiers.poses(&scaled, &requests);
-        self.analysed_frames += 1;
+        self.stats.analysed_frames += 1;
         let events = self.engine.update(EngineFrame {
             now_ms: t_ms,
             observations,
@@ -253,6 +335,57 @@ impl Replay<'_> {
         });
         self.events.extend(events);
         Ok(())
+    }
+}
+
+impl Replay<'_> {
+    /// The frame's detections: the camera's change gate decides whether the model runs or the
+    /// last inference's detections stand (the live detector threads do the same).
+    fn gated_detections(
+        &mut self,
+        tensor: &[f32],
+        letterbox: &crate::decode::letterbox::Letterbox,
+        scaled: &image::RgbImage,
+        t_ms: i64,
+    ) -> anyhow::Result<Vec<crate::detect::Detection>> {
+        let frame = (letterbox.frame_width, letterbox.frame_height);
+        let gate_started = Instant::now();
+        let Some(gate) = self.gate.as_mut() else {
+            let detections = self.detect(tensor, letterbox, scaled)?;
+            self.stats.count_run("ungated");
+            return Ok(detections);
+        };
+        let signature = Signature::of_rgb(scaled);
+        let reason = match gate.decide(t_ms, frame, &signature) {
+            Decision::Reuse(detections) => {
+                let detections = detections.to_vec();
+                self.stats.inferences_reused += 1;
+                self.stats.gate_us += gate_started.elapsed().as_micros() as u64;
+                return Ok(detections);
+            }
+            Decision::Infer(reason) => reason,
+        };
+        self.stats.gate_us += gate_started.elapsed().as_micros() as u64;
+        let detections = self.detect(tensor, letterbox, scaled)?;
+        self.stats.count_run(reason.as_str());
+        let record_started = Instant::now();
+        if let Some(gate) = self.gate.as_mut() {
+            gate.record(t_ms, signature, detections.clone(), frame);
+        }
+        self.stats.gate_us += record_started.elapsed().as_micros() as u64;
+        Ok(detections)
+    }
+
+    fn detect(
+        &mut self,
+        tensor: &[f32],
+        letterbox: &crate::decode::letterbox::Letterbox,
+        scaled: &image::RgbImage,
+    ) -> anyhow::Result<Vec<crate::detect::Detection>> {
+        let started = Instant::now();
+        let detections = self.detector.detect_frame(tensor, letterbox, scaled, self.rotated_pass)?;
+        self.stats.inference_us += started.elapsed().as_micros() as u64;
+        Ok(detections)
     }
 }
 

@@ -316,6 +316,9 @@ pub struct CameraConfig {
     /// How urgently its due frames are served when frames wait (fall-watch cameras are high
     /// while people are in view, whatever this says).
     pub priority: crate::schedule::Priority,
+    /// Change gating: the longest a frame may reuse the last inference's detections while
+    /// nothing changed in its zones; `None` runs the model on every analysed frame.
+    pub gate_max_stale: Option<Duration>,
 }
 
 impl CameraConfig {

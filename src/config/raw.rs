@@ -87,6 +87,11 @@ pub struct RawDetector {
     /// Preprocessed frames waiting for a session; when full, the decoder pool waits (the
     /// backlog stays in the scheduler, one frame per camera). Default 2.
     pub queue_capacity: Option<usize>,
+    /// Change gating: a frame whose zones did not change beyond noise since the camera's last
+    /// inferred frame reuses that frame's detections instead of running the model, for at most
+    /// this long after that inference. 0 turns gating off. Default 60000; 1000–3600000.
+    /// Cameras may override it (`cameras.<id>.gate_max_stale_ms`).
+    pub gate_max_stale_ms: Option<u64>,
 }
 
 /// `[limits]`
@@ -183,6 +188,10 @@ pub struct RawCamera {
     /// when the gateway is over capacity. Fall-watch cameras are served as `high` while people
     /// are in view of their zones, whatever this says.
     pub priority: Option<String>,
+    /// This camera's change gating: the longest a frame may reuse the last inference's
+    /// detections (see `[detector] gate_max_stale_ms`), 0 = off for this camera. Default: the
+    /// `[detector]` value.
+    pub gate_max_stale_ms: Option<u64>,
     /// Zones drawn on this camera (`[[cameras.<id>.zones]]`). Default none: detections only.
     #[serde(default)]
     pub zones: Vec<RawZone>,

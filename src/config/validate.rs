@@ -151,10 +151,12 @@ pub fn validate(
         );
     }
 
+    let gate_default = gate_max_stale(&mut problems, "detector.gate_max_stale_ms", raw.detector.gate_max_stale_ms)
+        .unwrap_or(Some(Duration::from_millis(DEFAULT_GATE_MAX_STALE_MS)));
     let mut cameras = Vec::with_capacity(raw.cameras.len());
     for (id, raw_camera) in &raw.cameras {
         let path = format!("cameras.{id}");
-        if let Some(camera) = validate_camera(id, raw_camera, &path, base_dir, env, &mut problems) {
+        if let Some(camera) = validate_camera(id, raw_camera, &path, base_dir, env, gate_default, &mut problems) {
             cameras.push(camera);
         }
     }
@@ -258,13 +260,31 @@ fn validate_console(
     super::ConsoleConfig { bind, token, max_connections, allowed_hosts }
 }
 
+/// Change gating's default maximum staleness, ms.
+const DEFAULT_GATE_MAX_STALE_MS: u64 = 60_000;
+
+/// A `gate_max_stale_ms` value: `Some(None)` for 0 (gating off), `Some(Some(d))` for a
+/// staleness in range, `None` when absent (or out of range, recorded in `problems`).
+fn gate_max_stale(problems: &mut Problems, path: &str, value: Option<u64>) -> Option<Option<Duration>> {
+    match value? {
+        0 => Some(None),
+        millis if (1_000..=3_600_000).contains(&millis) => Some(Some(Duration::from_millis(millis))),
+        millis => {
+            problems.push(path, format!("{millis} must be 0 (gating off) or in 1000..=3600000 (milliseconds)"));
+            None
+        }
+    }
+}
+
 /// Validates one camera; `None` if it is disabled or has problems (recorded in `problems`).
+/// `gate_default` is `[detector] gate_max_stale_ms`, validated.
 fn validate_camera(
     id: &str,
     raw: &RawCamera,
     path: &str,
     base_dir: &Path,
     env: &dyn Fn(&str) -> Option<String>,
+    gate_default: Option<Duration>,
     problems: &mut Problems,
 ) -> Option<CameraConfig> {
     let before = problems.0.len();
@@ -371,6 +391,8 @@ fn validate_camera(
             crate::schedule::Priority::Normal
         }),
     };
+    let gate_max_stale =
+        gate_max_stale(problems, &format!("{path}.gate_max_stale_ms"), raw.gate_max_stale_ms).unwrap_or(gate_default);
     if problems.0.len() > before || raw.enabled == Some(false) {
         return None;
     }
@@ -384,6 +406,7 @@ fn validate_camera(
         zones,
         snapshot_url,
         priority,
+        gate_max_stale,
     })
 }
 
@@ -648,6 +671,30 @@ mod tests {
         assert!(!format!("{config:?}").contains("pa55"), "Debug output leaks the password");
         assert_eq!(config.ingest, IngestConfig::default());
         assert_eq!(config.detector.model_manifest, dir.path().join("models/yolox_nano.toml"));
+    }
+
+    #[test]
+    fn change_gating_defaults_to_a_minute_and_cameras_override_or_turn_it_off() {
+        let config = |text: &str| {
+            parse(text, Path::new("/")).map(|c| c.cameras.iter().map(|c| c.gate_max_stale).collect::<Vec<_>>())
+        };
+        let cameras = "[cameras.a]\nurl = \"rtsp://h/a\"\n[cameras.b]\nurl = \"rtsp://h/b\"\ngate_max_stale_ms = 0\n\
+                       [cameras.c]\nurl = \"rtsp://h/c\"\ngate_max_stale_ms = 5000\n";
+        let minute = Some(Duration::from_secs(60));
+        let five = Some(Duration::from_secs(5));
+        assert_eq!(config(cameras).unwrap(), vec![minute, None, five]);
+        let off = format!("[detector]\ngate_max_stale_ms = 0\n{cameras}");
+        assert_eq!(config(&off).unwrap(), vec![None, None, five]);
+        let problems = problems_of(&format!(
+            "[detector]\ngate_max_stale_ms = 10\n{cameras}[cameras.d]\nurl = \"rtsp://h/d\"\ngate_max_stale_ms = 999\n"
+        ));
+        assert_eq!(
+            problems,
+            [
+                "detector.gate_max_stale_ms: 10 must be 0 (gating off) or in 1000..=3600000 (milliseconds)",
+                "cameras.d.gate_max_stale_ms: 999 must be 0 (gating off) or in 1000..=3600000 (milliseconds)",
+            ]
+        );
     }
 
     /// Issue 11: a secret file that is not a small regular file is refused, never read whole.

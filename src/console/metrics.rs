@@ -1,7 +1,7 @@
 //! `/metrics` in the Prometheus text format (0.0.4), rendered from a snapshot so the
 //! renderer is pure and testable. Names follow `gateway_<stage>_<noun>_<unit>`, counters end
 //! in `_total`; per-camera series carry a `camera` label (ids are `[A-Za-z0-9_-]`, safe as
-//! label values). About 36 series per camera: ~22 000 lines for 600 cameras.
+//! label values). About 39 series per camera: ~24 000 lines for 600 cameras.
 
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
@@ -90,9 +90,11 @@ pub fn render(snapshot: &Snapshot<'_>) -> String {
             "Frames decoded (keyframes on the shared pool, or every frame).",
             |c| c.frames_decoded.load(Ordering::Relaxed),
         ),
-        ("gateway_detect_frames_analysed_total", "Frames run through the detector.", |c| {
-            c.frames_analysed.load(Ordering::Relaxed)
-        }),
+        (
+            "gateway_detect_frames_analysed_total",
+            "Frames analysed (the model ran, or the change gate reused its last detections).",
+            |c| c.frames_analysed.load(Ordering::Relaxed),
+        ),
         ("gateway_decode_errors_total", "Frames that failed to decode or preprocess.", |c| {
             c.decode_errors.load(Ordering::Relaxed)
         }),
@@ -123,6 +125,7 @@ pub fn render(snapshot: &Snapshot<'_>) -> String {
         }
     }
     render_camera_errors(&mut out, cameras);
+    render_gate(&mut out, cameras);
     let seconds: [(&str, &str, ReadCounter); 2] = [
         (
             "gateway_decode_seconds_total",
@@ -432,6 +435,53 @@ fn render_camera_errors(out: &mut String, cameras: &[std::sync::Arc<CameraHealth
     }
 }
 
+/// Change gating: per camera, analysed frames the model ran on and those that reused the last
+/// inference, and the gate's own time; in total, why the model ran.
+fn render_gate(out: &mut String, cameras: &[std::sync::Arc<CameraHealth>]) {
+    family(
+        out,
+        "gateway_detect_inferences_total",
+        "counter",
+        "Analysed frames by result: run (the model ran) or reused (the change gate saw nothing change in the camera's zones and reused the last inference's detections).",
+    );
+    let mut by_reason = [0u64; crate::gate::InferReason::ALL.len() + 1];
+    for camera in cameras {
+        let c = &camera.counters;
+        let run: Vec<u64> = c.inferences_run.iter().map(|counter| counter.load(Ordering::Relaxed)).collect();
+        for (total, count) in by_reason.iter_mut().zip(&run) {
+            *total += count;
+        }
+        let reused = c.inferences_reused.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "gateway_detect_inferences_total{{camera=\"{}\",result=\"run\"}} {}",
+            camera.id,
+            run.iter().sum::<u64>()
+        );
+        let _ = writeln!(out, "gateway_detect_inferences_total{{camera=\"{}\",result=\"reused\"}} {reused}", camera.id);
+    }
+    family(
+        out,
+        "gateway_detect_gate_runs_total",
+        "counter",
+        "Inferences of all cameras by why the model ran: first (no reference), unsettled (the last two inferences disagreed), stale (the reference reached the maximum staleness), changed (a zone changed), ungated (gating off).",
+    );
+    let reasons = crate::gate::InferReason::ALL.iter().map(|reason| reason.as_str()).chain(["ungated"]);
+    for (reason, total) in reasons.zip(by_reason) {
+        let _ = writeln!(out, "gateway_detect_gate_runs_total{{reason=\"{reason}\"}} {total}");
+    }
+    family(
+        out,
+        "gateway_detect_gate_seconds_total",
+        "counter",
+        "Time the change gate took on this camera's frames (signature and decision).",
+    );
+    for camera in cameras {
+        let seconds = camera.counters.gate_us_total.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "gateway_detect_gate_seconds_total{{camera=\"{}\"}} {seconds:.6}", camera.id);
+    }
+}
+
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
@@ -465,6 +515,9 @@ mod tests {
         gate.counters.decode_us_total.store(7_760, Ordering::Relaxed);
         gate.record_error(CameraErrorKind::ResponseRefused);
         gate.counters.log_lines_suppressed.store(4, Ordering::Relaxed);
+        gate.counters.inferences_run[3].store(2, Ordering::Relaxed);
+        gate.counters.inferences_run[4].store(1, Ordering::Relaxed);
+        gate.counters.inferences_reused.store(5, Ordering::Relaxed);
         let cameras = registry.cameras();
         let delivery = crate::deliver::DeliveryStats::default();
         delivery.connected.store(true, Ordering::Relaxed);
@@ -533,6 +586,11 @@ mod tests {
             "gateway_camera_errors_total{camera=\"gate-3\",kind=\"connect\"} 0",
             "gateway_camera_log_lines_suppressed_total{camera=\"gate-3\"} 4",
             "gateway_camera_reasons_capped_total{camera=\"gate-3\"} 0",
+            "gateway_detect_inferences_total{camera=\"gate-3\",result=\"run\"} 3",
+            "gateway_detect_inferences_total{camera=\"gate-3\",result=\"reused\"} 5",
+            "gateway_detect_gate_runs_total{reason=\"changed\"} 2",
+            "gateway_detect_gate_runs_total{reason=\"ungated\"} 1",
+            "gateway_detect_gate_runs_total{reason=\"first\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }

@@ -7,6 +7,7 @@
 //! wrong library or model is a clear error at start, never a panic.
 
 pub mod classifier;
+pub mod gates;
 pub mod model;
 pub mod onnx;
 pub mod pose;
@@ -255,11 +256,13 @@ pub struct DetectorPool {
 impl DetectorPool {
     /// Loads `config.sessions` sessions (failing if any does), then starts their threads.
     /// Results go to `analysed`; when its receiver lags, the sessions wait (the prepared-frame
-    /// queue in front of them is bounded and skips instead).
+    /// queue in front of them is bounded and skips instead). Each frame passes its camera's
+    /// change gate in `gates` first.
     pub fn start(
         config: &DetectorConfig,
         prepared: Receiver<PreparedFrame>,
         analysed: tokio::sync::mpsc::Sender<AnalysedFrame>,
+        gates: Arc<gates::Gates>,
     ) -> anyhow::Result<Self> {
         let first = Detector::load(config)?;
         let model = first.model().clone();
@@ -273,9 +276,10 @@ impl DetectorPool {
             .map(|(index, detector)| {
                 let prepared = prepared.clone();
                 let analysed = analysed.clone();
+                let gates = gates.clone();
                 std::thread::Builder::new()
                     .name(format!("detect-{index}"))
-                    .spawn(move || detector_worker(detector, prepared, analysed))
+                    .spawn(move || detector_worker(detector, prepared, analysed, &gates))
                     .expect("spawn detector thread")
             })
             .collect();
@@ -299,16 +303,33 @@ fn detector_worker(
     mut detector: Detector,
     prepared: Receiver<PreparedFrame>,
     analysed: tokio::sync::mpsc::Sender<AnalysedFrame>,
+    gates: &gates::Gates,
 ) {
     for frame in prepared {
         let _span = tracing::debug_span!("camera", camera = %frame.camera.id).entered();
         let started = Instant::now();
-        let detected = detector.detect_frame(&frame.tensor, &frame.letterbox, &frame.picture, frame.rotated_pass);
-        let detections = match detected {
-            Ok(detections) => detections,
-            Err(error) => {
-                warn!(error = format!("{error:#}"), "inference failed");
-                continue;
+        let size = (frame.letterbox.frame_width, frame.letterbox.frame_height);
+        let signature = match gates.check(&frame.camera, frame.received_at, &frame.picture, size) {
+            gates::Check::Reuse(detections) => Err(detections),
+            gates::Check::Infer(signature) => Ok(Some(signature)),
+            gates::Check::Ungated => Ok(None),
+        };
+        let detections = match signature {
+            // Nothing changed in the camera's zones: the last inference stands for this frame.
+            Err(reused) => reused,
+            Ok(signature) => {
+                match detector.detect_frame(&frame.tensor, &frame.letterbox, &frame.picture, frame.rotated_pass) {
+                    Ok(detections) => {
+                        if let Some(signature) = signature {
+                            gates.record(&frame.camera.id, frame.received_at, signature, &detections, size);
+                        }
+                        detections
+                    }
+                    Err(error) => {
+                        warn!(error = format!("{error:#}"), "inference failed");
+                        continue;
+                    }
+                }
             }
         };
         let inference_time = started.elapsed();

@@ -94,13 +94,12 @@ fn a_bike_left_in_the_zone_opens_one_incident_after_the_dwell_and_clears_after_r
     assert!((458_000..=470_000).contains(&cleared.3), "cleared at {} ms", cleared.3);
 }
 
-#[test]
-fn rubbish_in_the_bin_area_raises_despite_flickering_light_and_clears_when_removed() {
-    // A street scene as the clean bin area, flickering (±8% brightness, 3 s period); a
-    // rubbish-like texture covers a third of it from 20 s to 100 s.
+/// A street scene as the clean bin area, flickering (±8% brightness, 3 s period); a
+/// rubbish-like texture covers a third of it from 20 s to 100 s.
+pub fn bin_area_clip() -> PathBuf {
     let street = shared_media("images/parkmybike_PXL_20230320_134431090.jpg");
     let rubbish = rubbish_texture();
-    let footage = make_clip(
+    make_clip(
         "bin_area.mp4",
         &[
             "-framerate",
@@ -119,9 +118,12 @@ fn rubbish_in_the_bin_area_raises_despite_flickering_light_and_clears_when_remov
         "[0]scale=640:360,format=yuv420p[street];[1]format=yuv420p[rubbish];\
          [street][rubbish]overlay=40:40:enable='between(t,20,100)',eq=brightness='0.08*sin(2*PI*t/3)':eval=frame",
         170,
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("trash.toml");
+    )
+}
+
+/// The trash example switched to the reference difference with 30 s timers, written to `dir`.
+pub fn bin_area_config(dir: &Path) -> PathBuf {
+    let config = dir.join("trash.toml");
     let example = std::fs::read_to_string(project_root().join("config/examples/trash_overflow.toml")).unwrap();
     let shortened = example
         .replace(
@@ -135,6 +137,14 @@ fn rubbish_in_the_bin_area_raises_despite_flickering_light_and_clears_when_remov
         .replace("raise_after_ms = 600000", "raise_after_ms = 30000")
         .replace("clear_after_ms = 600000", "clear_after_ms = 30000");
     std::fs::write(&config, shortened).unwrap();
+    config
+}
+
+#[test]
+fn rubbish_in_the_bin_area_raises_despite_flickering_light_and_clears_when_removed() {
+    let footage = bin_area_clip();
+    let dir = tempfile::tempdir().unwrap();
+    let config = bin_area_config(dir.path());
     let events = summary(&replay(&config, &footage));
     assert_eq!(events.len(), 2, "one incident, opened then cleared: {events:?}");
     assert_eq!((events[0].0.as_str(), events[0].1.as_str()), ("opened", "trash_overflow"));
@@ -152,20 +162,24 @@ fn people_walking_across_a_plaza_raise_no_fall() {
     assert!(events.is_empty(), "false fall incidents: {events:?}");
 }
 
-#[test]
-fn a_resident_who_falls_and_stays_down_raises_one_incident_with_and_without_the_rotated_pass() {
-    // A person cut from the demo photo stands for 10 s, then lies (the same cut-out turned 90°)
-    // until 60 s, then is gone (helped up and away).
+/// A person cut from the demo photo stands for 10 s, then lies (the same cut-out turned 90°)
+/// until 60 s, then is gone (helped up and away).
+pub fn fall_clip() -> PathBuf {
     let demo = shared_media("images/yolox_assets_demo.png");
     let inputs = ["-f", "lavfi", "-i", "color=c=0x707070:s=640x360:r=5", "-framerate", "5", "-loop", "1", "-i"];
     let inputs: Vec<&str> = inputs.iter().copied().chain([demo.to_str().unwrap()]).collect();
-    let footage = make_clip(
+    make_clip(
         "fall.mp4",
         &inputs,
         "[1]crop=150:335:610:38,split[s][l];[s]scale=-2:200[standing];[l]transpose=1[lying];\
          [0][standing]overlay=250:100:enable='lt(t,10)'[a];[a][lying]overlay=150:200:enable='between(t,10,60)'",
         130,
-    );
+    )
+}
+
+#[test]
+fn a_resident_who_falls_and_stays_down_raises_one_incident_with_and_without_the_rotated_pass() {
+    let footage = fall_clip();
     let example = std::fs::read_to_string(project_root().join("config/examples/fall_watch.toml")).unwrap();
     let model = format!("model = {:?}", project_root().join("models/yolox_nano.toml"));
     let dir = tempfile::tempdir().unwrap();

@@ -589,6 +589,9 @@ impl Gateway {
         for camera in plan.added.iter().chain(&plan.restarted) {
             self.pipeline.add_camera(camera).await;
         }
+        for camera in &plan.rezoned {
+            self.pipeline.rezone_camera(camera);
+        }
         self.config = config.clone();
         *self.shared.config.write().unwrap() = config;
         for (camera, book, events) in committed {

@@ -13,6 +13,7 @@
 
 pub mod embedder;
 pub mod logistic;
+pub mod zone_store;
 
 use std::path::Path;
 

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use super::{BinStateModel, ViewFeatures};
 
 /// Most examples one zone keeps (refused beyond: delete some first). 60 crops of ≤ 448 px
-/// are ~2 MB, and training on them (leave-one-out included) takes about a second.
+/// are ~2 MB; training on them cross-validates with 5 folds (`super::train_zone`).
 pub const MAX_EXAMPLES_PER_ZONE: usize = 60;
 /// Longest side of a stored crop, pixels (the embedder reads 224×224).
 pub const MAX_EXAMPLE_SIDE_PX: u32 = 448;
@@ -79,7 +79,8 @@ pub struct Training {
     pub examples: usize,
     /// See `examples`.
     pub overflowing: usize,
-    /// Leave-one-out balanced accuracy over the examples (None with fewer than 2 of a state).
+    /// Cross-validated balanced accuracy over the examples (leave-one-out up to 20, else
+    /// 5-fold; None with fewer than 2 of a state).
     pub accuracy: Option<f64>,
     /// Wall time it took (embedding every crop, fitting, cross-validating), seconds.
     pub seconds: f64,

@@ -358,7 +358,8 @@ fn train_zone_command(dataset: &Path, output: &Path, detector: &DetectorConfig) 
     write_model(output, &model)?;
     let accuracy =
         accuracy.map_or("n/a (fewer than 2 examples of a state)".to_string(), |a| format!("{:.1} %", a * 100.0));
-    println!("{}: trained on {}; leave-one-out balanced accuracy {accuracy}", output.display(), model.trained_on);
+    let method = bin_state::cross_validation_name(examples.len());
+    println!("{}: trained on {}; {method} balanced accuracy {accuracy}", output.display(), model.trained_on);
     Ok(())
 }
 

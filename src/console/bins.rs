@@ -390,9 +390,8 @@ async fn add(
     }
 }
 
-fn example_number(text: &str) -> Result<u64, Response> {
-    text.parse::<u64>()
-        .map_err(|_| error(StatusCode::BAD_REQUEST, format!("example {text:?} is not a number")).into_response())
+fn example_number(text: &str) -> Result<u64, Refusal> {
+    text.parse::<u64>().map_err(|_| error(StatusCode::BAD_REQUEST, format!("example {text:?} is not a number")))
 }
 
 async fn example_jpeg(
@@ -401,7 +400,7 @@ async fn example_jpeg(
 ) -> Response {
     let n = match example_number(&n) {
         Ok(n) => n,
-        Err(response) => return response,
+        Err(refused) => return refused.into_response(),
     };
     let store = match store(&shared, &id, &zone) {
         Ok(store) => store,
@@ -421,7 +420,7 @@ async fn delete_example(
 ) -> Response {
     let n = match example_number(&n) {
         Ok(n) => n,
-        Err(response) => return response,
+        Err(refused) => return refused.into_response(),
     };
     let store = match store(&shared, &id, &zone) {
         Ok(store) => store,

@@ -13,6 +13,7 @@
 
 pub mod embedder;
 pub mod logistic;
+pub mod zone_store;
 
 use std::path::Path;
 
@@ -555,9 +556,26 @@ pub fn train_without_scene(
     train(&training, features, l2, None, "", "", "")
 }
 
+/// Up to this many examples a zone's accuracy is cross-validated leaving one out; above,
+/// with [`CROSS_VALIDATION_FOLDS`] folds (60 examples: 6 fits instead of 61).
+pub const LEAVE_ONE_OUT_MAX: usize = 20;
+/// Folds of the cross-validation above [`LEAVE_ONE_OUT_MAX`] examples.
+pub const CROSS_VALIDATION_FOLDS: usize = 5;
+
+/// How [`train_zone`] cross-validates `count` examples, in words.
+pub fn cross_validation_name(count: usize) -> &'static str {
+    if count <= LEAVE_ONE_OUT_MAX {
+        "leave-one-out"
+    } else {
+        "5-fold"
+    }
+}
+
 /// A zone's own model from its examples (few-shot): starts from, and is pulled towards
 /// (`l2`), the generic model, keeping its normalisation. Returns the model and the
-/// leave-one-out balanced accuracy over the examples (`None` with fewer than 2 of a state).
+/// cross-validated balanced accuracy over the examples (`None` with fewer than 2 of a state):
+/// leave-one-out up to [`LEAVE_ONE_OUT_MAX`] examples, else [`CROSS_VALIDATION_FOLDS`] folds
+/// dealt round-robin within each state (deterministic: the same examples, the same figure).
 pub fn train_zone(
     examples: &[(ViewFeatures, bool)],
     generic: &BinStateModel,
@@ -570,13 +588,30 @@ pub fn train_zone(
     let sha = generic.embedder_sha256.clone();
     let model = train(&labelled, generic.features, l2, Some(generic), &sha, training_sha256, &trained_on);
     let accuracy = (positives >= 2 && examples.len() - positives >= 2).then(|| {
-        let pairs = (0..examples.len()).map(|left_out| {
+        let (folds, fold_of) = if examples.len() <= LEAVE_ONE_OUT_MAX {
+            (examples.len(), (0..examples.len()).collect::<Vec<_>>())
+        } else {
+            let mut seen = [0usize; 2];
+            let fold_of = examples
+                .iter()
+                .map(|(_, y)| {
+                    let fold = seen[usize::from(*y)] % CROSS_VALIDATION_FOLDS;
+                    seen[usize::from(*y)] += 1;
+                    fold
+                })
+                .collect();
+            (CROSS_VALIDATION_FOLDS, fold_of)
+        };
+        let mut pairs = Vec::with_capacity(examples.len());
+        for fold in 0..folds {
             let others: Vec<(&ViewFeatures, bool)> =
-                labelled.iter().enumerate().filter(|(i, _)| *i != left_out).map(|(_, e)| *e).collect();
-            let fold = train(&others, generic.features, l2, Some(generic), "", "", "");
-            (examples[left_out].1, fold.probability(&examples[left_out].0) >= 0.5)
-        });
-        Confusion::of(pairs.collect::<Vec<_>>()).balanced_accuracy().unwrap_or(0.0)
+                labelled.iter().zip(&fold_of).filter(|(_, f)| **f != fold).map(|(e, _)| *e).collect();
+            let model = train(&others, generic.features, l2, Some(generic), "", "", "");
+            for (example, _) in examples.iter().zip(&fold_of).filter(|(_, f)| **f == fold) {
+                pairs.push((example.1, model.probability(&example.0) >= 0.5));
+            }
+        }
+        Confusion::of(pairs).balanced_accuracy().unwrap_or(0.0)
     });
     (model, accuracy)
 }
@@ -666,6 +701,12 @@ mod tests {
         assert_eq!(accuracy, Some(1.0));
         let (_, too_few) = train_zone(&zone_examples[..3], &generic, 0.1, "z");
         assert_eq!(too_few, None);
+        // Above LEAVE_ONE_OUT_MAX examples: 5 folds, the same separable examples all right.
+        let many: Vec<(ViewFeatures, bool)> = (0..LEAVE_ONE_OUT_MAX + 10)
+            .map(|i| (view(if i % 2 == 0 { -0.4 - 0.005 * i as f32 } else { 0.4 }, 1.0), i % 2 == 0))
+            .collect();
+        assert_eq!(cross_validation_name(many.len()), "5-fold");
+        assert_eq!(train_zone(&many, &generic, 0.1, "z").1, Some(1.0));
     }
 
     #[test]

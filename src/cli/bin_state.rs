@@ -2,7 +2,8 @@
 //! image as one bin area and prints its state. Without `--camera`/`--zone`, the whole image
 //! is read by the generic default model (`bin_state_default.json` beside the detector's
 //! manifest: the bundled one, or `--config`'s); with them, the image is a frame of that
-//! camera and the zone's crop is read by the zone's own model. With `--json`, one line per
+//! camera and the zone's crop is read by the zone's own model (its `model = …`, else the model
+//! ops taught it from the console in the state directory, else the generic one). With `--json`, one line per
 //! image: `{"file":…,"state":"overflowing"|"normal","score":0.0–1.0}` (score: P(overflowing);
 //! the state is "overflowing" from 0.5). Unreadable images are reported on stderr after the
 //! others are printed, and the exit code is then 1; 64 for a bad config or a missing model.
@@ -117,13 +118,14 @@ fn reader_for(config_path: Option<&Path>, camera: Option<&str>, zone: Option<&st
                         eprintln!("{}: camera {camera_id} has no bin_area zone {zone_id:?}", path.display());
                         return Err(EXIT_CONFIG);
                     }
-                    let classifiers = match ZoneClassifiers::load(camera, &config.detector) {
-                        Ok(classifiers) => classifiers,
-                        Err(error) => {
-                            eprintln!("{}: {error:#}", path.display());
-                            return Err(EXIT_CONFIG);
-                        }
-                    };
+                    let classifiers =
+                        match ZoneClassifiers::load_with_learned(camera, &config.detector, Some(&config.state_dir)) {
+                            Ok(classifiers) => classifiers,
+                            Err(error) => {
+                                eprintln!("{}: {error:#}", path.display());
+                                return Err(EXIT_CONFIG);
+                            }
+                        };
                     return Ok(Reader::Zone { classifiers, zone: zone_id.to_string() });
                 }
                 (None, None) => {
@@ -356,7 +358,8 @@ fn train_zone_command(dataset: &Path, output: &Path, detector: &DetectorConfig) 
     write_model(output, &model)?;
     let accuracy =
         accuracy.map_or("n/a (fewer than 2 examples of a state)".to_string(), |a| format!("{:.1} %", a * 100.0));
-    println!("{}: trained on {}; leave-one-out balanced accuracy {accuracy}", output.display(), model.trained_on);
+    let method = bin_state::cross_validation_name(examples.len());
+    println!("{}: trained on {}; {method} balanced accuracy {accuracy}", output.display(), model.trained_on);
     Ok(())
 }
 

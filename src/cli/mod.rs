@@ -73,7 +73,7 @@ pub fn load_references(
 /// embedding + bin-state model: one embedder session per camera, shared by its zones), with
 /// the zones' bounds.
 pub struct ZoneClassifiers {
-    zones: Vec<(String, crate::geometry::BoxNorm, ZoneReader)>,
+    zones: Vec<(String, crate::geometry::BoxNorm, ZoneReader, ModelSource)>,
     embedder: Option<crate::bin_state::embedder::Embedder>,
     /// The pose model, where a fall-watch zone has `pose = true`.
     pose: Option<Box<crate::detect::pose::PoseEstimator>>,
@@ -86,6 +86,31 @@ pub struct ZoneClassifiers {
 enum ZoneReader {
     Onnx(Box<crate::detect::classifier::ZoneClassifier>),
     Model(Box<crate::bin_state::BinStateModel>),
+}
+
+/// Which model a bin zone reads (shown in the console beside its reading).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelSource {
+    /// An ONNX classifier (`source = "classifier"`).
+    Classifier,
+    /// The file named by the zone's `model = …`.
+    File,
+    /// The zone's own model, taught from the console (`bin_state::zone_store`).
+    Learned,
+    /// The generic default.
+    Generic,
+}
+
+impl ModelSource {
+    /// As the API names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelSource::Classifier => "classifier",
+            ModelSource::File => "file",
+            ModelSource::Learned => "learned",
+            ModelSource::Generic => "generic",
+        }
+    }
 }
 
 /// The folder of the bundled models: where the detector's manifest is.
@@ -121,33 +146,44 @@ pub fn load_bin_model(
 }
 
 impl ZoneClassifiers {
-    /// Loads every classifier and bin-state model a camera's zones name.
+    /// Loads every classifier and bin-state model a camera's zones name (never a learned one).
     pub fn load(
         camera: &crate::config::CameraConfig,
         detector: &crate::config::DetectorConfig,
+    ) -> anyhow::Result<Self> {
+        Self::load_with_learned(camera, detector, None)
+    }
+
+    /// Like [`ZoneClassifiers::load`]; with `state_dir`, a zone with `source = "model"` and no
+    /// `model = …` of its own reads the model ops taught it from the console, where there is
+    /// one. A learned model that does not load is logged and the generic one read instead:
+    /// state files never make a valid config fail.
+    pub fn load_with_learned(
+        camera: &crate::config::CameraConfig,
+        detector: &crate::config::DetectorConfig,
+        state_dir: Option<&Path>,
     ) -> anyhow::Result<Self> {
         use anyhow::Context;
         let mut zones = Vec::new();
         let mut embedder = None;
         for zone in &camera.zones {
             let crate::zones::ZoneRule::Trash(params) = &zone.rule else { continue };
-            let reader = match &params.source {
-                crate::zones::TrashSource::Classifier { manifest } => ZoneReader::Onnx(Box::new(
-                    crate::detect::classifier::ZoneClassifier::load(manifest, detector)
-                        .with_context(|| format!("zone {} classifier", zone.id))?,
-                )),
+            let (reader, source) = match &params.source {
+                crate::zones::TrashSource::Classifier { manifest } => (
+                    ZoneReader::Onnx(Box::new(
+                        crate::detect::classifier::ZoneClassifier::load(manifest, detector)
+                            .with_context(|| format!("zone {} classifier", zone.id))?,
+                    )),
+                    ModelSource::Classifier,
+                ),
                 crate::zones::TrashSource::Model { model } => {
-                    let path = model
-                        .clone()
-                        .unwrap_or_else(|| models_dir(detector).join(crate::bin_state::DEFAULT_MODEL_FILE));
-                    ZoneReader::Model(Box::new(
-                        load_bin_model(&path, detector, &mut embedder)
-                            .with_context(|| format!("zone {} model", zone.id))?,
-                    ))
+                    let (model, source) =
+                        zone_model(camera.id.as_str(), &zone.id, model.as_deref(), detector, state_dir, &mut embedder)?;
+                    (ZoneReader::Model(Box::new(model)), source)
                 }
                 crate::zones::TrashSource::ReferenceDiff { .. } => continue,
             };
-            zones.push((zone.id.clone(), zone.polygon.bounds(), reader));
+            zones.push((zone.id.clone(), zone.polygon.bounds(), reader, source));
         }
         let pose = if camera.pose() {
             let manifest = models_dir(detector).join(crate::detect::pose::POSE_MANIFEST_FILE);
@@ -188,7 +224,7 @@ impl ZoneClassifiers {
 
     /// One zone's reading on `picture` (`None`: the zone does not read a model).
     pub fn read_zone(&mut self, zone: &str, picture: &image::RgbImage) -> Option<anyhow::Result<f32>> {
-        let (_, bounds, reader) = self.zones.iter_mut().find(|(id, _, _)| id == zone)?;
+        let (_, bounds, reader, _) = self.zones.iter_mut().find(|(id, ..)| id == zone)?;
         Some(match reader {
             ZoneReader::Onnx(classifier) => classifier.overflow_probability(picture, bounds),
             ZoneReader::Model(model) => {
@@ -206,7 +242,7 @@ impl ZoneClassifiers {
     /// Each model-read zone's reading on `picture`; a zone whose model fails gives none this
     /// frame (logged), and its state holds.
     pub fn read(&mut self, picture: &image::RgbImage) -> Vec<(String, f32)> {
-        let ids: Vec<String> = self.zones.iter().map(|(id, _, _)| id.clone()).collect();
+        let ids: Vec<String> = self.zones.iter().map(|(id, ..)| id.clone()).collect();
         ids.into_iter()
             .filter_map(|zone| match self.read_zone(&zone, picture)? {
                 Ok(probability) => Some((zone, probability)),
@@ -217,6 +253,76 @@ impl ZoneClassifiers {
             })
             .collect()
     }
+}
+
+impl ZoneClassifiers {
+    /// Which model each model-read zone reads.
+    pub fn sources(&self) -> Vec<(String, ModelSource)> {
+        self.zones.iter().map(|(id, _, _, source)| (id.clone(), *source)).collect()
+    }
+
+    /// Reads again which model `zone` of `camera` should read (after ops trained it or
+    /// forgot its model) and swaps it in; nothing else changes, so the zone's reading
+    /// history and the trash rule's hysteresis carry on. Returns the source now read.
+    pub fn reload_zone_model(
+        &mut self,
+        camera: &crate::config::CameraConfig,
+        zone: &str,
+        detector: &crate::config::DetectorConfig,
+        state_dir: &Path,
+    ) -> anyhow::Result<ModelSource> {
+        let Some(config) = camera.zones.iter().find(|z| z.id == zone) else {
+            anyhow::bail!("camera {} has no zone {zone:?}", camera.id);
+        };
+        let crate::zones::ZoneRule::Trash(params) = &config.rule else {
+            anyhow::bail!("zone {zone:?} is not a bin_area");
+        };
+        let crate::zones::TrashSource::Model { model } = &params.source else {
+            anyhow::bail!("zone {zone:?} does not read a model (its source is not \"model\")");
+        };
+        let Some(slot) = self.zones.iter_mut().find(|(id, ..)| id == zone) else {
+            anyhow::bail!("zone {zone:?} has no reader");
+        };
+        let (loaded, source) =
+            zone_model(camera.id.as_str(), zone, model.as_deref(), detector, Some(state_dir), &mut self.embedder)?;
+        slot.2 = ZoneReader::Model(Box::new(loaded));
+        slot.3 = source;
+        Ok(source)
+    }
+}
+
+/// The model a `source = "model"` zone reads: its own file, else its learned model (with a
+/// state directory, where one loads), else the generic default.
+fn zone_model(
+    camera: &str,
+    zone: &str,
+    file: Option<&Path>,
+    detector: &crate::config::DetectorConfig,
+    state_dir: Option<&Path>,
+    embedder: &mut Option<crate::bin_state::embedder::Embedder>,
+) -> anyhow::Result<(crate::bin_state::BinStateModel, ModelSource)> {
+    use anyhow::Context;
+    if let Some(path) = file {
+        let model = load_bin_model(path, detector, embedder).with_context(|| format!("zone {zone} model"))?;
+        return Ok((model, ModelSource::File));
+    }
+    let learned = state_dir
+        .and_then(|dir| crate::bin_state::zone_store::learned_model_path(dir, camera, zone))
+        .filter(|path| path.is_file());
+    if let Some(path) = learned {
+        match load_bin_model(&path, detector, embedder) {
+            Ok(model) => return Ok((model, ModelSource::Learned)),
+            Err(error) => tracing::warn!(
+                camera,
+                zone,
+                error = format!("{error:#}"),
+                "the zone's learned bin-state model does not load: reading the generic one (retrain it from the zone editor)"
+            ),
+        }
+    }
+    let path = models_dir(detector).join(crate::bin_state::DEFAULT_MODEL_FILE);
+    let model = load_bin_model(&path, detector, embedder).with_context(|| format!("zone {zone} model"))?;
+    Ok((model, ModelSource::Generic))
 }
 
 /// Problems with zone class names, which only the model's class list can tell.

@@ -49,6 +49,7 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
         .route("/api/incidents/{id}/answer", post(answer))
         .route("/api/events", get(events))
         .route("/api/session", post(start_session).delete(end_session))
+        .merge(super::bins::routes())
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(shared.clone(), super::auth::guard))
         .layer(axum::middleware::from_fn_with_state(shared.http.clone(), super::server::request_timeout))
@@ -104,6 +105,7 @@ async fn asset(Path(file): Path<String>) -> Response {
         "common.js" => (include_str!("assets/common.js"), "text/javascript; charset=utf-8"),
         "console.js" => (include_str!("assets/console.js"), "text/javascript; charset=utf-8"),
         "editor.js" => (include_str!("assets/editor.js"), "text/javascript; charset=utf-8"),
+        "editor-bins.js" => (include_str!("assets/editor-bins.js"), "text/javascript; charset=utf-8"),
         "style.css" => (include_str!("assets/style.css"), "text/css; charset=utf-8"),
         _ => return error(StatusCode::NOT_FOUND, format!("no asset {file:?}")).into_response(),
     };
@@ -156,7 +158,11 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         ("host", shared.refused_host.load(Ordering::Relaxed)),
         ("live_streams", shared.refused_live_streams.load(Ordering::Relaxed)),
     ];
-    let text = text + &shared.http.render(&refused) + &shared.evidence.render() + &shared.commits.render();
+    let text = text
+        + &shared.http.render(&refused)
+        + &shared.evidence.render()
+        + &shared.commits.render()
+        + &shared.bins.render();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
 

@@ -23,6 +23,7 @@
 
 mod api;
 mod auth;
+pub mod bins;
 pub mod metrics;
 pub mod server;
 pub mod zones_edit;
@@ -84,6 +85,16 @@ pub enum ConfigRequest {
         zones: Vec<RawZone>,
         /// The outcome.
         reply: oneshot::Sender<Result<ZonesSaved, EditRefused>>,
+    },
+    /// Read a bin zone's model again (ops trained it, or forgot its learned model) and swap
+    /// it into the running zone; the config is not touched.
+    ReloadZoneModel {
+        /// The camera.
+        camera: CameraId,
+        /// The zone.
+        zone: String,
+        /// The source the zone reads now (`learned`, `generic`, …), or why not.
+        reply: oneshot::Sender<Result<&'static str, String>>,
     },
 }
 
@@ -166,6 +177,8 @@ pub struct Shared {
     pub(crate) last_refusal_log_ms: std::sync::atomic::AtomicI64,
     /// Ends the live streams when the gateway stops (graceful shutdown waits for them).
     pub shutdown: CancellationToken,
+    /// Bin areas taught from the console: readings, held crops, the training slot.
+    pub bins: bins::BinLearning,
 }
 
 impl Shared {
@@ -204,6 +217,7 @@ impl Shared {
             commits: Arc::default(),
             last_refusal_log_ms: std::sync::atomic::AtomicI64::new(0),
             shutdown,
+            bins: bins::BinLearning::default(),
         }
     }
 

@@ -2,13 +2,14 @@
 // Browser test driver for the operator console and the zone editor: drives Debian's Chromium
 // with playwright-core against a running gateway. See README.md for how to run it by hand.
 //
-//   node tests/browser/run.mjs console|editor|selfcheck    (or --self-check)
+//   node tests/browser/run.mjs console|editor|bins|selfcheck    (or --self-check)
 //
 // Environment: GATEWAY_URL (default http://127.0.0.1:8080), GATEWAY_TOKEN, CAMERA (default
 // pavement-demo), ARTEFACT_DIR (screenshots; default tests/artifacts/browser), CHROMIUM_PATH
 // (default /usr/bin/chromium), NEW_ZONE_ID (default drawn), NEW_ZONE_DWELL_MS (default 2000),
 // WAIT_TIMEOUT_MS (default 60000: for the incident, or the editor's first frame, to appear),
-// REQUIRE_LIVE=1 (the incident must not be on the page yet when it has loaded).
+// REQUIRE_LIVE=1 (the incident must not be on the page yet when it has loaded), BIN_ZONE (the
+// bin_area zone the `bins` scenario teaches; default bins).
 //
 // Exit 0 on success, 1 on failure (the reason on stderr), 2 on a usage error. Either way the
 // last line on stdout is one JSON object with what was observed (and "error" on failure).
@@ -30,6 +31,7 @@ const config = {
   newZoneDwellMs: Number(env.NEW_ZONE_DWELL_MS || 2000),
   waitTimeoutMs: Number(env.WAIT_TIMEOUT_MS || 60000),
   requireLive: env.REQUIRE_LIVE === '1',
+  binZone: env.BIN_ZONE || 'bins',
 };
 const DESKTOP = { width: 1920, height: 1080 };
 const PHONE = { width: 390, height: 844 };
@@ -267,9 +269,77 @@ async function editorScenario(browser) {
   check(observed.zones_on_gateway.includes(newZoneId), `zone ${newZoneId} is gone after the refused save`);
 }
 
+/**
+ * Teaching a bin area (issue 15): select the saved bin_area zone, label its live crop once as
+ * normal and once as overflowing, train, and see the accuracy and the live reading.
+ */
+async function binsScenario(browser) {
+  const { camera, binZone } = config;
+  const page = await openPage(browser, DESKTOP);
+  await page.goto(`${config.gatewayUrl}/editor?camera=${encodeURIComponent(camera)}`);
+  await waitUntil(page, `a frame of ${camera} on the canvas`, config.waitTimeoutMs,
+    () => page.locator('#zone-canvas[data-frame-loaded="true"]').count());
+  const before = await apiGet(`/api/cameras/${encodeURIComponent(camera)}/bin-zones/${encodeURIComponent(binZone)}`);
+  await page.locator(`#zone-list [data-zone-id=${cssString(binZone)}] button`).click();
+  await waitUntil(page, 'the bin area panel with its live crop', 30000,
+    async () => (await page.locator('#bin-panel[data-loaded="true"]').count())
+      && (await page.locator('#bin-live[data-loaded="true"]').count()));
+  check((await page.locator('#bin-title').textContent()) === `Teach bin area ${binZone}`, 'wrong panel title');
+  const gallery = '#bin-gallery li.bin-example';
+  const startCount = await page.locator(gallery).count();
+  check(startCount === before.examples.length,
+    `the gallery shows ${startCount} examples, the gateway holds ${before.examples.length}`);
+
+  let added = 0;
+  for (const [button, label] of [['#bin-normal', 'normal'], ['#bin-overflowing', 'overflowing']]) {
+    await waitUntil(page, `${button} to be enabled`, 30000, () => page.locator(button).isEnabled());
+    await page.locator(button).click();
+    await waitUntil(page, `"Added as ${label}"`, 30000, async () => {
+      const text = (await page.locator('#bin-status').textContent()) || '';
+      check(!text.startsWith('Not added'), `adding an example failed: ${text}`);
+      return text.startsWith(`Added as ${label}`);
+    });
+    added += 1;
+  }
+  await waitUntil(page, 'the gallery to show the new examples', 30000,
+    async () => (await page.locator(gallery).count()) === startCount + added);
+  observed.examples_added = added;
+
+  await page.locator('#bin-train').click();
+  const trainedText = await waitUntil(page, 'the training result', 60000, async () => {
+    const text = (await page.locator('#bin-status').textContent()) || '';
+    check(!text.startsWith('Not trained'), `training failed: ${text}`);
+    return text.startsWith('Trained on') ? text : null;
+  });
+  observed.accuracy_text = trainedText;
+  const score = await waitUntil(page, 'the live reading with its score', 30000,
+    () => page.locator('#bin-reading').getAttribute('data-score'));
+  observed.reading_score = Number(score);
+  observed.reading_text = await page.locator('#bin-reading').textContent();
+  await screenshot(page, 'editor-bins.png');
+
+  const zonePath = `/api/cameras/${encodeURIComponent(camera)}/bin-zones/${encodeURIComponent(binZone)}`;
+  const trained = await apiGet(zonePath);
+  check(trained.examples.length === before.examples.length + added,
+    `the gateway holds ${trained.examples.length} examples, expected ${before.examples.length + added}`);
+  check(trained.trained && trained.trained.examples === trained.examples.length, 'the gateway has no matching training');
+
+  // The gallery's newest example (listed first) deleted with its button.
+  const newest = page.locator(gallery).first();
+  const newestId = Number(await newest.getAttribute('data-example-id'));
+  check(await newest.locator('img').evaluate((img) => img.complete && img.naturalWidth > 0),
+    'the newest example has no thumbnail');
+  await newest.locator('button').click();
+  await waitUntil(page, `example ${newestId} to leave the gallery`, 30000,
+    async () => !(await page.locator(`${gallery}[data-example-id="${newestId}"]`).count()));
+  const afterDelete = await apiGet(zonePath);
+  check(!afterDelete.examples.some((e) => e.id === newestId), `example ${newestId} is still on the gateway`);
+  observed.examples_deleted = 1;
+}
+
 // ---- main ----------------------------------------------------------------------------------
 
-const SCENARIOS = { console: consoleScenario, editor: editorScenario, selfcheck };
+const SCENARIOS = { console: consoleScenario, editor: editorScenario, bins: binsScenario, selfcheck };
 
 async function main() {
   const argument = process.argv[2];

@@ -13,13 +13,13 @@ use serde_json::Value;
 use super::broker::{Mosquitto, Subscriber};
 use super::support::{eventually, project_root, require_runtime};
 
-const TOKEN: &str = "console-token-0123456789abcdef";
+pub(super) const TOKEN: &str = "console-token-0123456789abcdef";
 
 /// A `gateway run` child with a console, its logs drained as it runs.
-struct Gateway {
+pub(super) struct Gateway {
     child: Child,
     port: u16,
-    config: PathBuf,
+    pub(super) config: PathBuf,
     logs: Option<super::support::DrainedOutput>,
     _dir: tempfile::TempDir,
 }
@@ -27,7 +27,7 @@ struct Gateway {
 impl Gateway {
     /// Starts a gateway whose config is `cameras` plus a console with the test token and the
     /// broker on `mqtt_port`.
-    fn start(mqtt_port: u16, cameras: &str) -> Gateway {
+    pub(super) fn start(mqtt_port: u16, cameras: &str) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         std::fs::write(dir.path().join("console.token"), format!("{TOKEN}\n")).unwrap();
@@ -49,12 +49,12 @@ impl Gateway {
         Gateway { child, port, config, logs, _dir: dir }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(super) fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
     /// `curl` a path; (status, body).
-    fn http(&self, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, String) {
+    pub(super) fn http(&self, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, String) {
         let mut command = Command::new("curl");
         command.args(["-s", "-o", "-", "-w", "\n%{http_code}", "-X", method, &self.url(path)]);
         if let Some(token) = token {
@@ -80,14 +80,14 @@ impl Gateway {
     }
 
     /// GET with the token (camera and incident data need it, issue 11), as JSON.
-    fn json(&self, path: &str) -> Value {
+    pub(super) fn json(&self, path: &str) -> Value {
         let (status, body) = self.http("GET", path, Some(TOKEN), None);
         assert_eq!(status, 200, "GET {path}: {body}");
         serde_json::from_str(&body).unwrap()
     }
 
     /// Stops the gateway (SIGTERM) and returns its logs.
-    fn stop(&mut self) -> String {
+    pub(super) fn stop(&mut self) -> String {
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         let _ = self.child.wait();
         match self.logs.take() {
@@ -302,12 +302,18 @@ async fn browser_console_and_zone_editor() {
     gateway.stop();
 }
 
-fn chromium() -> String {
+pub(super) fn chromium() -> String {
     std::env::var("CHROMIUM_PATH").unwrap_or_else(|_| "/usr/bin/chromium".to_string())
 }
 
 /// Runs one browser scenario; its last stdout line is its JSON report.
-fn run_browser(gateway: &Gateway, scenario: &str, camera: &str, artefacts: &Path, extra: &[(&str, &str)]) -> Value {
+pub(super) fn run_browser(
+    gateway: &Gateway,
+    scenario: &str,
+    camera: &str,
+    artefacts: &Path,
+    extra: &[(&str, &str)],
+) -> Value {
     let output = Command::new("node")
         .arg(project_root().join("tests/browser/run.mjs"))
         .arg(scenario)
@@ -327,7 +333,7 @@ fn run_browser(gateway: &Gateway, scenario: &str, camera: &str, artefacts: &Path
 }
 
 /// Percent-encodes an incident id for a path (ids hold `:`).
-fn encode(id: &str) -> String {
+pub(super) fn encode(id: &str) -> String {
     id.bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {

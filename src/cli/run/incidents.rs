@@ -45,6 +45,12 @@ pub(super) fn handle_frame(runtime: &mut CameraRuntime, frame: &AnalysedFrame, s
     let zone_readings = tokio::task::block_in_place(|| classifiers.read(&frame.picture));
     let received = SystemTime::now() - frame.received_at.elapsed();
     let now_ms = received.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    if !zone_readings.is_empty() {
+        // For the zone editor's live reading.
+        let sources: Vec<(String, &'static str)> =
+            classifiers.sources().into_iter().map(|(zone, source)| (zone, source.as_str())).collect();
+        sinks.shared.bins.keep_readings(camera.id.as_str(), &zone_readings, &sources, now_ms);
+    }
     let observations = observations(&frame.detections, frame.frame_width, frame.frame_height);
     let people_in_fall_zones = engine.people_in_fall_zones(&observations);
     let frame_aspect = frame.frame_width as f32 / frame.frame_height.max(1) as f32;

@@ -512,6 +512,22 @@ impl Gateway {
                 }
                 let _ = reply.send(outcome);
             }
+            ConfigRequest::ReloadZoneModel { camera, zone, reply } => {
+                let outcome = match self.cameras.get_mut(&camera) {
+                    None => Err(format!("camera {camera} is not running")),
+                    Some(CameraRuntime { camera: config, classifiers, .. }) => classifiers
+                        .reload_zone_model(config, &zone, &self.config.detector, &self.config.state_dir)
+                        .map(super::ModelSource::as_str)
+                        .map_err(|err| format!("{err:#}")),
+                };
+                match &outcome {
+                    Ok(source) => info!(camera = %camera, zone = %zone, source, "bin zone's model swapped in"),
+                    Err(problem) => {
+                        warn!(camera = %camera, zone = %zone, problem = %problem, "bin zone's model not swapped")
+                    }
+                }
+                let _ = reply.send(outcome);
+            }
         }
     }
 
@@ -679,7 +695,7 @@ fn restore_books(
 fn build_camera(camera: &CameraConfig, config: &Config, classes: &[String]) -> anyhow::Result<CameraRuntime> {
     let references = super::load_references(camera)?;
     let engine = CameraEngine::new(camera, classes, &references);
-    let classifiers = super::ZoneClassifiers::load(camera, &config.detector)?;
+    let classifiers = super::ZoneClassifiers::load_with_learned(camera, &config.detector, Some(&config.state_dir))?;
     Ok(CameraRuntime { camera: camera.clone(), engine, classifiers })
 }
 

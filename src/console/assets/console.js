@@ -186,7 +186,7 @@
         disabled: entry.pending !== null || view.state === state,
         'aria-busy': entry.pending === action ? 'true' : null,
         onclick: () => answer(entry, action),
-      }, entry.pending === action ? `${label}…` : label)));
+      }, entry.pending === action ? `${label}…` : label)), teachButton(entry));
 
     let thumb = row.querySelector('.thumb');
     if (!thumb) thumb = makeThumb(entry);
@@ -261,6 +261,41 @@
       scheduleRender();
       // The event stream brings the new state; this covers a stream that is down right now.
       loadIncidents();
+    }
+  }
+
+  /**
+   * After a false alarm on a trash incident: one click makes the incident's zone crop a
+   * "normal" example of its bin area (never automatic: docs/operations.md says why).
+   */
+  function teachButton(entry) {
+    const view = entry.data;
+    if (view.kind !== 'trash_overflow' || view.state !== 'false_alarm') return null;
+    return el('button', { type: 'button', dataset: { action: 'normal-example' },
+      disabled: entry.pending !== null || entry.taught === true,
+      onclick: () => addNormalExample(entry) },
+    entry.taught === true ? 'Added as normal example' : 'Add as normal example');
+  }
+
+  async function addNormalExample(entry) {
+    const view = entry.data;
+    entry.pending = 'normal-example';
+    scheduleRender();
+    try {
+      const result = await apiJson(`/api/incidents/${encodeURIComponent(view.incident_id)}/normal-example`,
+        { method: 'POST' });
+      if (result.ok || result.status === 409 && /already/.test(result.body && result.body.error)) {
+        entry.taught = true;
+        announce(`Added as a normal example of bin area ${view.zone}: train it in the zone editor`);
+      } else {
+        showIncidentMessage(`Not added as an example: ${result.body && result.body.error ? result.body.error : `HTTP ${result.status}`}`);
+      }
+    } catch (error) {
+      showIncidentMessage(`Not added as an example: ${error.message}`);
+    } finally {
+      entry.pending = null;
+      entry.row.dataset.signature = '';
+      scheduleRender();
     }
   }
 

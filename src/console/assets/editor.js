@@ -31,6 +31,7 @@
     savedSignature: '',   // what the gateway holds, to tell unsaved changes
     badParams: new WeakMap(), // zone → Map(key → text that is not a valid value)
     problemZones: new Set(),  // zones named by the last refusal
+    savedBinZones: new Set(), // ids of the bin_area zones the gateway holds (can be taught)
   };
   const frameSlot = new ObjectUrlSlot();
 
@@ -435,8 +436,23 @@
     return Array.isArray(value) ? value.join(', ') : String(value);
   }
 
+  /** The "teach this bin area" panel (editor-bins.js) follows the selected zone. */
+  function showBinTeacher() {
+    if (typeof BinTeacher === 'undefined') return;
+    const zone = state.selected;
+    if (!zone || zone.kind !== 'bin_area') BinTeacher.show(cameraId, null, '');
+    else if (!state.savedBinZones.has(zone.id)) {
+      BinTeacher.show(cameraId, null, 'Save the zones first: then this bin area can be taught from its live crop.');
+    } else BinTeacher.show(cameraId, zone.id, '');
+  }
+
+  function rememberSavedBinZones(zones) {
+    state.savedBinZones = new Set(zones.filter((z) => z.kind === 'bin_area').map((z) => z.id));
+  }
+
   function renderZonePanel() {
     const zone = state.selected;
+    showBinTeacher();
     $('zone-panel').hidden = !zone;
     if (!zone) return;
     $('zone-panel-title').textContent = `Zone ${zone.id}`;
@@ -566,6 +582,7 @@
         { method: 'PUT', json: body });
       if (result.ok) {
         state.savedSignature = sentSignature;
+        rememberSavedBinZones(body.zones);
         state.problemZones.clear();
         const backup = result.body && result.body.backup ? ` The previous file was kept as ${result.body.backup}.` : '';
         status.textContent = `Saved ${body.zones.length} zone${body.zones.length === 1 ? '' : 's'}.${backup}`;
@@ -590,6 +607,7 @@
       button.disabled = false;
       renderZoneList();
       changed(false);
+      showBinTeacher();
     }
   }
 
@@ -635,6 +653,7 @@
       state.detections = detections && detections.ok ? detections.body : null;
       paint();
       if (state.image) canvas.dataset.frameLoaded = 'true';
+      if (typeof BinTeacher !== 'undefined') BinTeacher.refresh();
     } catch (error) {
       status.textContent = `Frame not loaded: ${error.message}`;
     } finally {
@@ -691,6 +710,7 @@
     state.zones = (Array.isArray(camera.zones) ? camera.zones : []).map((zone) =>
       Object.fromEntries(Object.entries(structuredClone(zone)).filter(([, value]) => value !== null)));
     state.savedSignature = signature();
+    rememberSavedBinZones(state.zones);
     $('editor').hidden = false;
     fillKindSelect($('zone-kind'), 'no_parking');
 

@@ -117,6 +117,8 @@ pub(crate) fn run_clip(
         last_ms: None,
         error: None,
         analysed_frames: 0,
+        rotated_wanted: false,
+        rotated_frames: 0,
     };
     let played = play(footage, Pace::AsFastAsPossible, None, &mut replay, &|| false);
     let flush = |replay: &mut Replay, on_event: &mut dyn FnMut(&IncidentEvent)| {
@@ -141,11 +143,12 @@ pub(crate) fn run_clip(
             t_ms += PAD_STEP_MS;
         }
     }
-    if camera.pose() {
+    if camera.has_fall_watch() {
         let (crops, us) = (replay.classifiers.pose_crops, replay.classifiers.pose_us);
         tracing::info!(
             clip = %footage.display(),
             analysed_frames = replay.analysed_frames,
+            rotated_frames = replay.rotated_frames,
             pose_crops = crops,
             pose_ms_per_crop = if crops == 0 { 0.0 } else { us as f64 / crops as f64 / 1000.0 },
             "pose cost"
@@ -176,6 +179,10 @@ struct Replay<'a> {
     error: Option<anyhow::Error>,
     /// Frames analysed (the pose cost per analysed frame).
     analysed_frames: u64,
+    /// The fall rule asked for the rotated pass on the next frame (as live).
+    rotated_wanted: bool,
+    /// Frames the rotated pass ran on.
+    rotated_frames: u64,
 }
 
 impl FrameSink for Replay<'_> {
@@ -227,7 +234,9 @@ impl Replay<'_> {
         let mut tensor = Vec::new();
         let letterbox = self.letterboxer.run(picture, &mut tensor)?;
         let scaled = Arc::new(self.letterboxer.scaled_picture());
-        let detections = self.detector.detect_frame(&tensor, &letterbox, &scaled, self.rotated_pass)?;
+        let rotated = self.rotated_pass || self.rotated_wanted;
+        self.rotated_frames += u64::from(rotated);
+        let detections = self.detector.detect_frame(&tensor, &letterbox, &scaled, rotated)?;
         tracing::debug!(
             t_ms,
             detections = ?detections.iter().map(|d| (d.class_id, (d.score * 100.0).round() / 100.0, d.box_px.map(f32::round))).collect::<Vec<_>>(),
@@ -252,6 +261,7 @@ impl Replay<'_> {
             poses: &poses,
         });
         self.events.extend(events);
+        self.rotated_wanted = self.engine.wants_rotated_pass();
         Ok(())
     }
 }

@@ -329,6 +329,7 @@ fn detector_worker(
         let counters = &frame.camera.counters;
         counters.frames_analysed.fetch_add(1, Ordering::Relaxed);
         counters.inference_us_total.fetch_add(inference_time.as_micros() as u64, Ordering::Relaxed);
+        counters.rotated_passes.fetch_add(u64::from(frame.rotated_pass), Ordering::Relaxed);
         let result = AnalysedFrame {
             camera: frame.camera.id.clone(),
             media_time_ms: frame.media_time_ms,

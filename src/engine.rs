@@ -176,6 +176,13 @@ impl CameraEngine {
         self.book.retire(now_ms, &|zone, kind| zones.iter().any(|(id, k)| id == zone && *k == kind))
     }
 
+    /// Whether a fall-watch zone asks for the detector's rotated pass on the camera's next
+    /// analysed frame (someone just lost, or a tipped box: see
+    /// [`FallWatch::wants_rotated_pass`]).
+    pub fn wants_rotated_pass(&self) -> bool {
+        self.zones.iter().any(|runtime| matches!(&runtime.state, RuleState::Fall(watch) if watch.wants_rotated_pass()))
+    }
+
     /// Whether any of `observations` is a person (as the zone's rule counts them) inside one
     /// of the camera's fall-watch zones: the scheduler then samples the camera faster.
     pub fn people_in_fall_zones(&self, observations: &[Observation]) -> bool {

@@ -279,6 +279,15 @@ pub struct CameraCounters {
     /// The priority the scheduler served the camera's latest due frame with (0 low, 1 normal,
     /// 2 high).
     pub priority: AtomicU64,
+    /// Analysed frames the detector's rotated pass (±90°) also ran on (fall-watch cameras).
+    pub rotated_passes: AtomicU64,
+    /// Person crops the pose second stage ran on (fall-watch zones with `pose = true`).
+    pub pose_crops: AtomicU64,
+    /// Sum of their time (three turns each), µs.
+    pub pose_us_total: AtomicU64,
+    /// Not a counter: the fall rule asked for the rotated pass on the camera's next frame
+    /// (set by the consumer after each frame, read when the next one is prepared).
+    pub rotated_wanted: std::sync::atomic::AtomicBool,
 }
 
 /// One camera's health.

@@ -187,6 +187,8 @@ pub(crate) fn run_clip_with_stats(
         error: None,
         gate: camera.gate_max_stale.map(|max_stale| Gate::new(&camera.zones, max_stale.as_millis() as i64)),
         stats: ClipStats::default(),
+        rotated_wanted: false,
+        rotated_frames: 0,
     };
     let played = play(footage, Pace::AsFastAsPossible, None, &mut replay, &|| false);
     let flush = |replay: &mut Replay, on_event: &mut dyn FnMut(&IncidentEvent)| {
@@ -221,11 +223,12 @@ pub(crate) fn run_clip_with_stats(
         gate_us_per_frame = format!("{:.0}", stats.gate_us_per_frame),
         "change gate"
     );
-    if camera.pose() {
+    if camera.has_fall_watch() {
         let (crops, us) = (replay.classifiers.pose_crops, replay.classifiers.pose_us);
         tracing::info!(
             clip = %footage.display(),
             analysed_frames = stats.analysed_frames,
+            rotated_frames = replay.rotated_frames,
             pose_crops = crops,
             pose_ms_per_crop = if crops == 0 { 0.0 } else { us as f64 / crops as f64 / 1000.0 },
             "pose cost"
@@ -258,6 +261,10 @@ struct Replay<'a> {
     gate: Option<Gate>,
     /// Frames analysed, inferences run and reused, costs.
     stats: ClipStats,
+    /// The fall rule asked for the rotated pass on the next frame (as live).
+    rotated_wanted: bool,
+    /// Frames the rotated pass ran on.
+    rotated_frames: u64,
 }
 
 impl FrameSink for Replay<'_> {
@@ -334,6 +341,7 @@ impl Replay<'_> {
             poses: &poses,
         });
         self.events.extend(events);
+        self.rotated_wanted = self.engine.wants_rotated_pass();
         Ok(())
     }
 }
@@ -357,6 +365,8 @@ impl Replay<'_> {
         };
         let signature = Signature::of_rgb(scaled);
         let reason = match gate.decide(t_ms, frame, &signature) {
+            // The fall rule asked for the rotated pass: that needs an inference.
+            Decision::Reuse(_) if self.rotated_wanted => crate::gate::InferReason::Changed,
             Decision::Reuse(detections) => {
                 let detections = detections.to_vec();
                 self.stats.inferences_reused += 1;
@@ -383,7 +393,9 @@ impl Replay<'_> {
         scaled: &image::RgbImage,
     ) -> anyhow::Result<Vec<crate::detect::Detection>> {
         let started = Instant::now();
-        let detections = self.detector.detect_frame(tensor, letterbox, scaled, self.rotated_pass)?;
+        let rotated = self.rotated_pass || self.rotated_wanted;
+        self.rotated_frames += u64::from(rotated);
+        let detections = self.detector.detect_frame(tensor, letterbox, scaled, rotated)?;
         self.stats.inference_us += started.elapsed().as_micros() as u64;
         Ok(detections)
     }

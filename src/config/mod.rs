@@ -336,7 +336,12 @@ impl CameraConfig {
         self.zones.iter().any(|zone| matches!(&zone.rule, crate::zones::ZoneRule::Fall(params) if params.pose))
     }
 
-    /// Whether any fall-watch zone asks for the rotated second detector pass.
+    /// Whether the camera has a fall-watch zone (whose rule may ask for the rotated pass).
+    pub fn has_fall_watch(&self) -> bool {
+        self.zones.iter().any(|zone| matches!(&zone.rule, crate::zones::ZoneRule::Fall(_)))
+    }
+
+    /// Whether any fall-watch zone asks for the rotated second detector pass on every frame.
     pub fn rotated_pass(&self) -> bool {
         self.zones.iter().any(|zone| matches!(&zone.rule, crate::zones::ZoneRule::Fall(params) if params.rotated_pass))
     }

@@ -319,7 +319,11 @@ const ZONE_KEYS: [(&str, &[ZoneKind], &str); 26] = [
     ("vanish_hold_ms", &[ZoneKind::FallWatch], "Keep a person down this long after the detector loses them."),
     ("fall_window_ms", &[ZoneKind::FallWatch], "Upright, then down, within this long is a fall (not a slow lowering)."),
     ("unwitnessed_down_ms", &[ZoneKind::FallWatch], "A person down without a witnessed fall raises after this long."),
-    ("rotated_pass", &[ZoneKind::FallWatch], "Also run the detector on the frame turned 90° (finds people lying)."),
+    (
+        "rotated_pass",
+        &[ZoneKind::FallWatch],
+        "Run the detector on the frame turned 90° (finds people lying) on every frame, not only when the rule asks.",
+    ),
     (
         "pose",
         &[ZoneKind::FallWatch],

@@ -78,7 +78,15 @@ pub fn render(snapshot: &Snapshot<'_>) -> String {
             );
         }
     }
-    let counters: [(&str, &str, ReadCounter); 6] = [
+    let counters: [(&str, &str, ReadCounter); 8] = [
+        (
+            "gateway_detect_rotated_passes_total",
+            "Analysed frames the rotated (±90°) person pass also ran on (fall-watch: every frame with rotated_pass = true, else only when the fall rule asks).",
+            |c| c.rotated_passes.load(Ordering::Relaxed),
+        ),
+        ("gateway_pose_crops_total", "Person crops the pose second stage ran on (fall-watch zones with pose = true).", |c| {
+            c.pose_crops.load(Ordering::Relaxed)
+        }),
         ("gateway_ingest_frames_received_total", "Access units received from the camera.", |c| {
             c.frames_received.load(Ordering::Relaxed)
         }),
@@ -126,7 +134,12 @@ pub fn render(snapshot: &Snapshot<'_>) -> String {
     }
     render_camera_errors(&mut out, cameras);
     render_gate(&mut out, cameras);
-    let seconds: [(&str, &str, ReadCounter); 2] = [
+    let seconds: [(&str, &str, ReadCounter); 3] = [
+        (
+            "gateway_pose_seconds_total",
+            "Time spent in the pose second stage for this camera (rate ÷ crops = s per crop); counted in the capacity estimate.",
+            |c| c.pose_us_total.load(Ordering::Relaxed),
+        ),
         (
             "gateway_decode_seconds_total",
             "Time spent decoding and preprocessing this camera's frames (rate ÷ frames decoded = ms per frame).",
@@ -513,6 +526,9 @@ mod tests {
         gate.record_revisit(12_400);
         gate.record_revisit(9_800);
         gate.counters.decode_us_total.store(7_760, Ordering::Relaxed);
+        gate.counters.pose_crops.store(3, Ordering::Relaxed);
+        gate.counters.pose_us_total.store(135_000, Ordering::Relaxed);
+        gate.counters.rotated_passes.store(2, Ordering::Relaxed);
         gate.record_error(CameraErrorKind::ResponseRefused);
         gate.counters.log_lines_suppressed.store(4, Ordering::Relaxed);
         gate.counters.inferences_run[3].store(2, Ordering::Relaxed);
@@ -573,6 +589,9 @@ mod tests {
             "gateway_analysis_latency_seconds_max 0.500000",
             "gateway_analysis_latency_seconds_recent_max 0.500000",
             "gateway_decode_seconds_total{camera=\"gate-3\"} 0.007760",
+            "gateway_pose_crops_total{camera=\"gate-3\"} 3",
+            "gateway_pose_seconds_total{camera=\"gate-3\"} 0.135000",
+            "gateway_detect_rotated_passes_total{camera=\"gate-3\"} 2",
             "gateway_detect_queue_depth 1",
             "gateway_outbox_depth 5",
             "gateway_mqtt_connected 1",

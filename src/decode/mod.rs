@@ -488,7 +488,8 @@ fn prepare(
         tensor,
         decode_time,
         picture,
-        rotated_pass,
+        // Every frame when the zone says so, else when the fall rule asked after the last one.
+        rotated_pass: rotated_pass || camera.counters.rotated_wanted.load(Ordering::Relaxed),
     })
 }
 

@@ -11,7 +11,10 @@
 //! - "collapsed and lost": a person whose box drops fast (the top edge, by a good share of
 //!   their upright height) and who is then lost inside the zone — not at the frame edge, not
 //!   behind a mask — counts as down from the drop;
-//! - anyone down who vanishes still counts for `vanish_hold_ms`.
+//! - anyone down who vanishes still counts for `vanish_hold_ms`;
+//! - after someone seen upright is lost with nobody near, or while a box is tipped, the rule
+//!   asks for the detector's rotated pass on the next look ([`FallWatch::wants_rotated_pass`]):
+//!   the picture turned ±90° shows a lying person upright, which the detector finds.
 //!
 //! With `pose = true` the shell runs a pose model where the box cannot tell (a tipped or
 //! dropped box, a person just lost: on the region where they were last seen) and passes a
@@ -119,6 +122,8 @@ impl Person {
 #[derive(Debug, Clone, Default)]
 pub struct FallWatch {
     people: BTreeMap<u64, Person>,
+    /// After the latest look: the detector's rotated pass would help on the next one.
+    wants_rotated: bool,
 }
 
 /// Whether a box looks like a person down, given their upright height if known, and which
@@ -330,10 +335,17 @@ impl FallWatch {
         // seen upright is kept for the fall window (a lying box may continue them).
         let seen_now: Vec<BoxNorm> =
             self.people.values().filter(|p| p.last_seen_ms == now_ms).map(|p| p.last.bbox).collect();
+        self.wants_rotated = false;
         for person in self.people.values_mut().filter(|p| p.last_seen_ms != now_ms) {
             // Hidden: someone seen now stands within one body width of the last box.
             let near = widened(&person.last.bbox);
             let hidden = seen_now.iter().any(|other| overlap_of_smaller(other, &near) > 0.0);
+            // Lost just after being seen upright, nobody near: they may be lying where the
+            // upright detector no longer sees them; the rotated pass looks next time. (At the
+            // frame's edge too: the pass only finds people, it raises nothing by itself.)
+            self.wants_rotated |= person.down_since_ms.is_none()
+                && !hidden
+                && person.upright.is_some_and(|(seen, _)| now_ms - seen <= params.fall_window_ms);
             if let Some(dropped) = person.dropping_ms {
                 if person.down_since_ms.is_none() && !hidden && !may_have_left(&person.last.bbox, masks) {
                     person.down_since_ms = Some(dropped);
@@ -351,6 +363,14 @@ impl FallWatch {
                 person.witnessed = person.upright.is_some_and(|(seen, _)| now_ms - seen <= params.fall_window_ms);
             }
         }
+        // A tipped box (neither upright nor lying) of someone not down: the rotated pass may
+        // see them lying.
+        self.wants_rotated |= self.people.values().any(|p| {
+            let aspect = p.last.bbox.aspect() * frame_aspect;
+            p.last_seen_ms == now_ms
+                && p.down_since_ms.is_none()
+                && (UPRIGHT_ASPECT..params.lying_aspect).contains(&aspect)
+        });
         self.people.retain(|_, person| match person.down_since_ms {
             Some(_) => now_ms - person.last_seen_ms <= params.vanish_hold_ms,
             None => now_ms - person.last_seen_ms <= params.fall_window_ms,
@@ -389,6 +409,14 @@ impl FallWatch {
             },
             objects: down.iter().map(|p| p.last.clone()).collect(),
         }
+    }
+
+    /// Whether the detector's rotated pass (the picture turned ±90°: lying people are found
+    /// as upright ones) should run on the next look: someone was just lost after being seen
+    /// upright with nobody near, or someone's box is tipped. The shell runs it only then
+    /// (unless `rotated_pass = true` runs it on every look).
+    pub fn wants_rotated_pass(&self) -> bool {
+        self.wants_rotated
     }
 
     /// A person seen upright (and not since) within the fall window before `first_seen_ms`,
@@ -536,6 +564,53 @@ mod tests {
             tracker.update(now_ms, &observations);
             let signal = watch.evaluate(&zone(), &[0], &PARAMS, tracker.tracks(), &[], &[], 16.0 / 9.0, now_ms);
             assert!(!signal.present, "at {second} s: {}", signal.detail);
+        }
+    }
+
+    #[test]
+    fn the_rotated_pass_is_asked_for_only_after_someone_is_lost_or_tipped() {
+        let mut tracker = Tracker::new(TrackerConfig::default());
+        let mut watch = FallWatch::default();
+        let mut look = |second: i64, observations: &[Observation]| {
+            tracker.update(second * 1000, observations);
+            let signal = watch.evaluate(&zone(), &[0], &PARAMS, tracker.tracks(), &[], &[], 16.0 / 9.0, second * 1000);
+            (watch.wants_rotated_pass(), signal)
+        };
+        let standing = person(STANDING[0], STANDING[1], STANDING[2], STANDING[3]);
+        for second in 0..20 {
+            assert!(!look(second, &[standing.clone()]).0, "standing people need no rotated pass");
+        }
+        // Lost right after being seen upright: asked for (even at the frame's edge: the pass
+        // only finds people).
+        assert!(look(20, &[]).0);
+        // The pass finds them lying where they stood: a fall, named by its cue.
+        let lying = Observation { rotated: true, ..person(LYING[0], LYING[1], LYING[2], LYING[3]) };
+        let mut raised = None;
+        for second in 21..30 {
+            let (wants, signal) = look(second, &[lying.clone()]);
+            assert!(!wants, "at {second} s: already down");
+            if signal.raise && raised.is_none() {
+                raised = Some(second);
+                assert!(signal.detail.contains("rotated pass, fell"), "{}", signal.detail);
+            }
+        }
+        assert_eq!(raised, Some(26));
+        // A tipped box (0.8 wide for its height in pixels) is asked for; nobody lost beside
+        // someone seen within a body width is not (a crowd).
+        let mut watch = FallWatch::default();
+        let mut tracker = Tracker::new(TrackerConfig::default());
+        let tipped = person(0.45, 0.42, 0.45 + 0.18 * 0.8 * 9.0 / 16.0, 0.60);
+        tracker.update(0, &[tipped]);
+        watch.evaluate(&zone(), &[0], &PARAMS, tracker.tracks(), &[], &[], 16.0 / 9.0, 0);
+        assert!(watch.wants_rotated_pass());
+        let mut watch = FallWatch::default();
+        let mut tracker = Tracker::new(TrackerConfig::default());
+        let other = person(0.56, 0.30, 0.66, 0.60);
+        for second in 0..22 {
+            let observations = if second < 20 { vec![standing.clone(), other.clone()] } else { vec![other.clone()] };
+            tracker.update(second * 1000, &observations);
+            watch.evaluate(&zone(), &[0], &PARAMS, tracker.tracks(), &[], &[], 16.0 / 9.0, second * 1000);
+            assert!(!watch.wants_rotated_pass(), "at {second} s");
         }
     }
 

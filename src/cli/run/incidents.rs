@@ -39,7 +39,12 @@ pub(super) struct FrameOutcome {
 }
 
 /// Runs a frame through its camera's engine; see [`commit`].
-pub(super) fn handle_frame(runtime: &mut CameraRuntime, frame: &AnalysedFrame, sinks: &Sinks<'_>) -> FrameOutcome {
+pub(super) fn handle_frame(
+    runtime: &mut CameraRuntime,
+    frame: &AnalysedFrame,
+    health: &crate::health::CameraHealth,
+    sinks: &Sinks<'_>,
+) -> FrameOutcome {
     let CameraRuntime { camera, engine, classifiers } = runtime;
     // Small crops, ~1 ms each; only cameras whose bin zones use a classifier pay it.
     let zone_readings = tokio::task::block_in_place(|| classifiers.read(&frame.picture));
@@ -59,7 +64,12 @@ pub(super) fn handle_frame(runtime: &mut CameraRuntime, frame: &AnalysedFrame, s
     let poses = if requests.is_empty() {
         Vec::new()
     } else {
-        tokio::task::block_in_place(|| classifiers.poses(&frame.picture, &requests))
+        let (crops, us) = (classifiers.pose_crops, classifiers.pose_us);
+        let poses = tokio::task::block_in_place(|| classifiers.poses(&frame.picture, &requests));
+        // Counted per camera: /metrics, and the capacity estimate (a frame with crops costs more).
+        health.counters.pose_crops.fetch_add(classifiers.pose_crops - crops, std::sync::atomic::Ordering::Relaxed);
+        health.counters.pose_us_total.fetch_add(classifiers.pose_us - us, std::sync::atomic::Ordering::Relaxed);
+        poses
     };
     let events = engine.update(EngineFrame {
         now_ms,
@@ -69,6 +79,8 @@ pub(super) fn handle_frame(runtime: &mut CameraRuntime, frame: &AnalysedFrame, s
         zone_readings: &zone_readings,
         poses: &poses,
     });
+    // The fall rule's wish for the rotated pass, read when the camera's next frame is prepared.
+    health.counters.rotated_wanted.store(engine.wants_rotated_pass(), std::sync::atomic::Ordering::Relaxed);
     let opened = events.iter().any(|event| event.event == EventKind::Opened);
     let committed = commit(camera, engine.book(), &events, Some(&frame.picture), now_ms, sinks);
     FrameOutcome { committed, opened: opened && committed, people_in_fall_zones }

@@ -366,7 +366,9 @@ impl Capacity {
         for camera in pipeline.health.cameras() {
             let c = &camera.counters;
             analysed += c.frames_analysed.load(Ordering::Relaxed);
-            decode_us += c.decode_us_total.load(Ordering::Relaxed);
+            // The pose stage runs on the CPUs, not on a detector session: a frame with crops
+            // costs more CPU, like a longer decode.
+            decode_us += c.decode_us_total.load(Ordering::Relaxed) + c.pose_us_total.load(Ordering::Relaxed);
             inference_us += c.inference_us_total.load(Ordering::Relaxed);
         }
         let stats = pipeline.scheduler().stats();
@@ -462,7 +464,8 @@ impl Gateway {
         let Some(runtime) = self.cameras.get_mut(&frame.camera) else {
             return false;
         };
-        let outcome = incidents::handle_frame(runtime, frame, &sinks);
+        let health = self.pipeline.health.camera(&frame.camera);
+        let outcome = incidents::handle_frame(runtime, frame, &health, &sinks);
         if runtime.camera.active_interval.is_some() {
             self.pipeline.scheduler().people_in_view(&frame.camera, outcome.people_in_fall_zones);
         }

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{CameraConfig, CameraId, Config, IngestConfig};
 use crate::decode::DecodePool;
 use crate::detect::{AnalysedFrame, DetectorPool, Model};
+use crate::evidence::clips::ClipRecorder;
 use crate::health::HealthRegistry;
 use crate::ingest::supervise_camera;
 
@@ -23,6 +24,8 @@ const ANALYSED_QUEUE: usize = 256;
 pub struct Pipeline {
     /// Every camera's state and counters.
     pub health: Arc<HealthRegistry>,
+    /// Packet rings and clips of the cameras that record them (issue 16).
+    pub clips: Arc<ClipRecorder>,
     decode: DecodePool,
     detect: DetectorPool,
     cameras: HashMap<CameraId, CameraTask>,
@@ -55,8 +58,16 @@ impl Pipeline {
         let decode =
             DecodePool::start(config.decode.workers, (manifest.input_width, manifest.input_height), prepared_sender);
         let health = Arc::new(HealthRegistry::default());
-        let mut pipeline =
-            Pipeline { health, decode, detect, cameras: HashMap::new(), ingest: config.ingest.clone(), shutdown };
+        let clips = ClipRecorder::start(config.evidence.clone(), &config.state_dir);
+        let mut pipeline = Pipeline {
+            health,
+            clips,
+            decode,
+            detect,
+            cameras: HashMap::new(),
+            ingest: config.ingest.clone(),
+            shutdown,
+        };
         for camera in &config.cameras {
             pipeline.add_camera(camera).await;
         }
@@ -72,6 +83,8 @@ impl Pipeline {
         }
         let camera_health = self.health.camera(&camera.id);
         let sink = self.decode.sink_for(camera, camera_health.clone());
+        // Cameras with clip-recording zones keep their packets in a ring on the way.
+        let sink = self.clips.tap(camera, sink);
         let stop = self.shutdown.child_token();
         let task =
             tokio::spawn(supervise_camera(camera.clone(), self.ingest.clone(), camera_health, sink, stop.clone()));

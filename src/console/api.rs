@@ -152,7 +152,10 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         ("host", shared.refused_host.load(Ordering::Relaxed)),
         ("live_streams", shared.refused_live_streams.load(Ordering::Relaxed)),
     ];
-    let text = text + &shared.http.render(&refused) + &shared.evidence.render();
+    let mut text = text + &shared.http.render(&refused) + &shared.evidence.render();
+    if let Some(clips) = shared.clips.get() {
+        text += &clips.render();
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
 

@@ -160,6 +160,8 @@ pub struct Shared {
     pub http: Arc<server::HttpCounters>,
     /// Evidence retention's counters.
     pub evidence: crate::evidence::retention::RetentionStats,
+    /// The clip recorder (rings, captures, writer), set once at start (issue 16).
+    pub clips: std::sync::OnceLock<Arc<crate::evidence::clips::ClipRecorder>>,
     /// Last time a refusal was logged (refusals are logged once per interval).
     pub(crate) last_refusal_log_ms: std::sync::atomic::AtomicI64,
     /// Ends the live streams when the gateway stops (graceful shutdown waits for them).
@@ -199,6 +201,7 @@ impl Shared {
             live_streams: Arc::new(tokio::sync::Semaphore::new(server::MAX_LIVE_STREAMS)),
             http: Arc::default(),
             evidence: Default::default(),
+            clips: std::sync::OnceLock::new(),
             last_refusal_log_ms: std::sync::atomic::AtomicI64::new(0),
             shutdown,
         }

@@ -86,7 +86,7 @@ pub fn incident_payload(
         (None, Some(_)) => (serde_json::Value::Null, Some("snapshot file missing".to_string())),
         (None, None) => (serde_json::Value::Null, None),
     };
-    let payload = json!({
+    let mut payload = json!({
         "schema": INCIDENT_SCHEMA,
         "incident_id": event.incident_id,
         "seq": event.seq,
@@ -112,6 +112,11 @@ pub fn incident_payload(
         "snapshot": snapshot,
         "snapshot_omitted": snapshot_omitted,
     });
+    // Optional (schema revision 2, issue 16): only on incidents whose clip is recorded, so
+    // every other payload stays as it was.
+    if let Some(clip_url) = &record.clip_url {
+        payload["clip_url"] = json!(clip_url);
+    }
     serde_json::to_vec(&payload).expect("payload serialises")
 }
 
@@ -242,6 +247,7 @@ mod tests {
             grid: "".into(),
             steward: "王师傅".into(),
             snapshot: None,
+            clip_url: None,
             followup: None,
             answer: None,
         }
@@ -284,6 +290,10 @@ mod tests {
         assert_eq!(big["snapshot_omitted"], "11 bytes is over the 10-byte cap");
         let missing: serde_json::Value = serde_json::from_slice(&incident_payload("lixia", &record, None, 10)).unwrap();
         assert_eq!(missing["snapshot_omitted"], "snapshot file missing");
+        assert!(missing.get("clip_url").is_none(), "no clip: the payload is as before");
+        record.clip_url = Some("http://127.0.0.1:8080/api/incidents/a%3Ab/clip.mp4".into());
+        let clipped: serde_json::Value = serde_json::from_slice(&incident_payload("lixia", &record, None, 10)).unwrap();
+        assert_eq!(clipped["clip_url"], "http://127.0.0.1:8080/api/incidents/a%3Ab/clip.mp4");
     }
 
     #[test]

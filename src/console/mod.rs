@@ -21,6 +21,7 @@
 //! are open; `/metrics` is open to loopback peers. Connection, time and size limits:
 //! [`server`].
 
+pub mod access_log;
 mod api;
 mod auth;
 pub mod metrics;
@@ -160,6 +161,8 @@ pub struct Shared {
     pub http: Arc<server::HttpCounters>,
     /// Evidence retention's counters.
     pub evidence: crate::evidence::retention::RetentionStats,
+    /// Reads of incidents' snapshots and clips (issue 16).
+    pub access_log: access_log::AccessLog,
     /// The clip recorder (rings, captures, writer), set once at start (issue 16).
     pub clips: std::sync::OnceLock<Arc<crate::evidence::clips::ClipRecorder>>,
     /// Last time a refusal was logged (refusals are logged once per interval).
@@ -179,6 +182,7 @@ impl Shared {
         requests: mpsc::Sender<ConfigRequest>,
         shutdown: CancellationToken,
     ) -> Self {
+        let access_log = access_log::AccessLog::new(&config.state_dir);
         Shared {
             health,
             outbox,
@@ -202,6 +206,7 @@ impl Shared {
             http: Arc::default(),
             evidence: Default::default(),
             clips: std::sync::OnceLock::new(),
+            access_log,
             last_refusal_log_ms: std::sync::atomic::AtomicI64::new(0),
             shutdown,
         }

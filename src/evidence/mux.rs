@@ -41,6 +41,11 @@ pub fn write_mp4(path: &Path, packets: &[Arc<EncodedFrame>]) -> anyhow::Result<C
         {
             break;
         }
+        // Leading pictures of an open-GOP keyframe (H.265 CRA: RASL pictures shown before it)
+        // reference the GOP before the clip: they cannot be decoded, so they are left out.
+        if packet.media_time_ms < start.media_time_ms {
+            continue;
+        }
         run.push(packet);
     }
     // Presentation times from the clip's start; a repeated time (a camera's clock) is nudged

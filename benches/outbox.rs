@@ -30,6 +30,7 @@ fn record() -> OutboxRecord {
         grid: "lixia-heping-02".into(),
         steward: "steward-wang".into(),
         snapshot: None,
+        clip_url: None,
         followup: None,
         answer: None,
     }

@@ -68,6 +68,9 @@ pub struct OutboxRecord {
     /// The phone-sized annotated snapshot (JPEG path), if one was written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<String>,
+    /// The console URL of the incident's clip, on the event that started one (issue 16).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clip_url: Option<String>,
     /// Set on reminders and escalations: the follow-up this record carries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub followup: Option<Notice>,
@@ -417,8 +420,11 @@ impl Outbox {
                 };
                 // A cleared event has no snapshot: keep showing the last one taken.
                 let snapshot = record.snapshot.clone().or(tracked.latest.snapshot.take());
+                // Likewise the clip, which only the `opened` event names.
+                let clip_url = record.clip_url.clone().or(tracked.latest.clip_url.take());
                 tracked.latest = record.clone();
                 tracked.latest.snapshot = snapshot;
+                tracked.latest.clip_url = clip_url;
                 if record.event.event == EventKind::Cleared {
                     tracked.followup.cleared_at_ms = Some(now_ms);
                 }
@@ -945,6 +951,7 @@ mod tests {
             grid: "g".into(),
             steward: "s".into(),
             snapshot: None,
+            clip_url: None,
             followup: None,
             answer: None,
         }

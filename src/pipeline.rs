@@ -14,6 +14,7 @@ use crate::config::{CameraConfig, CameraId, Config, IngestConfig};
 use crate::decode::DecodePool;
 use crate::detect::gates::Gates;
 use crate::detect::{AnalysedFrame, DetectorPool, Model};
+use crate::evidence::clips::ClipRecorder;
 use crate::health::HealthRegistry;
 use crate::ingest::supervise_camera;
 
@@ -24,6 +25,8 @@ const ANALYSED_QUEUE: usize = 256;
 pub struct Pipeline {
     /// Every camera's state and counters.
     pub health: Arc<HealthRegistry>,
+    /// Packet rings and clips of the cameras that record them (issue 16).
+    pub clips: Arc<ClipRecorder>,
     decode: DecodePool,
     detect: DetectorPool,
     /// Every gated camera's change gate, in front of the detector sessions.
@@ -60,8 +63,10 @@ impl Pipeline {
         let decode =
             DecodePool::start(config.decode.workers, (manifest.input_width, manifest.input_height), prepared_sender);
         let health = Arc::new(HealthRegistry::default());
+        let clips = ClipRecorder::start(config.evidence.clone(), &config.state_dir);
         let mut pipeline = Pipeline {
             health,
+            clips,
             decode,
             detect,
             gates,
@@ -85,6 +90,8 @@ impl Pipeline {
         self.gates.configure(camera);
         let camera_health = self.health.camera(&camera.id);
         let sink = self.decode.sink_for(camera, camera_health.clone());
+        // Cameras with clip-recording zones keep their packets in a ring on the way.
+        let sink = self.clips.tap(camera, sink);
         let stop = self.shutdown.child_token();
         let task =
             tokio::spawn(supervise_camera(camera.clone(), self.ingest.clone(), camera_health, sink, stop.clone()));

@@ -6,6 +6,7 @@
 //! means the same thing whatever the working directory of the process is.
 
 pub mod delivery;
+pub mod evidence;
 #[cfg(test)]
 mod property_tests;
 pub mod raw;
@@ -72,6 +73,8 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// How long and how much evidence is kept (`[storage]`).
     pub evidence_retention: crate::evidence::retention::RetentionPolicy,
+    /// Clips, bystander blurring and the clips' retention (`[evidence]`).
+    pub evidence: evidence::EvidenceConfig,
     /// Outbox cap (see `[outbox] max_entries`).
     pub outbox_max_entries: u64,
     /// The broker; `None` keeps events in the outbox only.

@@ -25,6 +25,9 @@ pub struct RawConfig {
     /// Where incident state and evidence are kept.
     #[serde(default)]
     pub storage: RawStorage,
+    /// Event clips and the privacy of snapshots that leave the gateway.
+    #[serde(default)]
+    pub evidence: super::evidence::RawEvidence,
     /// The durable outbox of incident events.
     #[serde(default)]
     pub outbox: RawOutbox,

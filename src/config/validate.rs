@@ -195,6 +195,8 @@ pub fn validate(
     let escalation = super::delivery::validate_escalation(&raw.escalation, &mut problems);
     let console = raw.console.as_ref().map(|console| validate_console(console, base_dir, env, &mut problems));
 
+    let evidence = super::evidence::validate(&raw.evidence, console.as_ref().map(|c| c.bind), &mut problems);
+
     if problems.0.is_empty() {
         Ok(Config {
             base_dir: base_dir.to_path_buf(),
@@ -203,6 +205,7 @@ pub fn validate(
             detector,
             state_dir,
             evidence_retention,
+            evidence,
             outbox_max_entries,
             mqtt,
             escalation,

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -46,6 +46,8 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
         .route("/api/incidents", get(incidents))
         .route("/api/incidents/{id}", get(incident))
         .route("/api/incidents/{id}/snapshot.jpg", get(snapshot_jpeg))
+        .route("/api/incidents/{id}/main.jpg", get(main_jpeg))
+        .route("/api/incidents/{id}/clip.mp4", get(clip_mp4))
         .route("/api/incidents/{id}/answer", post(answer))
         .route("/api/events", get(events))
         .route("/api/session", post(start_session).delete(end_session))
@@ -158,11 +160,15 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         ("host", shared.refused_host.load(Ordering::Relaxed)),
         ("live_streams", shared.refused_live_streams.load(Ordering::Relaxed)),
     ];
-    let text = text
+    let mut text = text
         + &shared.http.render(&refused)
         + &shared.evidence.render()
         + &shared.commits.render()
-        + &shared.bins.render();
+        + &shared.bins.render()
+        + &shared.access_log.render();
+    if let Some(clips) = shared.clips.get() {
+        text += &clips.render();
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
 
@@ -370,6 +376,8 @@ struct IncidentView {
     detail: String,
     seq: u32,
     has_snapshot: bool,
+    /// A clip is recorded for it (`/api/incidents/{id}/clip.mp4` once written).
+    has_clip: bool,
 }
 
 fn incident_view(incident: TrackedIncident) -> IncidentView {
@@ -404,6 +412,7 @@ fn incident_view(incident: TrackedIncident) -> IncidentView {
         detail: event.detail,
         seq: event.seq,
         has_snapshot: latest.snapshot.is_some(),
+        has_clip: latest.clip_url.is_some(),
     }
 }
 
@@ -440,25 +449,205 @@ async fn incident(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> 
     }
 }
 
-async fn snapshot_jpeg(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
-    let found = match shared.outbox.incident(&id) {
-        Ok(Some(found)) => found,
-        Ok(None) => return error(StatusCode::NOT_FOUND, format!("no incident {id:?}")).into_response(),
-        Err(err) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("{err:#}")).into_response(),
-    };
-    let Some(path) = found.latest.snapshot else {
-        return error(StatusCode::NOT_FOUND, "this incident has no snapshot").into_response();
-    };
-    // Only ever serve files from the state directory's evidence.
-    let evidence = shared.config().state_dir.join("evidence");
-    let path = std::path::PathBuf::from(path);
-    if !path.starts_with(&evidence) || path.components().any(|c| c == std::path::Component::ParentDir) {
-        return error(StatusCode::NOT_FOUND, "the snapshot is not in the evidence directory").into_response();
+/// Which of an incident's evidence files is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EvidenceKind {
+    /// The phone-sized snapshot (bystanders blurred).
+    Snapshot,
+    /// The main-stream snapshot (bystanders blurred).
+    Main,
+    /// The MP4 clip.
+    Clip,
+}
+
+impl EvidenceKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            EvidenceKind::Snapshot => "snapshot",
+            EvidenceKind::Main => "main",
+            EvidenceKind::Clip => "clip",
+        }
     }
-    match tokio::fs::read(&path).await {
-        // Snapshots may show faces: no cache keeps them.
-        Ok(jpeg) => ([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "no-store")], jpeg).into_response(),
-        Err(err) => error(StatusCode::NOT_FOUND, format!("snapshot unreadable: {err}")).into_response(),
+}
+
+/// `?operator=` on evidence reads: who is looking (the page's operator name), for the access
+/// log; a `<video>` cannot send a header.
+#[derive(Deserialize)]
+struct EvidenceQuery {
+    operator: Option<String>,
+}
+
+/// Largest range answered at once, bytes; a larger or open-ended range gets this much (206).
+pub(super) const MAX_RANGE_BYTES: u64 = 8 * 1024 * 1024;
+/// Largest file answered whole; above, a request without a range gets its first
+/// [`MAX_RANGE_BYTES`] (206).
+pub(super) const MAX_WHOLE_BYTES: u64 = 64 * 1024 * 1024;
+
+async fn snapshot_jpeg(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    Path(id): Path<String>,
+    Query(query): Query<EvidenceQuery>,
+    headers: HeaderMap,
+) -> Response {
+    evidence_read(shared, peer, id, query, headers, EvidenceKind::Snapshot).await
+}
+
+async fn main_jpeg(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    Path(id): Path<String>,
+    Query(query): Query<EvidenceQuery>,
+    headers: HeaderMap,
+) -> Response {
+    evidence_read(shared, peer, id, query, headers, EvidenceKind::Main).await
+}
+
+async fn clip_mp4(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    Path(id): Path<String>,
+    Query(query): Query<EvidenceQuery>,
+    headers: HeaderMap,
+) -> Response {
+    evidence_read(shared, peer, id, query, headers, EvidenceKind::Clip).await
+}
+
+/// Serves one of an incident's evidence files (the guard checked the token) and writes the
+/// read to the access log, whatever the answer.
+async fn evidence_read(
+    shared: Arc<Shared>,
+    peer: std::net::SocketAddr,
+    id: String,
+    query: EvidenceQuery,
+    headers: HeaderMap,
+    kind: EvidenceKind,
+) -> Response {
+    let range = headers.get(header::RANGE).and_then(|value| value.to_str().ok()).map(str::to_string);
+    let (response, bytes) = evidence_response(&shared, &id, kind, range.as_deref()).await;
+    let header_text = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
+    let entry = super::access_log::AccessEntry {
+        at_ms: epoch_ms(std::time::SystemTime::now()),
+        operator: super::access_log::operator_name(header_text("x-operator"), query.operator.as_deref()),
+        auth: if headers.contains_key(header::AUTHORIZATION) {
+            "bearer"
+        } else if headers.contains_key(header::COOKIE) {
+            "cookie"
+        } else {
+            "none"
+        },
+        peer: peer.to_string(),
+        incident_id: id.chars().take(crate::deliver::payload::INCIDENT_ID_MAX_CHARS).collect(),
+        what: kind.as_str(),
+        status: response.status().as_u16(),
+        bytes,
+        range: range.map(|r| r.chars().take(64).collect()),
+    };
+    let log = shared.clone();
+    let _ = tokio::task::spawn_blocking(move || log.access_log.record(&entry)).await;
+    response
+}
+
+/// The answer for an evidence file and the body bytes in it.
+async fn evidence_response(shared: &Shared, id: &str, kind: EvidenceKind, range: Option<&str>) -> (Response, u64) {
+    let not_found = |message: String| (error(StatusCode::NOT_FOUND, message).into_response(), 0);
+    let found = match shared.outbox.incident(id) {
+        Ok(Some(found)) => found,
+        Ok(None) => return not_found(format!("no incident {id:?}")),
+        Err(err) => return (error(StatusCode::INTERNAL_SERVER_ERROR, format!("{err:#}")).into_response(), 0),
+    };
+    let state_dir = shared.config().state_dir.clone();
+    // Only ever serve files from the state directory's evidence.
+    let evidence = state_dir.join("evidence");
+    let sanitised = crate::evidence::retention::sanitised(id);
+    let (path, content_type) = match kind {
+        EvidenceKind::Snapshot => match found.latest.snapshot {
+            Some(path) => (std::path::PathBuf::from(path), "image/jpeg"),
+            None => return not_found("this incident has no snapshot".to_string()),
+        },
+        EvidenceKind::Main => (evidence.join(format!("{sanitised}-1-main.jpg")), "image/jpeg"),
+        EvidenceKind::Clip if found.latest.clip_url.is_none() => {
+            return not_found("no clip is recorded for this incident".to_string())
+        }
+        EvidenceKind::Clip => (crate::evidence::clips::clip_path(&state_dir, id), "video/mp4"),
+    };
+    if !path.starts_with(&evidence) || path.components().any(|c| c == std::path::Component::ParentDir) {
+        return not_found("the file is not in the evidence directory".to_string());
+    }
+    let mut file = match tokio::fs::File::open(&path).await {
+        Ok(file) => file,
+        Err(_) if kind == EvidenceKind::Clip => {
+            return not_found(
+                "the clip is not written yet (it is, once the post-roll has passed) or was deleted".into(),
+            )
+        }
+        Err(err) => return not_found(format!("{} unreadable: {err}", kind.as_str())),
+    };
+    let length = match file.metadata().await {
+        Ok(metadata) => metadata.len(),
+        Err(err) => return not_found(format!("{} unreadable: {err}", kind.as_str())),
+    };
+    let wanted = if kind == EvidenceKind::Clip { byte_range(range, length) } else { Ok(None) };
+    let (start, end, partial) = match wanted {
+        Ok(Some((start, end))) => (start, end.min(start + MAX_RANGE_BYTES - 1), true),
+        Ok(None) if length > MAX_WHOLE_BYTES => (0, MAX_RANGE_BYTES - 1, true),
+        Ok(None) => (0, length.saturating_sub(1), false),
+        Err(()) => {
+            let response = (
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                [(header::CONTENT_RANGE, format!("bytes */{length}")), (header::ACCEPT_RANGES, "bytes".to_string())],
+            )
+                .into_response();
+            return (response, 0);
+        }
+    };
+    let size = if length == 0 { 0 } else { end - start + 1 };
+    let mut body = vec![0u8; size as usize];
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let read = async {
+        file.seek(std::io::SeekFrom::Start(start)).await?;
+        file.read_exact(&mut body).await
+    };
+    if let Err(err) = read.await {
+        return not_found(format!("{} unreadable: {err}", kind.as_str()));
+    }
+    // Snapshots and clips show people: no cache keeps them.
+    let mut response = (
+        [
+            (header::CONTENT_TYPE, content_type.to_string()),
+            (header::CACHE_CONTROL, "no-store".to_string()),
+            (header::ACCEPT_RANGES, if kind == EvidenceKind::Clip { "bytes" } else { "none" }.to_string()),
+        ],
+        body,
+    )
+        .into_response();
+    if partial {
+        *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+        let value = format!("bytes {start}-{end}/{length}");
+        response.headers_mut().insert(header::CONTENT_RANGE, value.parse().expect("ascii header"));
+    }
+    (response, size)
+}
+
+/// The byte range (inclusive) a `Range` header asks of a file of `length` bytes: `Ok(None)`
+/// for none, several, or one this server does not understand (answered whole, as HTTP
+/// allows); `Err` for one that lies outside the file (416).
+pub(super) fn byte_range(header: Option<&str>, length: u64) -> Result<Option<(u64, u64)>, ()> {
+    let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else { return Ok(None) };
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let Some((first, last)) = spec.split_once('-') else { return Ok(None) };
+    let parse = |text: &str| text.trim().parse::<u64>().ok();
+    match (first.trim().is_empty(), parse(first), parse(last)) {
+        // `bytes=-N`: the last N bytes.
+        (true, _, Some(suffix)) if suffix > 0 && length > 0 => Ok(Some((length - suffix.min(length), length - 1))),
+        (true, _, _) => Err(()),
+        (false, Some(start), _) if start >= length => Err(()),
+        (false, Some(start), None) if last.trim().is_empty() => Ok(Some((start, length - 1))),
+        (false, Some(start), Some(end)) if end >= start => Ok(Some((start, end.min(length - 1)))),
+        (false, Some(_), Some(_)) => Err(()),
+        _ => Ok(None),
     }
 }
 
@@ -579,4 +768,33 @@ fn live_stream(
 
 fn json_event(name: &str, data: &impl Serialize) -> Event {
     Event::default().event(name).data(serde_json::to_string(data).expect("event serialises"))
+}
+
+#[cfg(test)]
+mod range_tests {
+    use super::byte_range;
+
+    #[test]
+    fn ranges_are_read_as_http_says_and_bounded_by_the_file() {
+        // (header, file length, answer)
+        type Range = Result<Option<(u64, u64)>, ()>;
+        let table: [(Option<&str>, u64, Range); 12] = [
+            (None, 100, Ok(None)),
+            (Some("bytes=0-9"), 100, Ok(Some((0, 9)))),
+            (Some("bytes=90-"), 100, Ok(Some((90, 99)))),
+            (Some("bytes=50-500"), 100, Ok(Some((50, 99)))),
+            (Some("bytes=-10"), 100, Ok(Some((90, 99)))),
+            (Some("bytes=-500"), 100, Ok(Some((0, 99)))),
+            (Some("bytes=100-"), 100, Err(())),
+            (Some("bytes=-0"), 100, Err(())),
+            (Some("bytes=9-3"), 100, Err(())),
+            (Some("bytes=0-1,5-6"), 100, Ok(None)),
+            (Some("items=0-1"), 100, Ok(None)),
+            (Some("bytes=x-"), 100, Ok(None)),
+        ];
+        for (header, length, answer) in table {
+            assert_eq!(byte_range(header, length), answer, "{header:?}");
+        }
+        assert_eq!(byte_range(Some("bytes=0-"), 0), Err(()), "nothing to serve in an empty file");
+    }
 }

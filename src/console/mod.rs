@@ -21,6 +21,7 @@
 //! are open; `/metrics` is open to loopback peers. Connection, time and size limits:
 //! [`server`].
 
+pub mod access_log;
 mod api;
 mod auth;
 pub mod bins;
@@ -173,6 +174,10 @@ pub struct Shared {
     pub evidence: crate::evidence::retention::RetentionStats,
     /// Whether incident events reach the outbox (degraded while a full disk refuses them).
     pub commits: Arc<crate::outbox::CommitHealth>,
+    /// Reads of incidents' snapshots and clips (issue 16).
+    pub access_log: access_log::AccessLog,
+    /// The clip recorder (rings, captures, writer), set once at start (issue 16).
+    pub clips: std::sync::OnceLock<Arc<crate::evidence::clips::ClipRecorder>>,
     /// Last time a refusal was logged (refusals are logged once per interval).
     pub(crate) last_refusal_log_ms: std::sync::atomic::AtomicI64,
     /// Ends the live streams when the gateway stops (graceful shutdown waits for them).
@@ -192,6 +197,7 @@ impl Shared {
         requests: mpsc::Sender<ConfigRequest>,
         shutdown: CancellationToken,
     ) -> Self {
+        let access_log = access_log::AccessLog::new(&config.state_dir);
         Shared {
             health,
             outbox,
@@ -215,6 +221,8 @@ impl Shared {
             http: Arc::default(),
             evidence: Default::default(),
             commits: Arc::default(),
+            clips: std::sync::OnceLock::new(),
+            access_log,
             last_refusal_log_ms: std::sync::atomic::AtomicI64::new(0),
             shutdown,
             bins: bins::BinLearning::default(),

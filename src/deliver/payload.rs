@@ -106,6 +106,10 @@ pub struct IncidentPayload<'a> {
     pub snapshot: Option<InlineSnapshot>,
     /// Why a snapshot the gateway took is not inline.
     pub snapshot_omitted: Option<String>,
+    /// The console URL of the incident's clip (schema revision 2, issue 16): only on incidents
+    /// whose clip is recorded, so every other payload stays as it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clip_url: Option<&'a str>,
 }
 
 /// The place labels of an incident payload.
@@ -178,6 +182,7 @@ impl<'a> IncidentPayload<'a> {
             answer: record.answer.as_ref(),
             snapshot,
             snapshot_omitted,
+            clip_url: record.clip_url.as_deref(),
         }
     }
 
@@ -327,6 +332,7 @@ mod tests {
             grid: "".into(),
             steward: "王师傅".into(),
             snapshot: None,
+            clip_url: None,
             followup: None,
             answer: None,
         }
@@ -369,6 +375,10 @@ mod tests {
         assert_eq!(big["snapshot_omitted"], "11 bytes is over the 10-byte cap");
         let missing: serde_json::Value = serde_json::from_slice(&incident_payload("lixia", &record, None, 10)).unwrap();
         assert_eq!(missing["snapshot_omitted"], "snapshot file missing");
+        assert!(missing.get("clip_url").is_none(), "no clip: the payload is as before");
+        record.clip_url = Some("http://127.0.0.1:8080/api/incidents/a%3Ab/clip.mp4".into());
+        let clipped: serde_json::Value = serde_json::from_slice(&incident_payload("lixia", &record, None, 10)).unwrap();
+        assert_eq!(clipped["clip_url"], "http://127.0.0.1:8080/api/incidents/a%3Ab/clip.mp4");
     }
 
     /// The payload as v1 built it with `json!` before it was a struct: the reference the

@@ -9,6 +9,10 @@
 //!
 //! Snapshots are at the model's view resolution (416 px wide for YOLOX-Nano).
 
+pub mod clips;
+// FFmpeg's muxer through its C API (codec parameters without an encoder).
+#[allow(unsafe_code)]
+pub mod mux;
 pub mod retention;
 
 use std::io::Write;
@@ -153,6 +157,16 @@ struct Sidecar<'a> {
     model_version: &'a str,
     snapshot: String,
     crop: String,
+    /// The clip being recorded for this event (issue 16), once written beside it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    clip: Option<String>,
+}
+
+/// What an event's evidence holds besides its picture (issue 16).
+#[derive(Debug, Clone, Default)]
+pub struct EventExtras {
+    /// The file name of the clip being recorded for it, listed in the sidecar.
+    pub clip: Option<String>,
 }
 
 /// Writes the snapshot and sidecar of an event; returns the JPEG's path.
@@ -162,6 +176,7 @@ pub fn write_evidence(
     event: &IncidentEvent,
     picture: &RgbImage,
     model: &crate::detect::model::ModelManifest,
+    extras: &EventExtras,
 ) -> anyhow::Result<PathBuf> {
     let zone = camera.zones.iter().find(|z| z.id == event.zone);
     let snapshot = annotate(picture, camera, event);
@@ -185,6 +200,7 @@ pub fn write_evidence(
         model_version: &model.version,
         snapshot: jpeg_path.file_name().unwrap_or_default().to_string_lossy().into_owned(),
         crop: crop_path.file_name().unwrap_or_default().to_string_lossy().into_owned(),
+        clip: extras.clip.clone(),
     };
     write_atomically(
         &directory.join(format!("{stem}.json")),

@@ -2,7 +2,7 @@
 // Browser test driver for the operator console and the zone editor: drives Debian's Chromium
 // with playwright-core against a running gateway. See README.md for how to run it by hand.
 //
-//   node tests/browser/run.mjs console|editor|bins|selfcheck    (or --self-check)
+//   node tests/browser/run.mjs console|editor|bins|clip|selfcheck    (or --self-check)
 //
 // Environment: GATEWAY_URL (default http://127.0.0.1:8080), GATEWAY_TOKEN, CAMERA (default
 // pavement-demo), ARTEFACT_DIR (screenshots; default tests/artifacts/browser), CHROMIUM_PATH
@@ -184,6 +184,48 @@ async function consoleScenario(browser) {
   check(await page.evaluate(() => window.__sameDocument === true), 'the page reloaded during the test');
 }
 
+/**
+ * The incident card plays its clip inline (issue 16): waits for an incident of $CAMERA whose
+ * card has a clip player, waits (from Node) until the gateway has written the clip, presses
+ * play in the card and waits until the video really advances; screenshots `console-clip.png`.
+ * The operator's name is set first (OPERATOR_NAME), so the gateway's access log can name them.
+ */
+async function clipScenario(browser) {
+  const page = await openPage(browser, DESKTOP);
+  const operator = env.OPERATOR_NAME || 'browser operator';
+  await page.context().addInitScript((name) => localStorage.setItem('gateway.operator', name), operator);
+  await page.goto(`${config.gatewayUrl}/`);
+  await waitUntil(page, 'the incidents to load', 30000,
+    async () => page.locator('#incident-list[data-loaded="true"]').count());
+  const card = `li.incident[data-camera=${cssString(config.camera)}]`;
+  const incidentId = await waitUntil(page, `an incident of camera ${config.camera} with a clip player`,
+    config.waitTimeoutMs, async () => {
+      const row = page.locator(`${card}:has(video[data-clip-for])`).first();
+      return (await row.count()) ? row.getAttribute('data-incident-id') : null;
+    });
+  observed.incident_id = incidentId;
+  const clipPath = `/api/incidents/${encodeURIComponent(incidentId)}/clip.mp4`;
+  await waitUntil(page, 'the gateway to write the clip (post-roll)', config.waitTimeoutMs, async () => {
+    const response = await fetch(`${config.gatewayUrl}${clipPath}`,
+      { headers: { Authorization: `Bearer ${config.token}`, Range: 'bytes=0-0' } });
+    return response.status === 206;
+  });
+  const video = page.locator(`li.incident[data-incident-id=${cssString(incidentId)}] video[data-clip-for]`);
+  await video.scrollIntoViewIfNeeded();
+  await video.evaluate((element) => element.play());
+  observed.clip = await waitUntil(page, 'the clip to play in the card', 30000, async () => {
+    const state = await video.evaluate((element) => ({
+      current_time: element.currentTime, duration: element.duration, ready_state: element.readyState,
+      video_width: element.videoWidth, video_height: element.videoHeight, error: element.error && element.error.code,
+    }));
+    check(!state.error, `the clip failed to play (MediaError ${state.error})`);
+    return state.current_time > 1 && state.ready_state >= 2 ? state : null;
+  });
+  observed.operator = operator;
+  progress(`clip played to ${observed.clip.current_time.toFixed(1)} s of ${observed.clip.duration.toFixed(1)} s`);
+  await screenshot(page, 'console-clip.png');
+}
+
 /** Clicks the canvas at normalised points (0–1 of its on-screen box). */
 async function clickCanvas(page, points) {
   const box = await page.locator('#zone-canvas').boundingBox();
@@ -339,7 +381,7 @@ async function binsScenario(browser) {
 
 // ---- main ----------------------------------------------------------------------------------
 
-const SCENARIOS = { console: consoleScenario, editor: editorScenario, bins: binsScenario, selfcheck };
+const SCENARIOS = { console: consoleScenario, editor: editorScenario, bins: binsScenario, clip: clipScenario, selfcheck };
 
 async function main() {
   const argument = process.argv[2];

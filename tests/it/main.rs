@@ -7,6 +7,7 @@ mod bins;
 mod broker;
 mod capacity;
 mod classifier;
+mod clips;
 mod cli;
 mod console;
 mod gating;

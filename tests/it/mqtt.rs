@@ -52,6 +52,7 @@ fn record(camera: &str, start_ms: i64, seq: u32, event: EventKind) -> OutboxReco
         grid: "grid-02".into(),
         steward: "steward-wang".into(),
         snapshot: None,
+        clip_url: None,
         followup: None,
         answer: None,
     }
@@ -410,6 +411,8 @@ fn payloads_and_acks_follow_the_schemas_in_the_repo() {
         score: 0.9,
     }];
     opened.snapshot = Some("evidence.jpg".into());
+    // Revision 2 of the schema (issue 16): the optional clip URL.
+    opened.clip_url = Some("http://127.0.0.1:8080/api/incidents/gate-1%3Adoor%3Afallen_person%3A5/clip.mp4".into());
     let mut reminder = record("gate-1", 5, 1, EventKind::Opened);
     reminder.followup = Some(Notice { due: Due::Reminder, recipient: Recipient::Steward, unanswered_ms: 600_000 });
     let cleared = record("gate-1", 5, 2, EventKind::Cleared);

@@ -32,6 +32,7 @@ fn record(seq: u32) -> OutboxRecord {
         grid: "lixia-heping-02".into(),
         steward: "steward-wang".into(),
         snapshot: None,
+        clip_url: None,
         followup: None,
         answer: None,
     }

@@ -101,17 +101,27 @@ pub(super) fn commit(
         return false;
     }
     let mut snapshots = Vec::with_capacity(events.len());
+    let mut clip_urls = Vec::with_capacity(events.len());
     for event in events {
+        // An incident opened by a frame starts its clip (if its kind records them): the
+        // pre-roll is taken from the camera's ring now, the post-roll follows.
+        let clip = match (event.event, picture, shared.clips.get()) {
+            (EventKind::Opened, Some(_), Some(clips)) => clips.start_capture(&camera.id, event, instant_of(now_ms)),
+            _ => None,
+        };
+        clip_urls.push(clip.as_ref().and_then(|_| clip_url(config, &event.incident_id)));
+        let extras = evidence::EventExtras { clip };
         let snapshot = match picture.filter(|_| event.event != EventKind::Cleared) {
             None => None,
-            Some(picture) => match evidence::write_evidence(&config.state_dir, camera, event, picture, &model.manifest)
-            {
-                Ok(path) => Some(path.display().to_string()),
-                Err(err) => {
-                    error!(error = format!("{err:#}"), "cannot write evidence");
-                    None
+            Some(picture) => {
+                match evidence::write_evidence(&config.state_dir, camera, event, picture, &model.manifest, &extras) {
+                    Ok(path) => Some(path.display().to_string()),
+                    Err(err) => {
+                        error!(error = format!("{err:#}"), "cannot write evidence");
+                        None
+                    }
                 }
-            },
+            }
         };
         if event.event == EventKind::Opened {
             spawn_main_stream_snapshot(config, camera, event);
@@ -134,8 +144,8 @@ pub(super) fn commit(
     }
     let records: Vec<OutboxRecord> = events
         .iter()
-        .zip(snapshots)
-        .map(|(event, snapshot)| OutboxRecord {
+        .zip(snapshots.into_iter().zip(clip_urls))
+        .map(|(event, (snapshot, clip_url))| OutboxRecord {
             schema: RECORD_SCHEMA,
             event: event.clone(),
             street: camera.place.street.clone(),
@@ -143,6 +153,7 @@ pub(super) fn commit(
             grid: camera.place.grid.clone(),
             steward: camera.place.steward.clone(),
             snapshot,
+            clip_url,
             followup: None,
             answer: None,
         })
@@ -184,6 +195,22 @@ fn spawn_main_stream_snapshot(config: &Config, camera: &CameraConfig, event: &cr
             }
         }
     });
+}
+
+/// The console URL of an incident's clip (`[evidence] public_console_url`); `None` without a
+/// console.
+fn clip_url(config: &Config, incident_id: &str) -> Option<String> {
+    let base = config.evidence.public_console_url.as_deref()?;
+    let id: String = url::form_urlencoded::byte_serialize(incident_id.as_bytes()).collect();
+    Some(format!("{base}/api/incidents/{id}/clip.mp4"))
+}
+
+/// The monotonic instant of a wall-clock time in the recent past (a frame's arrival).
+fn instant_of(wall_ms: i64) -> std::time::Instant {
+    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    let ago = std::time::Duration::from_millis(now_ms.saturating_sub(wall_ms).max(0) as u64);
+    let now = std::time::Instant::now();
+    now.checked_sub(ago).unwrap_or(now)
 }
 
 pub(super) fn event_name(event: EventKind) -> &'static str {

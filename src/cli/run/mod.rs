@@ -156,6 +156,7 @@ pub async fn main(config_path: &Path, run_for: Option<Duration>) -> i32 {
         requests,
         shutdown.clone(),
     ));
+    let _ = shared.clips.set(pipeline.clips.clone());
     let console = match &config.console {
         Some(console) => match tokio::net::TcpListener::bind(console.bind).await {
             Ok(listener) => {
@@ -250,6 +251,7 @@ pub async fn main(config_path: &Path, run_for: Option<Duration>) -> i32 {
                     progress = Progress::new(&gateway.pipeline);
                 }
                 gateway.pipeline.health.recover_all();
+                gateway.pipeline.clips.tick(Instant::now());
                 capacity.sample(&gateway.pipeline, &gateway.shared);
                 let queues = &gateway.shared.queues;
                 queues.detector.store(gateway.pipeline.detector_queue_depth(), Ordering::Relaxed);

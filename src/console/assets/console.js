@@ -190,6 +190,10 @@
 
     let thumb = row.querySelector('.thumb');
     if (!thumb) thumb = makeThumb(entry);
+    // The clip player is kept across re-renders (a playing clip goes on playing).
+    let clip = row.querySelector('.clip');
+    if (view.has_clip && !clip) clip = makeClip(entry);
+    if (view.has_clip) body.append(clip);
     row.replaceChildren(thumb, body, actions);
     thumb.disabled = !view.has_snapshot;
   }
@@ -204,6 +208,34 @@
         $('snapshot-title').textContent = `${kindLabel(entry.data.kind)} — ${place(entry.data)}`;
         $('snapshot-dialog').showModal();
       } }, img);
+  }
+
+  /**
+   * The incident's clip, played inline. Nothing is fetched until the operator presses play
+   * (every read is written to the gateway's access log, with the operator's name). While the
+   * post-roll is still being recorded the gateway answers 404: the player says so and the
+   * next press tries again.
+   */
+  function makeClip(entry) {
+    const id = entry.data.incident_id;
+    const video = el('video', { class: 'clip-video', controls: true, playsinline: true, preload: 'none',
+      width: 320, height: 180, 'aria-label': `Clip: ${kindLabel(entry.data.kind)}`,
+      dataset: { clipFor: id } });
+    video.muted = true;
+    const status = el('span', { class: 'clip-status', role: 'status' }, 'clip');
+    const source = () => `/api/incidents/${encodeURIComponent(id)}/clip.mp4?operator=${encodeURIComponent(operatorName())}`;
+    video.src = source();
+    video.addEventListener('loadedmetadata', () => {
+      status.textContent = `clip ${Math.round(video.duration)} s`;
+      video.dataset.loaded = 'true';
+    });
+    video.addEventListener('error', () => {
+      status.textContent = 'clip not ready yet (being recorded): press play again in a moment';
+      video.dataset.loaded = 'false';
+      // A fresh source, so the next play asks again.
+      video.src = source();
+    });
+    return el('div', { class: 'clip' }, video, status);
   }
 
   // Snapshots are fetched only for rows on screen, and again only when `seq` changes.
@@ -221,7 +253,8 @@
     if (!key || entry.thumbKey === key) return;
     entry.thumbKey = key;
     try {
-      const url = await fetchImageUrl(`/api/incidents/${encodeURIComponent(view.incident_id)}/snapshot.jpg`);
+      const url = await fetchImageUrl(`/api/incidents/${encodeURIComponent(view.incident_id)}/snapshot.jpg`
+        + `?operator=${encodeURIComponent(operatorName())}`);
       if (!incidents.has(view.incident_id)) { if (url) URL.revokeObjectURL(url); return; }
       const img = entry.row && entry.row.querySelector('.thumb img');
       if (url && img) {

@@ -64,7 +64,7 @@ pub fn write_mp4(path: &Path, packets: &[Arc<EncodedFrame>]) -> anyhow::Result<C
     ensure!(!extradata.is_empty(), "the first keyframe carries no parameter sets");
     let (width, height) = picture_size(start)?;
 
-    crate::decode::init_ffmpeg();
+    crate::media::init_ffmpeg();
     let temporary = path.with_extension("mp4.tmp");
     let directory = path.parent().context("clip path has no directory")?;
     super::create_private_dir(directory).with_context(|| format!("create {}", directory.display()))?;

@@ -240,6 +240,7 @@ mod tests {
             snapshot: None,
             followup: None,
             answer: None,
+            clip_url: None,
         };
         Commit { camera: "gate-3".into(), book, records: vec![record], now_ms: i64::from(seq) }
     }

@@ -156,7 +156,13 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         ("host", shared.refused_host.load(Ordering::Relaxed)),
         ("live_streams", shared.refused_live_streams.load(Ordering::Relaxed)),
     ];
-    let text = text + &shared.http.render(&refused) + &shared.evidence.render() + &shared.commits.render();
+    let frame_handling = super::metrics::summary_families(
+        "gateway_run_loop_frame_seconds",
+        "the run loop taking an analysed frame to being done with it (engine, evidence, outbox commit)",
+        &shared.frame_handling.lock().unwrap().clone(),
+    );
+    let text =
+        text + &shared.http.render(&refused) + &shared.evidence.render() + &shared.commits.render() + &frame_handling;
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
 

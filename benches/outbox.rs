@@ -48,6 +48,28 @@ fn outbox(c: &mut Criterion) {
             outbox.acknowledge(id).unwrap()
         })
     });
+    // Issue 12: the incident book moved into the outbox, committed with the events. Before,
+    // the run loop enqueued, then wrote the book as a JSON file (temporary, fsync, rename,
+    // directory fsync); now both go in one transaction.
+    let book: gateway::incident::IncidentBook = serde_json::from_value(serde_json::json!({
+        "camera": "gate-3",
+        "slots": { "pavement": { "open": {
+            "id": "gate-3:pavement:misparked_bike:1795630618785", "started_ms": 1_795_630_318_785_i64,
+            "seq": 2, "last_present_ms": 1_795_630_618_785_i64, "last_sent_ms": 1_795_630_618_785_i64,
+            "last_count": 2 }, "cooldown_until_ms": 0 },
+          "bins": { "open": null, "cooldown_until_ms": 1_795_630_000_000_i64 } }
+    }))
+    .unwrap();
+    let book_file = dir.path().join("incidents/gate-3.json");
+    c.bench_function("outbox/enqueue_then_book_file_before_issue_12", |b| {
+        b.iter(|| {
+            outbox.enqueue(&one, 0).unwrap();
+            gateway::evidence::write_atomically(&book_file, &serde_json::to_vec_pretty(&book).unwrap()).unwrap()
+        })
+    });
+    c.bench_function("outbox/commit_event_with_book_one_transaction", |b| {
+        b.iter(|| outbox.commit(&one, &[("gate-3", &book)], 0).unwrap())
+    });
     // On a fresh file (the benches above leave a high-water mark of undelivered events):
     // steady enqueue/acknowledge cycling must not grow it.
     let path = dir.path().join("cycled.redb");

@@ -160,12 +160,18 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         ("host", shared.refused_host.load(Ordering::Relaxed)),
         ("live_streams", shared.refused_live_streams.load(Ordering::Relaxed)),
     ];
+    let frame_handling = super::metrics::summary_families(
+        "gateway_run_loop_frame_seconds",
+        "the run loop taking an analysed frame to being done with it (engine, evidence, outbox commit)",
+        &shared.frame_handling.lock().unwrap().clone(),
+    );
     let mut text = text
         + &shared.http.render(&refused)
         + &shared.evidence.render()
         + &shared.commits.render()
         + &shared.bins.render()
-        + &shared.access_log.render();
+        + &shared.access_log.render()
+        + &frame_handling;
     if let Some(clips) = shared.clips.get() {
         text += &clips.render();
     }

@@ -210,22 +210,7 @@ pub fn render(snapshot: &Snapshot<'_>) -> String {
             snapshot.incident_latency,
         ),
     ] {
-        family(&mut out, &format!("{name}_sum"), "counter", &format!("Sum of the time from {what}."));
-        let _ = writeln!(out, "{name}_sum {:.6}", latency.sum);
-        family(&mut out, &format!("{name}_count"), "counter", &format!("Observations of the time from {what}."));
-        let _ = writeln!(out, "{name}_count {}", latency.count);
-        gauge(
-            &mut out,
-            &format!("{name}_max"),
-            &format!("The longest time from {what} since start."),
-            format!("{:.6}", latency.max),
-        );
-        gauge(
-            &mut out,
-            &format!("{name}_recent_max"),
-            &format!("The longest time from {what} in the last 10-20 s."),
-            format!("{:.6}", latency.recent_max()),
-        );
+        out.push_str(&summary_families(name, what, latency));
     }
     gauge(
         &mut out,
@@ -493,6 +478,29 @@ fn render_gate(out: &mut String, cameras: &[std::sync::Arc<CameraHealth>]) {
         let seconds = camera.counters.gate_us_total.load(Ordering::Relaxed) as f64 / 1e6;
         let _ = writeln!(out, "gateway_detect_gate_seconds_total{{camera=\"{}\"}} {seconds:.6}", camera.id);
     }
+}
+
+/// The four families of a [`Summary`] of times (`_sum`, `_count`, `_max`, `_recent_max`);
+/// `what` completes "the time from …".
+pub fn summary_families(name: &str, what: &str, latency: &Summary) -> String {
+    let mut out = String::new();
+    family(&mut out, &format!("{name}_sum"), "counter", &format!("Sum of the time from {what}."));
+    let _ = writeln!(out, "{name}_sum {:.6}", latency.sum);
+    family(&mut out, &format!("{name}_count"), "counter", &format!("Observations of the time from {what}."));
+    let _ = writeln!(out, "{name}_count {}", latency.count);
+    gauge(
+        &mut out,
+        &format!("{name}_max"),
+        &format!("The longest time from {what} since start."),
+        format!("{:.6}", latency.max),
+    );
+    gauge(
+        &mut out,
+        &format!("{name}_recent_max"),
+        &format!("The longest time from {what} in the last 10-20 s."),
+        format!("{:.6}", latency.recent_max()),
+    );
+    out
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {

@@ -154,6 +154,9 @@ pub struct Shared {
     pub analysis_latency: Mutex<crate::health::Summary>,
     /// Frame arrival → opened incident committed.
     pub incident_latency: Mutex<crate::health::Summary>,
+    /// The run loop's time on one analysed frame (engine, evidence, outbox commit): how long
+    /// it keeps the runtime's loop from everything else (issue 12's recorder measure).
+    pub frame_handling: Mutex<crate::health::Summary>,
     /// When the run loop last turned.
     pub heartbeat: Mutex<Instant>,
     /// Cameras whose zones were just applied (for the live stream).
@@ -211,6 +214,7 @@ impl Shared {
             schedule: Mutex::default(),
             analysis_latency: Mutex::default(),
             incident_latency: Mutex::default(),
+            frame_handling: Mutex::default(),
             heartbeat: Mutex::new(Instant::now()),
             zones_applied: broadcast::channel(64).0,
             requests,

@@ -62,6 +62,8 @@ pub(super) struct Commits {
     outbox: Arc<Outbox>,
     health: Arc<CommitHealth>,
     held: Mutex<Held>,
+    /// [`MAX_HELD_EVENTS`] (smaller in tests).
+    max_held_events: usize,
 }
 
 impl Commits {
@@ -74,7 +76,7 @@ impl Commits {
             retry_at: None,
             failing_since: None,
         };
-        Commits { outbox, health, held: Mutex::new(held) }
+        Commits { outbox, health, held: Mutex::new(held), max_held_events: MAX_HELD_EVENTS }
     }
 
     /// Commits now, or holds the commit (behind earlier held ones, or because this one
@@ -134,7 +136,7 @@ impl Commits {
 
     /// Whether so many events are held that the run loop should take no more frames.
     pub(super) fn backpressure(&self) -> bool {
-        self.held.lock().unwrap_or_else(PoisonError::into_inner).events >= MAX_HELD_EVENTS
+        self.held.lock().unwrap_or_else(PoisonError::into_inner).events >= self.max_held_events
     }
 
     /// At exit: one last try, then every event still held is logged as lost.
@@ -291,12 +293,13 @@ mod tests {
     fn past_the_cap_the_run_loop_is_held_back_not_an_event_dropped() {
         let dir = tempfile::tempdir().unwrap();
         let disk = Disk::default();
-        let outbox = Arc::new(disk.outbox(&dir.path().join("outbox.redb"), 100_000));
-        let commits = Commits::new(outbox.clone(), Arc::new(CommitHealth::default()));
+        let outbox = Arc::new(disk.outbox(&dir.path().join("outbox.redb"), 100));
+        let mut commits = Commits::new(outbox.clone(), Arc::new(CommitHealth::default()));
+        commits.max_held_events = 20;
         disk.full.store(true, Ordering::SeqCst);
         let now = Instant::now();
         let mut big = commit(1);
-        big.records = vec![big.records[0].clone(); MAX_HELD_EVENTS - 1];
+        big.records = vec![big.records[0].clone(); 19];
         assert!(commits.commit(big, now).is_none());
         assert!(!commits.backpressure());
         assert!(commits.commit(commit(2), now).is_none());
@@ -304,6 +307,6 @@ mod tests {
         disk.full.store(false, Ordering::SeqCst);
         assert_eq!(commits.retry(now, true).len(), 2);
         assert!(!commits.backpressure());
-        assert_eq!(outbox.depth().unwrap(), MAX_HELD_EVENTS as u64);
+        assert_eq!(outbox.depth().unwrap(), 20);
     }
 }

@@ -208,6 +208,7 @@ pub async fn main(config_path: &Path, run_for: Option<Duration>) -> i32 {
             // make) wait upstream, where skipping is bounded and counted.
             frame = analysed.recv(), if !gateway.commits.backpressure() => match frame {
                 Some(frame) => {
+                    let started = Instant::now();
                     log_frame(&frame, &model);
                     gateway.shared.analysis_latency.lock().unwrap().record(frame.received_at.elapsed().as_secs_f64());
                     if gateway.handle_frame(&frame) {
@@ -215,6 +216,7 @@ pub async fn main(config_path: &Path, run_for: Option<Duration>) -> i32 {
                             delivery.wake();
                         }
                     }
+                    gateway.shared.frame_handling.lock().unwrap().record(started.elapsed().as_secs_f64());
                 }
                 None => break,
             },
@@ -281,6 +283,15 @@ pub async fn main(config_path: &Path, run_for: Option<Duration>) -> i32 {
                 gateway.pipeline.scheduler().rotate();
                 gateway.shared.analysis_latency.lock().unwrap().rotate();
                 gateway.shared.incident_latency.lock().unwrap().rotate();
+                let frame_handling = gateway.shared.frame_handling.lock().unwrap().clone();
+                info!(
+                    frames = frame_handling.count,
+                    mean_ms = format!("{:.2}", frame_handling.sum * 1e3 / frame_handling.count.max(1) as f64),
+                    max_ms = format!("{:.2}", frame_handling.max * 1e3),
+                    recent_max_ms = format!("{:.2}", frame_handling.recent_max() * 1e3),
+                    "run loop time per analysed frame"
+                );
+                gateway.shared.frame_handling.lock().unwrap().rotate();
             }
             _ = retention.tick() => {
                 // One pass at a time, off the runtime; open incidents' files are kept.

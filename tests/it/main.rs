@@ -8,6 +8,7 @@ mod capacity;
 mod classifier;
 mod cli;
 mod console;
+mod models;
 mod mqtt;
 mod outbox;
 mod replay;

@@ -3,6 +3,9 @@
 
     benches/models/match.py [--gateway target/release/gateway] [--cost] [--runs 3] [MANIFEST...]
 
+Both use the gateway itself, the variant picked by a config's `[detector] model` key (so an
+older build without `--model` works too).
+
 Match: every confident box of the reference (the shipped square fp32 model,
 models/yolox_nano.toml; confident = what `gateway detect` reports, i.e. score >=
 detector.score_threshold, 0.4 by default) counts as matched when the variant reports a box of
@@ -10,7 +13,7 @@ the same class with IoU >= 0.7 (one-to-one, best IoU first). On ../shared/media/
 frame per whole second of each fall clip (extracted with ffmpeg) and the bin photos.
 Also counted: the variant's boxes the reference does not have.
 
-Cost (--cost): `gateway calibrate --json` (the variant picked by a config's `[detector] model`) on a 640x360 H.264 clip made from
+Cost (--cost): `gateway calibrate --json` on a 640x360 H.264 clip made from
 the plaza clip as the capacity harness makes its substreams (and on the 768x576 plaza clip
 itself), `--runs` times each; the minimum is reported, because other processes load the CPU.
 Needs ffmpeg and a built gateway; ORT_DYLIB_PATH as for the tests.
@@ -19,6 +22,7 @@ Needs ffmpeg and a built gateway; ORT_DYLIB_PATH as for the tests.
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -39,29 +43,44 @@ def iou(a, b):
     return inter / union if union > 0 else 0.0
 
 
-def detect(gateway, manifest, files):
-    result = subprocess.run([gateway, "detect", "--json", "--model", manifest, *map(str, files)],
-                            capture_output=True, text=True, cwd=ROOT)
+def model_config(manifest, scratch):
+    """A config that picks `manifest` by the `[detector] model` key, as a deployment does."""
+    config = scratch / f"{Path(manifest).stem}.toml"
+    config.write_text(f'[detector]\nmodel = "{ROOT / manifest}"\n')
+    return config
+
+
+def detect(gateway, manifest, files, scratch):
+    result = subprocess.run([gateway, "detect", "--json", "--config", str(model_config(manifest, scratch)),
+                             *map(str, files)], capture_output=True, text=True, cwd=ROOT)
     if result.returncode != 0:
-        sys.exit(f"gateway detect --model {manifest} failed:\n{result.stderr}")
+        sys.exit(f"gateway detect with {manifest} failed:\n{result.stderr}")
     return {line["file"]: line for line in map(json.loads, result.stdout.splitlines())}
 
 
-def match(reference, variant):
-    """(reference boxes, matched, variant boxes left unmatched), person-only (boxes, matched)."""
-    reference, variant = reference["detections"], variant["detections"]
+def pair_up(reference, variant, threshold):
+    """One-to-one same-class pairs at IoU >= threshold, best IoU first: (reference, variant) used."""
     pairs = sorted(((iou(r["box"], v["box"]), i, j) for i, r in enumerate(reference)
                     for j, v in enumerate(variant) if r["class_id"] == v["class_id"]), reverse=True)
     used_r, used_v = set(), set()
     for overlap, i, j in pairs:
-        if overlap < IOU:
+        if overlap < threshold:
             break
         if i not in used_r and j not in used_v:
             used_r.add(i)
             used_v.add(j)
+    return used_r, used_v
+
+
+def match(reference, variant):
+    """(reference boxes, matched, variant boxes left unmatched, persons, persons matched,
+    matched at IoU >= 0.5)."""
+    reference, variant = reference["detections"], variant["detections"]
+    used_r, used_v = pair_up(reference, variant, IOU)
+    loose, _ = pair_up(reference, variant, 0.5)
     persons = [i for i, r in enumerate(reference) if r["class"] == "person"]
     return (len(reference), len(used_r), len(variant) - len(used_v),
-            len(persons), sum(1 for i in persons if i in used_r))
+            len(persons), sum(1 for i in persons if i in used_r), len(loose))
 
 
 def fall_frames(scratch):
@@ -90,17 +109,22 @@ def substream_clip(scratch):
     return out
 
 
+def input_size(manifest):
+    text = (ROOT / manifest).read_text()
+    value = {key: re.search(rf"^{key} = (\d+)$", text, re.MULTILINE).group(1) for key in ("input_width", "input_height")}
+    return f"{value['input_width']}x{value['input_height']}"
+
+
 def cost(gateway, manifest, footage, runs, frames, scratch):
     """The run with the least inference time; the model is picked by a config's
     `[detector] model` key, as a deployment picks it."""
-    config = scratch / f"{Path(manifest).stem}.toml"
-    config.write_text(f'[detector]\nmodel = "{ROOT / manifest}"\n')
+    config = model_config(manifest, scratch)
     best = None
     for _ in range(runs):
         result = subprocess.run([gateway, "calibrate", "--json", "--frames", str(frames), "--config", str(config),
                                  str(footage)], capture_output=True, text=True, cwd=ROOT)
         if result.returncode != 0:
-            sys.exit(f"gateway calibrate --model {manifest} failed:\n{result.stderr}")
+            sys.exit(f"gateway calibrate with {manifest} failed:\n{result.stderr}")
         line = json.loads(result.stdout.strip().splitlines()[-1])
         if best is None or line["inference_ms"] < best["inference_ms"]:
             best = line
@@ -130,7 +154,7 @@ def main():
             for manifest in [REFERENCE, *args.manifests]:
                 for name, clip in clips.items():
                     c = cost(args.gateway, manifest, clip, args.runs, args.frames, scratch)
-                    print(f"| {Path(manifest).stem} | {name} | {c.get('model_input', '')} | {c['decode_ms']:.2f} | "
+                    print(f"| {Path(manifest).stem} | {name} | {input_size(manifest)} | {c['decode_ms']:.2f} | "
                           f"{c['preprocess_ms']:.2f} | {c['inference_ms']:.2f} | {c['total_ms']:.2f} |", flush=True)
 
 
@@ -141,16 +165,16 @@ def report_match(args, scratch):
         "bin photos": sorted((MEDIA / "bins").glob("*.jpg")),
     }
     files = [f for group in sets.values() for f in group]
-    reference = detect(args.gateway, REFERENCE, files)
+    reference = detect(args.gateway, REFERENCE, files, scratch)
     print(f"reference {REFERENCE}: {sum(len(d['detections']) for d in reference.values())} confident boxes on "
           f"{len(files)} pictures; matched = same class, IoU >= {IOU}")
-    print("| variant | set | pictures | reference boxes | matched | share | persons matched | extra boxes |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| variant | set | pictures | reference boxes | matched | share | persons matched | extra boxes | share at IoU >= 0.5 |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for manifest in args.manifests:
-        found = detect(args.gateway, manifest, files)
-        totals = [0] * 5
+        found = detect(args.gateway, manifest, files, scratch)
+        totals = [0] * 6
         for name, group in sets.items():
-            counts = [0] * 5
+            counts = [0] * 6
             for f in group:
                 for k, v in enumerate(match(reference[str(f)], found[str(f)])):
                     counts[k] += v
@@ -159,7 +183,7 @@ def report_match(args, scratch):
         print(row(manifest, "**all**", len(files), totals))
         # 16:9 pictures: where the 416x256 input sees the frame at the square model's scale.
         wide = [f for f in files if 1.7 <= reference[str(f)]["width"] / reference[str(f)]["height"] <= 1.8]
-        counts = [0] * 5
+        counts = [0] * 6
         for f in wide:
             for k, v in enumerate(match(reference[str(f)], found[str(f)])):
                 counts[k] += v
@@ -167,10 +191,11 @@ def report_match(args, scratch):
 
 
 def row(manifest, name, pictures, counts):
-    boxes, matched, extra, persons, persons_matched = counts
+    boxes, matched, extra, persons, persons_matched, loose = counts
     share = f"{100 * matched / boxes:.1f} %" if boxes else "-"
+    loose_share = f"{100 * loose / boxes:.1f} %" if boxes else "-"
     return (f"| {Path(manifest).stem} | {name} | {pictures} | {boxes} | {matched} | {share} | "
-            f"{persons_matched}/{persons} | {extra} |")
+            f"{persons_matched}/{persons} | {extra} | {loose_share} |")
 
 
 if __name__ == "__main__":

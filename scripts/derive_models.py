@@ -304,8 +304,11 @@ def main():
     parser.add_argument("--calibrate", action="store_true", help="recompute the INT8 range tables from the media")
     parser.add_argument("--media", type=Path, default=ROOT.parent / "shared" / "media")
     parser.add_argument("--update-manifests", action="store_true")
-    parser.add_argument("variants", nargs="*", default=DEFAULT_VARIANTS, choices=list(VARIANTS))
+    parser.add_argument("variants", nargs="*", default=DEFAULT_VARIANTS, help=f"any of {', '.join(VARIANTS)}")
     args = parser.parse_args()
+    unknown = [name for name in args.variants if name not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variant(s) {unknown}: choose from {list(VARIANTS)}")
     if args.calibrate:
         for name in args.variants:
             width, height, int8 = VARIANTS[name]

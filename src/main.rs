@@ -72,6 +72,10 @@ enum Command {
         /// Config file whose [detector] to use; default: the bundled model.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Model manifest to run instead of the config's `detector.model` (e.g.
+        /// models/yolox_nano_416x256.toml).
+        #[arg(long)]
+        model: Option<PathBuf>,
         /// Keyframes to measure per file.
         #[arg(long, default_value_t = 50)]
         frames: usize,
@@ -105,6 +109,10 @@ enum Command {
         /// Config file whose [detector] to use; default: the bundled model.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Model manifest to run instead of the config's `detector.model` (e.g.
+        /// models/yolox_nano_416x256.toml).
+        #[arg(long)]
+        model: Option<PathBuf>,
         /// One JSON object per image per line.
         #[arg(long)]
         json: bool,
@@ -170,9 +178,11 @@ fn main() {
         Command::EvalFalls { config, camera, pad_secs, json, dir } => {
             cli::eval_falls::main(&config, camera.as_deref(), pad_secs, json, &dir)
         }
-        Command::Detect { config, json, images } => cli::detect::main(config.as_deref(), json, &images),
-        Command::Calibrate { config, frames, json, footage } => {
-            cli::calibrate::main(config.as_deref(), frames, json, &footage)
+        Command::Detect { config, model, json, images } => {
+            cli::detect::main(config.as_deref(), model.as_deref(), json, &images)
+        }
+        Command::Calibrate { config, model, frames, json, footage } => {
+            cli::calibrate::main(config.as_deref(), model.as_deref(), frames, json, &footage)
         }
         Command::BinState { config, camera, zone, json, images } => {
             cli::bin_state::main(config.as_deref(), camera.as_deref(), zone.as_deref(), json, &images)

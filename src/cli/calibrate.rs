@@ -1,11 +1,11 @@
-//! `gateway calibrate [--config FILE] [--frames N] [--json] FOOTAGE...`: the isolated cost of
+//! `gateway calibrate [--config FILE] [--model MANIFEST] [--frames N] [--json] FOOTAGE...`: the isolated cost of
 //! one analysed frame on this machine — keyframe decode, preprocessing (swscale + letterbox)
 //! and inference (with postprocessing) — measured on one thread over the footage's first
 //! `N` keyframes, in CPU time of that thread (so a busy machine does not inflate it). What
 //! the capacity benchmark compares the running gateway against. With `--json`, one line per
 //! footage file:
-//! `{"footage":…,"codec":"h264","width":1280,"height":720,"frames":50,"decode_ms":…,"preprocess_ms":…,"inference_ms":…,"total_ms":…}`
-//! (means over the frames).
+//! `{"footage":…,"codec":"h264","width":1280,"height":720,"frames":50,"decode_ms":…,"preprocess_ms":…,"inference_ms":…,"total_ms":…,"model":"yolox_nano","model_input":"416x416"}`
+//! (means over the frames; `model` is the manifest's name: which variant was measured).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -32,11 +32,15 @@ struct Cost {
     preprocess_ms: f64,
     inference_ms: f64,
     total_ms: f64,
+    /// The model variant measured (its manifest's `name`).
+    model: String,
+    /// Its input size, `WxH`.
+    model_input: String,
 }
 
 /// Runs the subcommand: 0 on success, 64 for a bad config, 1 if a footage file fails.
-pub fn main(config_path: Option<&Path>, frames: usize, json: bool, footage: &[PathBuf]) -> i32 {
-    let Some(mut detector) = super::detect::detector_for(config_path) else {
+pub fn main(config_path: Option<&Path>, model: Option<&Path>, frames: usize, json: bool, footage: &[PathBuf]) -> i32 {
+    let Some(mut detector) = super::detect::detector_for(config_path, model) else {
         return EXIT_CONFIG;
     };
     let mut failed = false;
@@ -44,8 +48,8 @@ pub fn main(config_path: Option<&Path>, frames: usize, json: bool, footage: &[Pa
         match measure(&mut detector, path, frames.max(1)) {
             Ok(cost) if json => println!("{}", serde_json::to_string(&cost).expect("serialisable")),
             Ok(cost) => println!(
-                "{}: {} {}×{}, {} keyframes: decode {:.2} ms + preprocess {:.2} ms + inference {:.2} ms = {:.2} ms CPU per analysed frame",
-                cost.footage, cost.codec, cost.width, cost.height, cost.frames, cost.decode_ms, cost.preprocess_ms, cost.inference_ms, cost.total_ms
+                "{}: {} {}×{}, {} keyframes, model {} ({}): decode {:.2} ms + preprocess {:.2} ms + inference {:.2} ms = {:.2} ms CPU per analysed frame",
+                cost.footage, cost.codec, cost.width, cost.height, cost.frames, cost.model, cost.model_input, cost.decode_ms, cost.preprocess_ms, cost.inference_ms, cost.total_ms
             ),
             Err(error) => {
                 eprintln!("{}: {error:#}", path.display());
@@ -113,6 +117,8 @@ fn measure(detector: &mut Detector, path: &Path, wanted: usize) -> anyhow::Resul
         preprocess_ms: round(preprocess_ms),
         inference_ms: round(inference_ms),
         total_ms: round(decode_ms + preprocess_ms + inference_ms),
+        model: detector.model().manifest.name.clone(),
+        model_input: format!("{width}x{height}"),
     })
 }
 

@@ -1,5 +1,5 @@
-//! `gateway detect [--config FILE] [--json] IMAGE...`: runs the configured detector on image
-//! files. With `--json`, one object per line:
+//! `gateway detect [--config FILE] [--model MANIFEST] [--json] IMAGE...`: runs the configured
+//! detector (or the model `--model` names) on image files. With `--json`, one object per line:
 //! `{"file":…,"width":…,"height":…,"detections":[{"class":"bicycle","class_id":1,"score":0.81,"box":[x1,y1,x2,y2]}]}`
 //! with boxes in image pixels.
 
@@ -32,8 +32,8 @@ struct JsonDetection {
 
 /// Runs the subcommand. Exit 0 if every image was processed, 1 if any failed, 64 for a bad
 /// config or a detector that does not start.
-pub fn main(config_path: Option<&Path>, json: bool, images: &[PathBuf]) -> i32 {
-    let Some(mut detector) = detector_for(config_path) else {
+pub fn main(config_path: Option<&Path>, model: Option<&Path>, json: bool, images: &[PathBuf]) -> i32 {
+    let Some(mut detector) = detector_for(config_path, model) else {
         return EXIT_CONFIG;
     };
     let mut failed = false;
@@ -49,30 +49,44 @@ pub fn main(config_path: Option<&Path>, json: bool, images: &[PathBuf]) -> i32 {
     i32::from(failed)
 }
 
-/// Where the bundled model is looked for without `--config`: the working directory, else the
-/// project the binary was built in (`target/<profile>/gateway` → `../..`), else the install
-/// prefix (`bin/gateway` → `../share/street-gateway`).
-/// The detector of `config_path`'s `[detector]`, or the bundled model without a config;
-/// `None` (the problems printed) when it cannot start.
-pub(super) fn detector_for(config_path: Option<&Path>) -> Option<Detector> {
-    match config_path {
-        Some(path) => match load_and_check(path) {
-            Ok((_, detector)) => Some(detector),
+/// The detector of `config_path`'s `[detector]`, or the bundled model without a config; with
+/// `model`, that manifest instead of the config's or the bundled one (the rest of `[detector]`
+/// kept). `None` (the problems printed) when it cannot start.
+pub(super) fn detector_for(config_path: Option<&Path>, model: Option<&Path>) -> Option<Detector> {
+    let mut detector_config = match (config_path, model) {
+        (Some(path), None) => {
+            return match load_and_check(path) {
+                Ok((_, detector)) => Some(detector),
+                Err(problems) => {
+                    print_problems(path, &problems);
+                    None
+                }
+            }
+        }
+        (Some(path), Some(_)) => match crate::config::load(path) {
+            Ok(config) => config.detector,
             Err(problems) => {
                 print_problems(path, &problems);
-                None
+                return None;
             }
         },
-        None => match Detector::load(&DetectorConfig::default_in(&default_model_base())) {
-            Ok(detector) => Some(detector),
-            Err(error) => {
-                eprintln!("detector.model: {error:#}");
-                None
-            }
-        },
+        (None, _) => DetectorConfig::default_in(&default_model_base()),
+    };
+    if let Some(model) = model {
+        detector_config.model_manifest = model.to_path_buf();
+    }
+    match Detector::load(&detector_config) {
+        Ok(detector) => Some(detector),
+        Err(error) => {
+            eprintln!("detector.model: {error:#}");
+            None
+        }
     }
 }
 
+/// Where the bundled model is looked for without `--config`: the working directory, else the
+/// project the binary was built in (`target/<profile>/gateway` → `../..`), else the install
+/// prefix (`bin/gateway` → `../share/street-gateway`).
 pub(super) fn default_model_base() -> PathBuf {
     let current = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     let mut candidates = vec![current.clone()];

@@ -11,6 +11,7 @@ mod clips;
 mod cli;
 mod console;
 mod gating;
+mod models;
 mod mqtt;
 mod outbox;
 mod replay;

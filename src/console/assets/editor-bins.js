@@ -40,12 +40,13 @@ const BinTeacher = (() => {
     const reading = view.reading;
     const node = $('bin-reading');
     if (!reading) {
-      node.textContent = 'No reading yet (people or vehicles in the way, or no frame analysed).';
+      node.textContent = 'No reading yet (no frame analysed since the gateway started).';
       node.dataset.reads = '';
       return;
     }
     node.dataset.reads = reading.reads;
     node.dataset.score = String(reading.score);
+    node.dataset.source = reading.source;
     node.textContent = `Reads ${reading.reads} — score ${reading.score.toFixed(2)} `
       + `(overflowing from ${view.overflow_share}, normal up to ${view.normal_share}; ${reading.source} model)`;
   }

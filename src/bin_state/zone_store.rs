@@ -111,6 +111,8 @@ impl Index {
 pub enum AddRefused {
     /// The zone holds [`MAX_EXAMPLES_PER_ZONE`] already.
     Full,
+    /// An example from the same place (`from`) is there already (with `unique_from`).
+    Duplicate,
     /// Reading or writing failed.
     Io(anyhow::Error),
 }
@@ -170,9 +172,20 @@ impl ZoneStore {
         crate::evidence::write_atomically(&self.dir.join(INDEX_FILE), &bytes)
     }
 
-    /// Adds a crop as an example (scaled down to [`MAX_EXAMPLE_SIDE_PX`], kept as JPEG).
-    pub fn add(&self, crop: &image::RgbImage, label: Label, from: &str, now_ms: i64) -> Result<Example, AddRefused> {
+    /// Adds a crop as an example (scaled down to [`MAX_EXAMPLE_SIDE_PX`], kept as JPEG);
+    /// with `unique_from`, not when an example from the same `from` is there already.
+    pub fn add(
+        &self,
+        crop: &image::RgbImage,
+        label: Label,
+        from: &str,
+        unique_from: bool,
+        now_ms: i64,
+    ) -> Result<Example, AddRefused> {
         let mut index = self.index().map_err(AddRefused::Io)?;
+        if unique_from && index.examples.iter().any(|e| e.from == from) {
+            return Err(AddRefused::Duplicate);
+        }
         if index.examples.len() >= MAX_EXAMPLES_PER_ZONE {
             return Err(AddRefused::Full);
         }
@@ -328,8 +341,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = ZoneStore::open(dir.path(), "gate-3", "bins").unwrap();
         assert_eq!(store.index().unwrap(), Index::default());
-        let first = store.add(&picture(900, 300, 10), Label::Normal, "live frame 1", 1_000).unwrap();
-        let second = store.add(&picture(40, 30, 200), Label::Overflowing, "incident\nx", 2_000).unwrap();
+        let first = store.add(&picture(900, 300, 10), Label::Normal, "live frame 1", false, 1_000).unwrap();
+        let second = store.add(&picture(40, 30, 200), Label::Overflowing, "incident\nx", false, 2_000).unwrap();
         assert_eq!((first.id, second.id), (0, 1));
         assert_eq!(second.from, "incidentx", "control characters are dropped");
         let index = store.index().unwrap();
@@ -343,7 +356,7 @@ mod tests {
         assert!(store.delete(0).unwrap());
         assert!(!store.delete(0).unwrap());
         assert!(store.image(0).unwrap().is_none());
-        let third = store.add(&picture(40, 30, 90), Label::Normal, "live", 3_000).unwrap();
+        let third = store.add(&picture(40, 30, 90), Label::Normal, "live", false, 3_000).unwrap();
         assert_eq!(third.id, 2, "ids are never reused");
     }
 
@@ -353,9 +366,12 @@ mod tests {
         let store = ZoneStore::open(dir.path(), "a", "b").unwrap();
         let tiny = picture(8, 8, 1);
         for _ in 0..MAX_EXAMPLES_PER_ZONE {
-            store.add(&tiny, Label::Normal, "", 0).unwrap();
+            store.add(&tiny, Label::Normal, "", false, 0).unwrap();
         }
-        assert!(matches!(store.add(&tiny, Label::Normal, "", 0), Err(AddRefused::Full)));
+        assert!(matches!(store.add(&tiny, Label::Normal, "", false, 0), Err(AddRefused::Full)));
+        let other = ZoneStore::open(dir.path(), "a", "c").unwrap();
+        other.add(&tiny, Label::Normal, "incident x", true, 0).unwrap();
+        assert!(matches!(other.add(&tiny, Label::Normal, "incident x", true, 0), Err(AddRefused::Duplicate)));
     }
 
     #[test]
@@ -388,13 +404,13 @@ mod tests {
             "t",
             "generic",
         );
-        store.add(&picture(8, 8, 200), Label::Overflowing, "", 0).unwrap();
+        store.add(&picture(8, 8, 200), Label::Overflowing, "", false, 0).unwrap();
         assert!(store.train(&generic, 0.03, 5, embed).unwrap_err().to_string().contains("at least one"));
         for shade in [210, 220] {
-            store.add(&picture(8, 8, shade), Label::Overflowing, "", 0).unwrap();
+            store.add(&picture(8, 8, shade), Label::Overflowing, "", false, 0).unwrap();
         }
         for shade in [10, 20, 30] {
-            store.add(&picture(8, 8, shade), Label::Normal, "", 0).unwrap();
+            store.add(&picture(8, 8, shade), Label::Normal, "", false, 0).unwrap();
         }
         let (model, training) = store.train(&generic, 0.03, 5, embed).unwrap();
         assert_eq!((training.examples, training.overflowing, training.trained_ms), (6, 3, 5));

@@ -353,7 +353,7 @@ async fn add_example(
         Err(refused) => return refused.into_response(),
     };
     let from = format!("live frame {t_ms}");
-    add(&shared, store, crop, body.label, from).await
+    add(&shared, store, crop, body.label, from, false).await
 }
 
 async fn add(
@@ -362,10 +362,11 @@ async fn add(
     crop: Arc<image::RgbImage>,
     label: Label,
     from: String,
+    unique_from: bool,
 ) -> Response {
     let now_ms = epoch_ms(std::time::SystemTime::now());
     let added = blocking(shared, move || {
-        Ok(match store.add(&crop, label, &from, now_ms) {
+        Ok(match store.add(&crop, label, &from, unique_from, now_ms) {
             Ok(example) => Ok((example, store.index()?.counts())),
             Err(refused) => Err(refused),
         })
@@ -384,6 +385,9 @@ async fn add(
                 format!("this zone holds {MAX_EXAMPLES_PER_ZONE} examples, the most it keeps: delete some first"),
             )
             .into_response()
+        }
+        Ok(Err(AddRefused::Duplicate)) => {
+            error(StatusCode::CONFLICT, "this incident's crop is already an example").into_response()
         }
         Ok(Err(AddRefused::Io(e))) => internal(format!("{e:#}")),
         Err(response) => response,
@@ -564,13 +568,6 @@ async fn normal_example_from_incident(State(shared): State<Arc<Shared>>, Path(id
         Err(refused) => return refused.into_response(),
     };
     let from = format!("incident {id}");
-    let check = (store.clone(), from.clone());
-    let already =
-        tokio::task::spawn_blocking(move || check.0.index().map(|i| i.examples.iter().any(|e| e.from == check.1)))
-            .await;
-    if let Ok(Ok(true)) = already {
-        return error(StatusCode::CONFLICT, "this incident's crop is already an example").into_response();
-    }
     let picture = tokio::task::spawn_blocking(move || crate::evidence::read_picture(&crop_path)).await;
     let crop = match picture {
         Ok(Ok(picture)) => Arc::new(picture.to_rgb8()),
@@ -580,7 +577,8 @@ async fn normal_example_from_incident(State(shared): State<Arc<Shared>>, Path(id
         }
         Err(e) => return internal(e),
     };
-    let response = add(&shared, store, crop, Label::Normal, from).await;
+    // Once per incident: checked under the store's lock, with the add.
+    let response = add(&shared, store, crop, Label::Normal, from, true).await;
     if response.status() == StatusCode::CREATED {
         tracing::info!(incident_id = %id, camera = %camera, zone = %zone, "false alarm's crop added as a normal example");
     }

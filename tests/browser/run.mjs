@@ -354,8 +354,11 @@ async function binsScenario(browser) {
     return text.startsWith('Trained on') ? text : null;
   });
   observed.accuracy_text = trainedText;
-  const score = await waitUntil(page, 'the live reading with its score', 30000,
-    () => page.locator('#bin-reading').getAttribute('data-score'));
+  // Hot-applied: the panel says the learned model is in use, and the live reading comes from it.
+  await waitUntil(page, 'the learned model in use and a reading from it', 30000,
+    async () => ((await page.locator('#bin-source').textContent()) || '').includes('Model in use: learned')
+      && (await page.locator('#bin-reading').getAttribute('data-source')) === 'learned');
+  const score = await page.locator('#bin-reading').getAttribute('data-score');
   observed.reading_score = Number(score);
   observed.reading_text = await page.locator('#bin-reading').textContent();
   await screenshot(page, 'editor-bins.png');

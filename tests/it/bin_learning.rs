@@ -2,8 +2,9 @@
 //! made from two real photos of collection points (tidy, then overflowing, looping): examples
 //! from the live crop through the authenticated API, training with its cross-validated
 //! accuracy, the learned model hot-applied to the running zone (its readings change source
-//! and follow the labels), a false alarm's crop added as a "normal" example in one click, and
-//! the editor's panel clicked through in headless Chromium.
+//! and follow the labels, and `gateway bin-state --camera --zone` reads it too), a false
+//! alarm's crop added as a "normal" example in one click, and the editor's panel clicked
+//! through in headless Chromium. Also: few-shot figures on footage made with ffmpeg.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -187,6 +188,24 @@ async fn a_bin_area_is_taught_from_the_console_and_its_model_is_hot_applied() {
     })
     .await;
     assert!(follows, "the learned reading does not follow the labels: {}", zone_state(&gateway));
+
+    // `gateway bin-state --config … --camera --zone` reads the zone's learned model too: its
+    // scores are not the generic model's on the same picture.
+    let photos = [shared_media(TIDY), shared_media(OVERFLOWING)];
+    let read = |args: &[&str]| -> Vec<f64> {
+        let output = Command::new(env!("CARGO_BIN_EXE_gateway")).args(args).args(&photos).output().unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let text = String::from_utf8(output.stdout).unwrap();
+        text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["score"].as_f64().unwrap()).collect()
+    };
+    let config = gateway.config.to_str().unwrap().to_string();
+    let zone_scores = read(&["bin-state", "--json", "--config", &config, "--camera", "bins", "--zone", "bins"]);
+    let generic_scores = read(&["bin-state", "--json"]);
+    assert!(zone_scores[0] < 0.5 && zone_scores[1] >= 0.5, "the learned model on the photos: {zone_scores:?}");
+    assert!(
+        zone_scores.iter().zip(&generic_scores).any(|(z, g)| (z - g).abs() > 0.01),
+        "bin-state read the generic model for the zone: {zone_scores:?} vs {generic_scores:?}"
+    );
 
     // Deleting an example; the gallery shrinks.
     let (status, _) = gateway.http("DELETE", &format!("{ZONE}/examples/{first}"), Some(TOKEN), None);

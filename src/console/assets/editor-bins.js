@@ -10,7 +10,8 @@ const BinTeacher = (() => {
   const { el, apiJson, apiFetch, getJson, fetchImageUrl, ObjectUrlSlot, announce } = Gateway;
   const $ = (id) => document.getElementById(id);
 
-  const state = { camera: null, zone: null, frameTms: null, busy: false, examples: [] };
+  // `refreshes` numbers each refresh: an older one still in flight never paints over a newer.
+  const state = { camera: null, zone: null, frameTms: null, busy: false, examples: [], refreshes: 0 };
   const liveSlot = new ObjectUrlSlot();
   /** example id → object URL of its thumbnail (kept while the zone stays selected) */
   const thumbs = new Map();
@@ -39,17 +40,18 @@ const BinTeacher = (() => {
     const reading = view.reading;
     const node = $('bin-reading');
     if (!reading) {
-      node.textContent = 'No reading yet (people or vehicles in the way, or no frame analysed).';
+      node.textContent = 'No reading yet (no frame analysed since the gateway started).';
       node.dataset.reads = '';
       return;
     }
     node.dataset.reads = reading.reads;
     node.dataset.score = String(reading.score);
+    node.dataset.source = reading.source;
     node.textContent = `Reads ${reading.reads} — score ${reading.score.toFixed(2)} `
       + `(overflowing from ${view.overflow_share}, normal up to ${view.normal_share}; ${reading.source} model)`;
   }
 
-  async function renderGallery(view) {
+  function renderGallery(view) {
     const gallery = $('bin-gallery');
     const ids = new Set(view.examples.map((e) => e.id));
     for (const [id, url] of thumbs) {
@@ -78,15 +80,18 @@ const BinTeacher = (() => {
       + `(at most ${view.max_examples})`;
   }
 
-  async function refresh() {
-    if (!state.camera || !state.zone) return;
-    const zone = state.zone;
+  /** Re-reads the zone; the frame refresh calls it every 5 s (skipped while a change runs). */
+  async function refresh(force = false) {
+    if (!state.camera || !state.zone || (state.busy && !force)) return;
+    const number = ++state.refreshes;
+    const current = () => number === state.refreshes;
     try {
       const [view, live] = await Promise.all([getJson(base()), apiFetch(`${base()}/live.jpg`)]);
-      if (zone !== state.zone) return;
-      if (live.ok) {
+      const blob = live.ok ? await live.blob() : null;
+      if (!current()) return;
+      if (blob) {
         state.frameTms = Number(live.headers.get('x-frame-t-ms'));
-        const url = URL.createObjectURL(await live.blob());
+        const url = URL.createObjectURL(blob);
         $('bin-live').src = url;
         liveSlot.set(url);
         $('bin-live').dataset.loaded = 'true';
@@ -98,10 +103,10 @@ const BinTeacher = (() => {
       $('bin-train-result').textContent = describeTraining(view.trained);
       renderReading(view);
       state.examples = view.examples;
-      await renderGallery(view);
+      renderGallery(view);
       $('bin-panel').dataset.loaded = 'true';
     } catch (error) {
-      setStatus(`Could not load the bin area: ${error.message}`);
+      if (current()) setStatus(`Could not load the bin area: ${error.message}`);
     }
   }
 
@@ -109,10 +114,11 @@ const BinTeacher = (() => {
     if (state.busy) return;
     state.busy = true;
     for (const id of ['bin-normal', 'bin-overflowing', 'bin-train']) $(id).disabled = true;
+    state.refreshes += 1; // a refresh in flight from before the change is stale
     try { await work(); } finally {
       state.busy = false;
       $('bin-train').disabled = false;
-      await refresh();
+      await refresh(true);
     }
   }
 
@@ -172,6 +178,7 @@ const BinTeacher = (() => {
     $('bin-note').textContent = why || '';
     $('bin-body').hidden = !zone;
     if (!changed) return;
+    state.refreshes += 1; // what is in flight was for the zone before
     for (const url of thumbs.values()) URL.revokeObjectURL(url);
     thumbs.clear();
     liveSlot.clear();

@@ -578,7 +578,7 @@ mod tests {
         };
         let standing = person(STANDING[0], STANDING[1], STANDING[2], STANDING[3]);
         for second in 0..20 {
-            assert!(!look(second, &[standing.clone()]).0, "standing people need no rotated pass");
+            assert!(!look(second, std::slice::from_ref(&standing)).0, "standing people need no rotated pass");
         }
         // Lost right after being seen upright: asked for (even at the frame's edge: the pass
         // only finds people).
@@ -587,7 +587,7 @@ mod tests {
         let lying = Observation { rotated: true, ..person(LYING[0], LYING[1], LYING[2], LYING[3]) };
         let mut raised = None;
         for second in 21..30 {
-            let (wants, signal) = look(second, &[lying.clone()]);
+            let (wants, signal) = look(second, std::slice::from_ref(&lying));
             assert!(!wants, "at {second} s: already down");
             if signal.raise && raised.is_none() {
                 raised = Some(second);

@@ -526,6 +526,9 @@ mod tests {
         let (raised, signal) = run(&[(0, 20, Some(STANDING)), (20, 21, Some(dropping)), (21, 40, None)], &[]);
         assert_eq!(raised.first(), Some(&25), "{raised:?}");
         assert!(signal.detail.contains("collapsed and lost"), "{}", signal.detail);
+        // The incident's object (the snapshot's box) is where the person was last seen.
+        let last = BoxNorm { x1: dropping[0], y1: dropping[1], x2: dropping[2], y2: dropping[3] };
+        assert_eq!(signal.objects.iter().map(|o| o.bbox).collect::<Vec<_>>(), vec![last]);
         // Cleared once the vanish hold is over.
         let (raised, signal) = run(&[(0, 20, Some(STANDING)), (20, 21, Some(dropping)), (21, 60, None)], &[]);
         assert_eq!(raised.last(), Some(&50));

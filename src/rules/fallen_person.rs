@@ -340,10 +340,12 @@ impl FallWatch {
             // Hidden: someone seen now stands within one body width of the last box.
             let near = widened(&person.last.bbox);
             let hidden = seen_now.iter().any(|other| overlap_of_smaller(other, &near) > 0.0);
-            // Lost just after being seen upright, nobody near: they may be lying where the
+            // Lost just after being seen upright (a confirmed track: in a crowd, short-lived
+            // tracks come and go), nobody near: they may be lying where the
             // upright detector no longer sees them; the rotated pass looks next time. (At the
             // frame's edge too: the pass only finds people, it raises nothing by itself.)
             self.wants_rotated |= person.down_since_ms.is_none()
+                && person.confirmed
                 && !hidden
                 && person.upright.is_some_and(|(seen, _)| now_ms - seen <= params.fall_window_ms);
             if let Some(dropped) = person.dropping_ms {

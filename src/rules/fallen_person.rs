@@ -340,10 +340,12 @@ impl FallWatch {
             // Hidden: someone seen now stands within one body width of the last box.
             let near = widened(&person.last.bbox);
             let hidden = seen_now.iter().any(|other| overlap_of_smaller(other, &near) > 0.0);
-            // Lost just after being seen upright, nobody near: they may be lying where the
+            // Lost just after being seen upright (a confirmed track: in a crowd, short-lived
+            // tracks come and go), nobody near: they may be lying where the
             // upright detector no longer sees them; the rotated pass looks next time. (At the
             // frame's edge too: the pass only finds people, it raises nothing by itself.)
             self.wants_rotated |= person.down_since_ms.is_none()
+                && person.confirmed
                 && !hidden
                 && person.upright.is_some_and(|(seen, _)| now_ms - seen <= params.fall_window_ms);
             if let Some(dropped) = person.dropping_ms {
@@ -526,6 +528,9 @@ mod tests {
         let (raised, signal) = run(&[(0, 20, Some(STANDING)), (20, 21, Some(dropping)), (21, 40, None)], &[]);
         assert_eq!(raised.first(), Some(&25), "{raised:?}");
         assert!(signal.detail.contains("collapsed and lost"), "{}", signal.detail);
+        // The incident's object (the snapshot's box) is where the person was last seen.
+        let last = BoxNorm { x1: dropping[0], y1: dropping[1], x2: dropping[2], y2: dropping[3] };
+        assert_eq!(signal.objects.iter().map(|o| o.bbox).collect::<Vec<_>>(), vec![last]);
         // Cleared once the vanish hold is over.
         let (raised, signal) = run(&[(0, 20, Some(STANDING)), (20, 21, Some(dropping)), (21, 60, None)], &[]);
         assert_eq!(raised.last(), Some(&50));
@@ -578,7 +583,7 @@ mod tests {
         };
         let standing = person(STANDING[0], STANDING[1], STANDING[2], STANDING[3]);
         for second in 0..20 {
-            assert!(!look(second, &[standing.clone()]).0, "standing people need no rotated pass");
+            assert!(!look(second, std::slice::from_ref(&standing)).0, "standing people need no rotated pass");
         }
         // Lost right after being seen upright: asked for (even at the frame's edge: the pass
         // only finds people).
@@ -587,7 +592,7 @@ mod tests {
         let lying = Observation { rotated: true, ..person(LYING[0], LYING[1], LYING[2], LYING[3]) };
         let mut raised = None;
         for second in 21..30 {
-            let (wants, signal) = look(second, &[lying.clone()]);
+            let (wants, signal) = look(second, std::slice::from_ref(&lying));
             assert!(!wants, "at {second} s: already down");
             if signal.raise && raised.is_none() {
                 raised = Some(second);

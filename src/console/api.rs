@@ -154,7 +154,11 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         ("host", shared.refused_host.load(Ordering::Relaxed)),
         ("live_streams", shared.refused_live_streams.load(Ordering::Relaxed)),
     ];
-    let mut text = text + &shared.http.render(&refused) + &shared.evidence.render() + &shared.access_log.render();
+    let mut text = text
+        + &shared.http.render(&refused)
+        + &shared.evidence.render()
+        + &shared.access_log.render()
+        + &crate::evidence::privacy::BLUR_STATS.render();
     if let Some(clips) = shared.clips.get() {
         text += &clips.render();
     }

@@ -321,6 +321,7 @@ impl ClipRecorder {
     /// Writes one clip (on the writer thread).
     fn write(&self, job: ClipJob) {
         let ClipJob { capture, camera } = job;
+        let started = Instant::now();
         let _span = tracing::info_span!("camera", camera = %camera).entered();
         let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             super::mux::write_mp4(&capture.path, &capture.packets)
@@ -340,6 +341,7 @@ impl ClipRecorder {
                     duration_ms = clip.duration_ms,
                     packets = clip.packets,
                     opened_to_disk_ms = latency_ms,
+                    write_ms = started.elapsed().as_millis() as u64,
                     "clip written"
                 );
             }

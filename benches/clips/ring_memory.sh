@@ -3,7 +3,7 @@
 # a substream-like footage file (the plaza clip as 640x360, 25 fps, GOP 2 s, 512 kbit/s CBR,
 # no B-frames), each with a fall-watch zone (clips on by default: pre-roll 10 s), run by
 # `gateway run` for 40 s; prints the rings' bytes from /metrics and what bitrate x (pre-roll
-# + one GOP) predicts. Usage, from the repository root after a build:
+# + 2 s analysis slack + up to one GOP) predicts. Usage, from the repository root after a build:
 #   ORT_DYLIB_PATH=... benches/clips/ring_memory.sh [N] [target/debug/gateway]
 set -euo pipefail
 cameras=${1:-4}
@@ -32,6 +32,7 @@ python3 - "$bits" "$cameras" <<'PY'
 import sys
 bits, cameras = int(sys.argv[1]), int(sys.argv[2])
 for gop in (0, 2):
-    print(f"predicted per camera at {bits/1000:.0f} kbit/s x (10 s + {gop} s): {bits/8*(10+gop)/1024:.0f} KiB;"
-          f" x{cameras}: {bits/8*(10+gop)*cameras/2**20:.2f} MiB; x600: {bits/8*(10+gop)*600/2**20:.0f} MiB")
+    seconds = 10 + 2 + gop
+    print(f"predicted per camera at {bits/1000:.0f} kbit/s x {seconds} s: {bits/8*seconds/1024:.0f} KiB;"
+          f" x{cameras}: {bits/8*seconds*cameras/2**20:.2f} MiB; x600: {bits/8*seconds*600/2**20:.0f} MiB")
 PY

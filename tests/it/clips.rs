@@ -161,12 +161,13 @@ async fn an_incident_gets_a_clip_remuxed_from_the_cameras_own_h264_or_h265_strea
     let (out, err) = logs.join();
     assert!(written, "no clips written; logs:\n{out}{err}");
 
-    // Pre-roll 4 s (from the keyframe before: GOP 2 s) + post-roll 6 s.
+    // Pre-roll 4 s (from the keyframe before: GOP 2 s; 6 s when that keyframe arrived a
+    // moment late) + post-roll 6 s (+ up to 1 s for frames that arrive late in decode order).
     for (camera, codec) in [("cam-264", "h264"), ("cam-265", "hevc")] {
         let clip = clip_of(&evidence, camera).unwrap();
         let (probed_codec, duration) = probe(&clip);
         assert_eq!(probed_codec, codec, "{}", clip.display());
-        assert!((9.5..=12.5).contains(&duration), "{camera}: clip of {duration} s, expected 10-12 s");
+        assert!((9.5..=13.5).contains(&duration), "{camera}: clip of {duration} s, expected 10-13 s");
         // The opened event's sidecar lists it.
         let name = clip.file_name().unwrap().to_string_lossy().into_owned();
         let sidecar = evidence.join(name.replace("-1-clip.mp4", "-1.json"));

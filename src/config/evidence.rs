@@ -15,7 +15,7 @@ use crate::zones::ZoneKind;
 #[serde(deny_unknown_fields)]
 pub struct RawEvidence {
     /// All cameras' packet rings together may hold at most this many MiB of encoded video.
-    /// Default 256, 1–65536.
+    /// Default 640 (600 substreams at 512 kbit/s keep their 10 s of pre-roll in ~510), 1–65536.
     pub ring_memory_mib: Option<u64>,
     /// One camera's ring may hold at most this many KiB (its share; the pre-roll is cut short,
     /// and counted, when a camera's bitrate needs more). Default 2048, 64–262144.
@@ -120,7 +120,7 @@ pub(super) fn validate(
     console_bind: Option<std::net::SocketAddr>,
     problems: &mut Problems,
 ) -> EvidenceConfig {
-    let ring_memory_mib = raw.ring_memory_mib.unwrap_or(256);
+    let ring_memory_mib = raw.ring_memory_mib.unwrap_or(640);
     if !(1..=65_536).contains(&ring_memory_mib) {
         problems.push("evidence.ring_memory_mib", format!("{ring_memory_mib} is out of range 1..=65536"));
     }

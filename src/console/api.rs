@@ -171,7 +171,8 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         + &shared.commits.render()
         + &shared.bins.render()
         + &shared.access_log.render()
-        + &frame_handling;
+        + &frame_handling
+        + &crate::evidence::privacy::BLUR_STATS.render();
     if let Some(clips) = shared.clips.get() {
         text += &clips.render();
     }

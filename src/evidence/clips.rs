@@ -13,7 +13,9 @@
 //!                   `clip-writer` thread ──▶ <evidence>/<incident>-1-clip.mp4 (mux::write_mp4)
 //! ```
 //!
-//! Only cameras with a zone whose kind records clips (`[evidence.<kind>] clip`) keep a ring.
+//! Only cameras with a zone whose kind records clips (`[evidence.<kind>] clip`) keep a ring, of
+//! their longest pre-roll plus [`ANALYSIS_SLACK`] (the time from a frame's arrival to its
+//! incident).
 //! Bounded everywhere: the rings by `[evidence] ring_memory_mib` shared out among the cameras
 //! that keep one (never more than `ring_camera_share_kib` each; a camera whose pre-roll needs
 //! more loses the oldest GOPs, counted), captures at [`MAX_CAPTURES`] at once, clips waiting
@@ -41,6 +43,14 @@ pub const MAX_CAPTURES: u64 = 16;
 pub const WRITER_QUEUE: usize = 8;
 /// A capture whose camera sent nothing this long after its end is written with what it has.
 pub const QUIET_GRACE: Duration = Duration::from_secs(5);
+/// A capture goes on this long past its post-roll: with B-frames, frames arrive in decode
+/// order, and the ones shown just before the post-roll's end come after a later keyframe
+/// (x265's open GOPs at 5 fps: up to 0.8 s late); cut at the end itself, the clip lost them.
+pub const REORDER_GRACE: Duration = Duration::from_secs(1);
+/// A ring keeps this much more than the pre-roll: an incident opens a moment after the frame
+/// that opened it arrived (decode, detection, the run loop), and its pre-roll counts back from
+/// that frame, not from when the run loop got to it.
+pub const ANALYSIS_SLACK: Duration = Duration::from_secs(2);
 
 /// One camera's packets: from the last keyframe at or before `pre_roll` ago until the newest,
 /// at most `share_bytes`. Pure: the time is each frame's arrival.
@@ -225,7 +235,7 @@ impl ClipRecorder {
     pub fn tap(self: &Arc<Self>, camera: &CameraConfig, sink: Box<dyn FrameSink>) -> Box<dyn FrameSink> {
         let Some(pre_roll) = ring_pre_roll(&self.config, camera) else { return sink };
         let clips = Arc::new(Mutex::new(CameraClips {
-            ring: PacketRing::new(pre_roll, self.config.ring_camera_share_bytes),
+            ring: PacketRing::new(pre_roll + ANALYSIS_SLACK, self.config.ring_camera_share_bytes),
             captures: Vec::new(),
         }));
         lock(&self.cameras).insert(camera.id.clone(), clips.clone());
@@ -272,7 +282,7 @@ impl ClipRecorder {
         clips.captures.push(Capture {
             path: self.evidence_dir.join(&file_name),
             incident_id: event.incident_id.clone(),
-            until: opened_at + Duration::from_millis(policy.post_roll_ms),
+            until: opened_at + Duration::from_millis(policy.post_roll_ms) + REORDER_GRACE,
             opened_at,
             packets,
         });
@@ -321,6 +331,7 @@ impl ClipRecorder {
     /// Writes one clip (on the writer thread).
     fn write(&self, job: ClipJob) {
         let ClipJob { capture, camera } = job;
+        let started = Instant::now();
         let _span = tracing::info_span!("camera", camera = %camera).entered();
         let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             super::mux::write_mp4(&capture.path, &capture.packets)
@@ -340,6 +351,7 @@ impl ClipRecorder {
                     duration_ms = clip.duration_ms,
                     packets = clip.packets,
                     opened_to_disk_ms = latency_ms,
+                    write_ms = started.elapsed().as_millis() as u64,
                     "clip written"
                 );
             }

@@ -13,6 +13,8 @@ pub mod clips;
 // FFmpeg's muxer through its C API (codec parameters without an encoder).
 #[allow(unsafe_code)]
 pub mod mux;
+pub mod pixelate;
+pub mod privacy;
 pub mod retention;
 
 use std::io::Write;
@@ -160,6 +162,11 @@ struct Sidecar<'a> {
     /// The clip being recorded for this event (issue 16), once written beside it.
     #[serde(skip_serializing_if = "Option::is_none")]
     clip: Option<String>,
+    /// The unblurred snapshot, kept on the gateway, when bystanders were blurred in `snapshot`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    original: Option<String>,
+    /// People pixelated in `snapshot` (not the incident's subject).
+    bystanders_blurred: usize,
 }
 
 /// What an event's evidence holds besides its picture (issue 16).
@@ -167,6 +174,9 @@ struct Sidecar<'a> {
 pub struct EventExtras {
     /// The file name of the clip being recorded for it, listed in the sidecar.
     pub clip: Option<String>,
+    /// People in the picture who are not the incident's subject (normalised boxes), pixelated
+    /// in the snapshots that leave the gateway; empty when the zone kind does not blur.
+    pub bystanders: Vec<BoxNorm>,
 }
 
 /// Writes the snapshot and sidecar of an event; returns the JPEG's path.
@@ -179,11 +189,10 @@ pub fn write_evidence(
     extras: &EventExtras,
 ) -> anyhow::Result<PathBuf> {
     let zone = camera.zones.iter().find(|z| z.id == event.zone);
-    let snapshot = annotate(picture, camera, event);
     let stem = stem(event);
     let directory = state_dir.join("evidence");
     let jpeg_path = directory.join(format!("{stem}.jpg"));
-    write_atomically(&jpeg_path, &encode_jpeg(&snapshot)?)?;
+    let original = write_shared_and_original(&jpeg_path, picture, camera, event, &extras.bystanders)?;
     let region = crop_region(event, zone.map(|z| &z.polygon));
     let crop_path = directory.join(format!("{stem}-crop.jpg"));
     if let Some(crop) = crop(picture, &region) {
@@ -201,6 +210,8 @@ pub fn write_evidence(
         snapshot: jpeg_path.file_name().unwrap_or_default().to_string_lossy().into_owned(),
         crop: crop_path.file_name().unwrap_or_default().to_string_lossy().into_owned(),
         clip: extras.clip.clone(),
+        original: original.and_then(|path| path.file_name().map(|name| name.to_string_lossy().into_owned())),
+        bystanders_blurred: extras.bystanders.len(),
     };
     write_atomically(
         &directory.join(format!("{stem}.json")),
@@ -233,10 +244,36 @@ pub fn write_main_snapshot(
     camera: &CameraConfig,
     event: &IncidentEvent,
     picture: &RgbImage,
+    bystanders: &[BoxNorm],
 ) -> anyhow::Result<PathBuf> {
     let path = state_dir.join("evidence").join(format!("{}-main.jpg", stem(event)));
-    write_atomically(&path, &encode_jpeg(&annotate(picture, camera, event))?)?;
+    write_shared_and_original(&path, picture, camera, event, bystanders)?;
     Ok(path)
+}
+
+/// Writes the annotated snapshot that may leave the gateway to `path`, with `bystanders`
+/// pixelated; when there are any, the unblurred one goes beside it (`-original.jpg`), for the
+/// gateway's disk only. Returns the original's path, if one was written.
+fn write_shared_and_original(
+    path: &Path,
+    picture: &RgbImage,
+    camera: &CameraConfig,
+    event: &IncidentEvent,
+    bystanders: &[BoxNorm],
+) -> anyhow::Result<Option<PathBuf>> {
+    if bystanders.is_empty() {
+        write_atomically(path, &encode_jpeg(&annotate(picture, camera, event))?)?;
+        return Ok(None);
+    }
+    let stem = path.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+    let original = path.with_file_name(format!("{stem}-original.jpg"));
+    write_atomically(&original, &encode_jpeg(&annotate(picture, camera, event))?)?;
+    let started = std::time::Instant::now();
+    let mut blurred = picture.clone();
+    privacy::pixelate_people(&mut blurred, bystanders);
+    privacy::BLUR_STATS.record(started.elapsed());
+    write_atomically(path, &encode_jpeg(&annotate(&blurred, camera, event))?)?;
+    Ok(Some(original))
 }
 
 /// Encodes a picture as a JPEG (quality as for snapshots).

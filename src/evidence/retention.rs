@@ -7,6 +7,10 @@
 //! (`<camera>_<zone>_<kind>_<start_ms>-<seq>[...].{jpg,json}`), so the incident a file belongs
 //! to is the part of its name before the last `-<seq>`.
 //!
+//! Clips (`…-clip.mp4`, issue 16) have their own budget (`[evidence] clip_max_age_days`,
+//! `clip_max_mib`): they are larger and kept for less time, and a burst of clips must not push
+//! the snapshots of older incidents out (nor the reverse). The same rules apply to them.
+//!
 //! [`plan`] is pure (files, open incidents and time in, the files to delete out); [`prune`]
 //! is the shell that lists the directory and deletes.
 
@@ -54,6 +58,12 @@ pub fn sanitised(incident_id: &str) -> String {
     incident_id.replace([':', '/'], "_")
 }
 
+/// Whether a file of the evidence directory is a clip (or a clip being written), which has
+/// its own budget.
+pub fn is_clip(file_name: &str) -> bool {
+    file_name.ends_with("-clip.mp4") || file_name.ends_with("-clip.mp4.tmp")
+}
+
 /// Which files to delete: indices into `files`. `open` holds the sanitised ids of open
 /// incidents. Pure.
 pub fn plan(files: &[EvidenceFile], open: &HashSet<String>, now_ms: i64, policy: RetentionPolicy) -> Vec<usize> {
@@ -88,6 +98,8 @@ pub struct Pruned {
     pub bytes: u64,
     /// Bytes left in the directory.
     pub kept_bytes: u64,
+    /// Of `kept_bytes`, the clips'.
+    pub clip_kept_bytes: u64,
 }
 
 /// Counters of the retention passes, for `/metrics`.
@@ -95,6 +107,8 @@ pub struct Pruned {
 pub struct RetentionStats {
     /// Bytes of evidence on disk after the last pass.
     pub bytes: std::sync::atomic::AtomicU64,
+    /// Of those, the clips'.
+    pub clip_bytes: std::sync::atomic::AtomicU64,
     /// Files deleted by retention.
     pub deleted_files: std::sync::atomic::AtomicU64,
     /// Bytes freed by retention.
@@ -110,6 +124,7 @@ impl RetentionStats {
         match result {
             Ok(pruned) => {
                 self.bytes.store(pruned.kept_bytes, Relaxed);
+                self.clip_bytes.store(pruned.clip_kept_bytes, Relaxed);
                 self.deleted_files.fetch_add(pruned.files, Relaxed);
                 self.deleted_bytes.fetch_add(pruned.bytes, Relaxed);
             }
@@ -128,6 +143,12 @@ impl RetentionStats {
                 "gauge",
                 "Bytes of evidence on disk after the last retention pass.",
                 self.bytes.load(Relaxed),
+            ),
+            (
+                "gateway_evidence_clip_bytes",
+                "gauge",
+                "Bytes of event clips on disk after the last retention pass (their own budget).",
+                self.clip_bytes.load(Relaxed),
             ),
             (
                 "gateway_evidence_deleted_files_total",
@@ -156,13 +177,15 @@ impl RetentionStats {
     }
 }
 
-/// Lists `<state_dir>/evidence` and deletes what [`plan`] says. A file that cannot be read
-/// or deleted is left (and logged by the caller through the error count).
+/// Lists `<state_dir>/evidence` and deletes what [`plan`] says: clips under `clip_policy`,
+/// the other files under `policy`. A file that cannot be read or deleted is left (and logged
+/// by the caller through the error count).
 pub fn prune(
     state_dir: &Path,
     open: &HashSet<String>,
     now_ms: i64,
     policy: RetentionPolicy,
+    clip_policy: RetentionPolicy,
 ) -> std::io::Result<Pruned> {
     let directory = state_dir.join("evidence");
     let entries = match std::fs::read_dir(&directory) {
@@ -183,13 +206,24 @@ pub fn prune(
             .map_or(0, |since| since.as_millis() as i64);
         files.push(EvidenceFile { path: entry.path(), bytes: metadata.len(), modified_ms });
     }
-    let mut pruned = Pruned { kept_bytes: files.iter().map(|file| file.bytes).sum(), ..Pruned::default() };
-    for index in plan(&files, open, now_ms, policy) {
-        let file = &files[index];
-        if std::fs::remove_file(&file.path).is_ok() {
-            pruned.files += 1;
-            pruned.bytes += file.bytes;
-            pruned.kept_bytes -= file.bytes;
+    let clip = |file: &EvidenceFile| file.path.file_name().is_some_and(|name| is_clip(&name.to_string_lossy()));
+    let (clips, others): (Vec<EvidenceFile>, Vec<EvidenceFile>) = files.into_iter().partition(clip);
+    let mut pruned = Pruned {
+        kept_bytes: clips.iter().chain(&others).map(|file| file.bytes).sum(),
+        clip_kept_bytes: clips.iter().map(|file| file.bytes).sum(),
+        ..Pruned::default()
+    };
+    for (files, policy, is_clips) in [(&others, policy, false), (&clips, clip_policy, true)] {
+        for index in plan(files, open, now_ms, policy) {
+            let file = &files[index];
+            if std::fs::remove_file(&file.path).is_ok() {
+                pruned.files += 1;
+                pruned.bytes += file.bytes;
+                pruned.kept_bytes -= file.bytes;
+                if is_clips {
+                    pruned.clip_kept_bytes -= file.bytes;
+                }
+            }
         }
     }
     Ok(pruned)
@@ -259,10 +293,43 @@ mod tests {
         let open: HashSet<String> = ["open_z_k_2".to_string()].into();
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
         let policy = RetentionPolicy { max_age_ms: DAY_MS, max_bytes: 100 };
-        let pruned = prune(state.path(), &open, now, policy).unwrap();
-        assert_eq!(pruned, Pruned { files: 1, bytes: 300, kept_bytes: 300 });
+        let roomy = RetentionPolicy { max_age_ms: DAY_MS, max_bytes: 1 << 30 };
+        let pruned = prune(state.path(), &open, now, policy, roomy).unwrap();
+        assert_eq!(pruned, Pruned { files: 1, bytes: 300, kept_bytes: 300, clip_kept_bytes: 0 });
         assert!(!evidence.join("gone_z_k_1-1.jpg").exists());
         assert!(evidence.join("open_z_k_2-1.jpg").exists());
-        assert_eq!(prune(&state.path().join("none"), &open, now, policy).unwrap(), Pruned::default());
+        assert_eq!(prune(&state.path().join("none"), &open, now, policy, roomy).unwrap(), Pruned::default());
+    }
+
+    #[test]
+    fn clips_have_their_own_budget_and_an_open_incidents_clip_is_kept() {
+        let state = tempfile::tempdir().unwrap();
+        let evidence = state.path().join("evidence");
+        std::fs::create_dir_all(&evidence).unwrap();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+        // (file, bytes)
+        let files = [
+            ("old_z_k_1-1.jpg", 100),
+            ("old_z_k_1-1-clip.mp4", 1000),
+            ("new_z_k_2-1-clip.mp4", 1000),
+            ("open_z_k_3-1-clip.mp4", 1000),
+        ];
+        for (name, bytes) in files {
+            std::fs::write(evidence.join(name), vec![0u8; bytes]).unwrap();
+        }
+        // Make the first clip the oldest.
+        let old = std::fs::File::options().write(true).open(evidence.join("old_z_k_1-1-clip.mp4")).unwrap();
+        old.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(3600)).unwrap();
+        assert!(is_clip("a_b_c_1-1-clip.mp4") && is_clip("a_b_c_1-1-clip.mp4.tmp") && !is_clip("a_b_c_1-1.jpg"));
+        let open: HashSet<String> = ["open_z_k_3".to_string()].into();
+        let snapshots = RetentionPolicy { max_age_ms: DAY_MS, max_bytes: 1 << 20 };
+        // Clips over their 1500-byte budget: the oldest deletable ones go until the rest fit;
+        // the open incident's stays; the snapshot (under its own budget) is not touched.
+        let clips = RetentionPolicy { max_age_ms: DAY_MS, max_bytes: 1500 };
+        let pruned = prune(state.path(), &open, now, snapshots, clips).unwrap();
+        assert_eq!(pruned, Pruned { files: 2, bytes: 2000, kept_bytes: 1100, clip_kept_bytes: 1000 });
+        assert!(evidence.join("old_z_k_1-1.jpg").exists());
+        assert!(evidence.join("open_z_k_3-1-clip.mp4").exists());
+        assert!(!evidence.join("old_z_k_1-1-clip.mp4").exists());
     }
 }

@@ -57,6 +57,13 @@ pub(super) fn handle_frame(
         sinks.shared.bins.keep_readings(camera.id.as_str(), &zone_readings, &sources, now_ms);
     }
     let observations = observations(&frame.detections, frame.frame_width, frame.frame_height);
+    // Everyone in view, for blurring the people who are not an incident's subject.
+    let person = sinks.model.manifest.classes.iter().position(|class| class == "person");
+    let people: Vec<crate::geometry::BoxNorm> = observations
+        .iter()
+        .filter(|observation| Some(usize::from(observation.class_id)) == person)
+        .map(|observation| observation.bbox)
+        .collect();
     let people_in_fall_zones = engine.people_in_fall_zones(&observations);
     let frame_aspect = frame.frame_width as f32 / frame.frame_height.max(1) as f32;
     // The pose stage: only fall-watch zones with `pose = true`, only boxes that matter.
@@ -82,7 +89,7 @@ pub(super) fn handle_frame(
     // The fall rule's wish for the rotated pass, read when the camera's next frame is prepared.
     health.counters.rotated_wanted.store(engine.wants_rotated_pass(), std::sync::atomic::Ordering::Relaxed);
     let opened = events.iter().any(|event| event.event == EventKind::Opened);
-    let committed = commit(camera, engine.book(), &events, Some(&frame.picture), now_ms, sinks);
+    let committed = commit(camera, engine.book(), &events, Some(&frame.picture), &people, now_ms, sinks);
     FrameOutcome { committed, opened: opened && committed, people_in_fall_zones }
 }
 
@@ -93,6 +100,7 @@ pub(super) fn commit(
     book: &crate::incident::IncidentBook,
     events: &[IncidentEvent],
     picture: Option<&image::RgbImage>,
+    people: &[crate::geometry::BoxNorm],
     now_ms: i64,
     sinks: &Sinks<'_>,
 ) -> bool {
@@ -110,7 +118,12 @@ pub(super) fn commit(
             _ => None,
         };
         clip_urls.push(clip.as_ref().and_then(|_| clip_url(config, &event.incident_id)));
-        let extras = evidence::EventExtras { clip };
+        let bystanders = if config.evidence.for_incident(event.kind).blur_bystanders {
+            evidence::privacy::bystanders(event, people)
+        } else {
+            Vec::new()
+        };
+        let extras = evidence::EventExtras { clip, bystanders };
         let snapshot = match picture.filter(|_| event.event != EventKind::Cleared) {
             None => None,
             Some(picture) => {
@@ -124,7 +137,7 @@ pub(super) fn commit(
             }
         };
         if event.event == EventKind::Opened {
-            spawn_main_stream_snapshot(config, camera, event);
+            spawn_main_stream_snapshot(config, camera, event, extras.bystanders.clone());
         }
         info!(
             camera = %camera.id,
@@ -167,7 +180,12 @@ pub(super) fn commit(
 
 /// For a camera analysed on its substream: fetch a main-stream keyframe and write it as the
 /// incident's full-resolution snapshot, in the background (nothing waits on the camera).
-fn spawn_main_stream_snapshot(config: &Config, camera: &CameraConfig, event: &crate::incident::IncidentEvent) {
+fn spawn_main_stream_snapshot(
+    config: &Config,
+    camera: &CameraConfig,
+    event: &crate::incident::IncidentEvent,
+    bystanders: Vec<crate::geometry::BoxNorm>,
+) {
     let (Some(url), crate::config::SourceSpec::Rtsp { credentials, transport, .. }) =
         (&camera.snapshot_url, &camera.source)
     else {
@@ -181,7 +199,7 @@ fn spawn_main_stream_snapshot(config: &Config, camera: &CameraConfig, event: &cr
         let written = match crate::ingest::rtsp::first_keyframe(&target, &ingest).await {
             Ok(frame) => tokio::task::spawn_blocking(move || {
                 let picture = crate::decode::picture_rgb(&frame)?;
-                evidence::write_main_snapshot(&state_dir, &camera, &event, &picture)
+                evidence::write_main_snapshot(&state_dir, &camera, &event, &picture, &bystanders)
             })
             .await
             .unwrap_or_else(|panic| Err(anyhow::anyhow!("snapshot task panicked: {panic}"))),

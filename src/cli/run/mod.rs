@@ -437,9 +437,10 @@ impl Gateway {
             .flat_map(|runtime| runtime.engine.book().open_incidents().into_iter().map(evidence::retention::sanitised))
             .collect();
         let (state_dir, policy) = (self.config.state_dir.clone(), self.config.evidence_retention);
+        let clip_policy = self.config.evidence.clip_retention;
         let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || {
-            let result = evidence::retention::prune(&state_dir, &open, now_ms(), policy);
+            let result = evidence::retention::prune(&state_dir, &open, now_ms(), policy, clip_policy);
             shared.evidence.record(&result);
             match result {
                 Ok(pruned) if pruned.files > 0 => info!(
@@ -627,7 +628,7 @@ impl Gateway {
         self.config = config.clone();
         *self.shared.config.write().unwrap() = config;
         for (camera, book, events) in committed {
-            incidents::commit(&camera, &book, &events, None, now, &self.sinks());
+            incidents::commit(&camera, &book, &events, None, &[], now, &self.sinks());
         }
         let names = |cameras: &[CameraConfig]| cameras.iter().map(|c| c.id.to_string()).collect::<Vec<_>>().join(",");
         info!(

@@ -430,7 +430,7 @@ mod tests {
         let scene = street(0, 1);
         let person_top = with_box(scene.clone(), [200, 10, 208, 30], 20);
         let mask = zone(ZoneKind::Mask, [[0.0, 0.0], [1.0, 0.0], [1.0, 0.4], [0.0, 0.4]]);
-        assert!(changed(&scene, &person_top, &[mask.clone()]) > CHANGED_GREY, "masks only: whole frame");
+        assert!(changed(&scene, &person_top, std::slice::from_ref(&mask)) > CHANGED_GREY, "masks only: whole frame");
         assert!(changed(&scene, &person_top, &[mask, lower_half()]) <= CHANGED_GREY);
         assert!(changed(&scene, &person_top, &[]) > CHANGED_GREY);
     }

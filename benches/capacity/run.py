@@ -302,6 +302,13 @@ FALL_ZONE = {"id": "courtyard", "kind": "fall_watch", "polygon": WHOLE_FRAME}
 INCIDENT_ZONE = {"id": "plaza", "kind": "no_parking", "polygon": WHOLE_FRAME,
                  "classes": ["person"], "dwell_ms": 5000, "clear_after_ms": 10000,
                  "cooldown_ms": 10000}
+# Plain cameras: a no-parking zone (bikes, the shipped defaults), so each does the work a real
+# camera does. Not the frame's lower half: on the plaza clip that is grass nobody crosses, a
+# still picture the change gate would skip almost every time. The walkway band instead, where
+# people walk all through the clip (benches/gating/run.py: 0 % of inferences saved on it at
+# 10 s, against most on the lower half), so change gating is measured on moving people.
+WALKWAY = [[0.0, 0.3], [1.0, 0.2], [1.0, 0.75], [0.0, 0.55]]
+PLAIN_ZONE = {"id": "walkway", "kind": "no_parking", "polygon": WALKWAY}
 
 
 def plan_cameras(args, server, count, stream, fall_watch, incident_cams, interval_ms,
@@ -333,7 +340,7 @@ def plan_cameras(args, server, count, stream, fall_watch, incident_cams, interva
     for i in range(count - fall_watch - incident_cams):
         url, codec = url_for(stream, i)
         cameras.append(dict(id=f"cam-{i:04d}", role="plain", url=url, codec=codec,
-                            stream=stream, interval_ms=interval_ms, decode=decode, zones=[]))
+                            stream=stream, interval_ms=interval_ms, decode=decode, zones=[PLAIN_ZONE]))
     return cameras
 
 
@@ -418,14 +425,24 @@ def calibrate(frames=50):
 
 
 def saturation(res, cameras, costs, nproc):
-    """How much of the machine the analysed frames account for at their isolated cost."""
+    """How much of the machine the analysed frames account for at their isolated cost: a frame
+    the model ran on at decode + preprocess + inference, one whose detections the change gate
+    reused at decode + preprocess only (it ran no model)."""
     seconds = res["window_s"]
     cores = 0.0
+    cores_if_all_inferred = 0.0
     for cam in cameras:
-        fps = res["per_camera"][cam["id"]]["analysed_fps"]
-        cores += fps * costs[f"{cam['stream']}/{cam['codec']}"]["total_ms"] / 1000.0
+        per_camera = res["per_camera"][cam["id"]]
+        cost = costs[f"{cam['stream']}/{cam['codec']}"]
+        fps = per_camera["analysed_fps"]
+        reused_fps = per_camera.get("reused_fps") or 0.0
+        cores += ((fps - reused_fps) * cost["total_ms"]
+                  + reused_fps * (cost["decode_ms"] + cost["preprocess_ms"])) / 1000.0
+        cores_if_all_inferred += fps * cost["total_ms"] / 1000.0
     available = nproc - res["rtsp_server_cpu_cores"] - res["harness_cpu_cores"]
-    return {"analysis_cores_at_isolated_cost": cores, "share_of_all_cores": cores / nproc,
+    return {"analysis_cores_at_isolated_cost": cores,
+            "analysis_cores_if_every_frame_inferred": cores_if_all_inferred,
+            "share_of_all_cores": cores / nproc,
             "cores_left_by_rtsp_server_and_harness": available,
             "share_of_cores_left": cores / available if available > 0 else None,
             "window_s": seconds}
@@ -593,6 +610,19 @@ def counter_delta(first, last, name, label="camera"):
     return {k: v - a.get(k, 0.0) for k, v in b.items()}
 
 
+def counter_delta_where(first, last, name, where, label="camera"):
+    """{label: last - first} for the series of a counter whose labels include `where`."""
+    def pick(metrics):
+        out = {}
+        for labels, value in metrics.get(name, {}).items():
+            d = dict(labels)
+            if all(d.get(k) == v for k, v in where.items()):
+                out[d.get(label, "")] = value
+        return out
+    a, b = pick(first), pick(last)
+    return {k: v - a.get(k, 0.0) for k, v in b.items()}
+
+
 def revisit_from_counters(samples, cameras):
     """Worst gap (s) between increases of each camera's analysed counter, within the window
     (resolution: the sampling period). Gaps open at the window's ends count as seen."""
@@ -692,7 +722,27 @@ def summarise_gateway(samples, cameras):
     inf_s = sum(counter_delta(m0, m1, "gateway_detect_inference_seconds_total").values())
     decoded = sum(counter_delta(m0, m1, "gateway_decode_frames_decoded_total").values())
     res["decode_ms_per_frame"] = 1000 * dec_s / decoded if decoded else None
-    res["inference_ms_per_frame"] = 1000 * inf_s / sum(analysed.values()) if sum(analysed.values()) else None
+    # Change gating: analysed frames the model ran on vs those that reused its last detections.
+    runs = counter_delta_where(m0, m1, "gateway_detect_inferences_total", {"result": "run"})
+    reused = counter_delta_where(m0, m1, "gateway_detect_inferences_total", {"result": "reused"})
+    gate_s = sum(counter_delta(m0, m1, "gateway_detect_gate_seconds_total").values())
+    if runs or reused:
+        gating = {"run": sum(runs.values()), "reused": sum(reused.values()), "by_role": {}}
+        gating["saved_share"] = gating["reused"] / max(1.0, gating["run"] + gating["reused"])
+        gating["gate_us_per_frame"] = 1e6 * gate_s / max(1.0, gating["run"] + gating["reused"])
+        for cam in cameras:
+            role = gating["by_role"].setdefault(cam["role"], {"run": 0.0, "reused": 0.0})
+            role["run"] += runs.get(cam["id"], 0.0)
+            role["reused"] += reused.get(cam["id"], 0.0)
+        for role in gating["by_role"].values():
+            role["saved_share"] = role["reused"] / max(1.0, role["run"] + role["reused"])
+        r0 = by_label(m0, "gateway_detect_gate_runs_total", "reason")
+        gating["runs_by_reason"] = {k: v - r0.get(k, 0.0)
+                                    for k, v in by_label(m1, "gateway_detect_gate_runs_total", "reason").items()}
+        res["gating"] = gating
+    # Inference time per frame the model ran on (every analysed frame without gating).
+    inferred = sum(runs.values()) if runs else sum(analysed.values())
+    res["inference_ms_per_frame"] = 1000 * inf_s / inferred if inferred else None
 
     skipped = {}
     skipping_cameras = {}
@@ -776,6 +826,7 @@ def summarise_gateway(samples, cameras):
         res["revisit_worst_from_counters_s"]["by_role"] = by_role_worst
 
     res["per_camera"] = {c: {"role": role_of[c], "analysed_fps": round(analysed.get(c, 0.0) / seconds, 4),
+                             "reused_fps": round(reused.get(c, 0.0) / seconds, 4),
                              "revisit_window_s": revisit.get(c), "revisit_counters_s": computed.get(c),
                              "skipped": skipped_by_camera.get(c, {})}
                          for c in ids}
@@ -920,7 +971,17 @@ def print_gateway(res, title):
                      f"mean {fmt(v['mean_per_camera'], 3)} min {fmt(v['min_per_camera'], 3)}"))
     rows.append(("received / decoded frames/s", f"{fmt(res['received_fps'], 1)} / {fmt(res['decoded_fps'], 1)}"))
     rows.append(("decode / inference ms per frame",
-                 f"{fmt(res['decode_ms_per_frame'])} / {fmt(res['inference_ms_per_frame'])}"))
+                 f"{fmt(res['decode_ms_per_frame'])} / {fmt(res['inference_ms_per_frame'])}"
+                 + (" (inference: per frame the model ran on)" if "gating" in res else "")))
+    if "gating" in res:
+        g = res["gating"]
+        rows.append(("change gating: inferences run / reused", f"{fmt(g['run'], 0)} / {fmt(g['reused'], 0)} "
+                     f"({fmt(100 * g['saved_share'], 1)}% saved; gate {fmt(g['gate_us_per_frame'], 0)} us/frame)"))
+        for role, v in sorted(g["by_role"].items()):
+            rows.append((f"  {role}", f"run {fmt(v['run'], 0)}, reused {fmt(v['reused'], 0)} "
+                         f"({fmt(100 * v['saved_share'], 1)}% saved)"))
+        rows.append(("  model ran because", ", ".join(
+            f"{k} {fmt(v, 0)}" for k, v in sorted(g["runs_by_reason"].items())) or "n/a"))
     skipped = res["frames_skipped"]
     rows.append(("frames skipped", ", ".join(
         f"{r} {fmt(v['total'], 0)} ({v['cameras']} cams)" for r, v in skipped.items()) or "none"))
@@ -962,7 +1023,9 @@ def print_gateway(res, title):
         rows.append(("analysed frames at isolated cost", f"{fmt(sat['analysis_cores_at_isolated_cost'])} cores = "
                      f"{fmt(100 * sat['share_of_all_cores'], 1)}% of all cores, "
                      f"{fmt(100 * (sat['share_of_cores_left'] or 0), 1)}% of the "
-                     f"{fmt(sat['cores_left_by_rtsp_server_and_harness'])} cores the RTSP server and harness leave"))
+                     f"{fmt(sat['cores_left_by_rtsp_server_and_harness'])} cores the RTSP server and harness leave"
+                     f" (reused frames at decode cost; {fmt(sat['analysis_cores_if_every_frame_inferred'])} cores "
+                     f"if every analysed frame were inferred)"))
     rows.append(("RTSP server CPU", f"{fmt(res['rtsp_server_cpu_cores'], 3)} cores = "
                  f"{fmt(res['rtsp_server_ms_per_s_per_session'], 3)} ms/s per session"))
     rows.append(("harness CPU / load avg", f"{fmt(res['harness_cpu_cores'], 3)} cores / "
@@ -1097,7 +1160,8 @@ def main():
             gateway = None
             if args.compare:
                 cams = [dict(id=f"main-{i:03d}", role="plain", url=server.url("main", "h264", i),
-                             codec="h264", stream="main", interval_ms=2000, decode="keyframes", zones=[])
+                             codec="h264", stream="main", interval_ms=2000, decode="keyframes",
+                             zones=[PLAIN_ZONE])
                         for i in range(m)]
                 gateway = run_gateway_phase(args, server, cams, workdir, "compare")
                 results["compare_gateway"] = gateway

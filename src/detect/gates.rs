@@ -113,3 +113,40 @@ impl Gates {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn camera(gate_max_stale_ms: Option<u64>) -> CameraConfig {
+        let text = "[cameras.gate-3]\nurl = \"rtsp://192.0.2.1/s\"\n";
+        let mut camera = crate::config::parse(text, std::path::Path::new("/")).unwrap().cameras.remove(0);
+        camera.gate_max_stale = gate_max_stale_ms.map(Duration::from_millis);
+        camera
+    }
+
+    #[test]
+    fn cameras_are_gated_as_configured_and_counted() {
+        let gates = Gates::default();
+        let registry = crate::health::HealthRegistry::default();
+        let health = registry.camera(&CameraId::try_new("gate-3").unwrap());
+        let picture = image::RgbImage::from_pixel(64, 36, image::Rgb([90, 90, 90]));
+        let frame = (640, 360);
+        let at = Instant::now();
+        let run = |reason: usize| health.counters.inferences_run[reason].load(Ordering::Relaxed);
+        // Not configured (or gating off): every frame runs the model.
+        assert!(matches!(gates.check(&health, at, &picture, frame), Check::Ungated));
+        gates.configure(&camera(Some(60_000)));
+        for _ in 0..2 {
+            let Check::Infer(signature) = gates.check(&health, at, &picture, frame) else { panic!("expected Infer") };
+            gates.record(&health.id, at, signature, &[], frame);
+        }
+        assert!(matches!(gates.check(&health, at, &picture, frame), Check::Reuse(d) if d.is_empty()));
+        assert_eq!((run(0), run(1), run(InferReason::ALL.len())), (1, 1, 1), "first, unsettled, ungated");
+        assert_eq!(health.counters.inferences_reused.load(Ordering::Relaxed), 1);
+        gates.configure(&camera(None));
+        assert!(matches!(gates.check(&health, at, &picture, frame), Check::Ungated));
+        assert_eq!(run(InferReason::ALL.len()), 2);
+    }
+}

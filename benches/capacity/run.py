@@ -406,16 +406,27 @@ def ensure_gateway(build):
         sys.exit(f"capacity: ONNX Runtime library {lib} not found: run scripts/setup")
 
 
-def calibrate(frames=50):
+def calibrate_model(options):
+    """The model manifest the gateway phases run (`-o detector.model=...`, a TOML string,
+    relative to the repository root), so that calibrate measures the same model."""
+    value = options.get("detector.model")
+    if value is None:
+        return MODEL_MANIFEST
+    import tomllib
+    path = tomllib.loads(f"v = {value}")["v"]
+    return path if os.path.isabs(path) else os.path.join(ROOT, path)
+
+
+def calibrate(model, frames=50):
     """`gateway calibrate` on each reference stream: the isolated CPU cost of one analysed
     frame (keyframe decode + preprocess + inference, one thread), measured before the phases
-    on the otherwise idle machine."""
+    on the otherwise idle machine, with the model the phases run."""
     env = gateway_env()
     costs = {}
     for stream in ("sub", "main"):
         for codec in ("h264", "h265"):
             result = subprocess.run([GATEWAY, "calibrate", "--json", "--frames", str(frames),
-                                     stream_path(stream, codec)],
+                                     "--model", model, stream_path(stream, codec)],
                                     capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
             if result.returncode != 0:
                 sys.exit(f"capacity: gateway calibrate failed:\n{result.stderr}")
@@ -1132,7 +1143,7 @@ def main():
         if args.cameras or args.compare:
             ensure_gateway(not args.no_build)
         if args.cameras or args.compare:
-            costs = calibrate()
+            costs = calibrate(calibrate_model(dict(opt.split("=", 1) for opt in args.gateway_option)))
             results["calibrate"] = costs
             print_rows([("Isolated cost of one analysed frame (gateway calibrate, CPU ms)", "")] + [
                 (kind, f"decode {c['decode_ms']:.2f} + preprocess {c['preprocess_ms']:.2f} + "

@@ -221,12 +221,15 @@ pub enum InferReason {
     Stale,
     /// Something changed in a region.
     Changed,
+    /// The frame must be inferred whatever it looks like: the fall rule asked for the rotated
+    /// person pass on it.
+    Asked,
 }
 
 impl InferReason {
     /// Every reason, in a fixed order (metrics).
-    pub const ALL: [InferReason; 4] =
-        [InferReason::First, InferReason::Unsettled, InferReason::Stale, InferReason::Changed];
+    pub const ALL: [InferReason; 5] =
+        [InferReason::First, InferReason::Unsettled, InferReason::Stale, InferReason::Changed, InferReason::Asked];
 
     /// Its name in metrics and summaries.
     pub fn as_str(self) -> &'static str {
@@ -235,6 +238,7 @@ impl InferReason {
             InferReason::Unsettled => "unsettled",
             InferReason::Stale => "stale",
             InferReason::Changed => "changed",
+            InferReason::Asked => "asked",
         }
     }
 }
@@ -286,11 +290,15 @@ impl Gate {
     }
 
     /// Whether the frame at `now_ms`, `frame` pixels large, with `signature` must be inferred.
-    pub fn decide(&self, now_ms: i64, frame: (u32, u32), signature: &Signature) -> Decision<'_> {
+    /// `asked`: the frame must be inferred (the rotated pass was asked for on it).
+    pub fn decide(&self, now_ms: i64, frame: (u32, u32), signature: &Signature, asked: bool) -> Decision<'_> {
         let Some(reference) = self.reference.as_ref().filter(|reference| reference.frame == frame) else {
             // Nothing inferred yet, or the camera's resolution changed (boxes are in pixels).
             return Decision::Infer(InferReason::First);
         };
+        if asked {
+            return Decision::Infer(InferReason::Asked);
+        }
         if now_ms.saturating_sub(reference.at_ms) >= self.max_stale_ms || now_ms < reference.at_ms {
             return Decision::Infer(InferReason::Stale);
         }
@@ -468,24 +476,25 @@ mod tests {
         let frame = (640, 360);
         let bike = vec![detection(1, [100.0, 250.0, 160.0, 300.0])];
         let mut gate = Gate::new(&[lower_half()], 60_000);
-        assert_eq!(gate.decide(0, frame, &scene), Decision::Infer(InferReason::First));
+        assert_eq!(gate.decide(0, frame, &scene, false), Decision::Infer(InferReason::First));
         gate.record(0, scene.clone(), bike.clone(), frame);
         // One inference is not yet settled: the next unchanged frame is inferred too.
-        assert_eq!(gate.decide(10_000, frame, &scene), Decision::Infer(InferReason::Unsettled));
-        assert_eq!(gate.decide(10_000, frame, &moved), Decision::Infer(InferReason::Changed));
+        assert_eq!(gate.decide(10_000, frame, &scene, false), Decision::Infer(InferReason::Unsettled));
+        assert_eq!(gate.decide(10_000, frame, &moved, false), Decision::Infer(InferReason::Changed));
         gate.record(10_000, scene.clone(), bike.clone(), frame);
-        assert_eq!(gate.decide(20_000, frame, &scene), Decision::Reuse(&bike));
-        assert_eq!(gate.decide(69_999, frame, &scene), Decision::Reuse(&bike));
-        assert_eq!(gate.decide(70_000, frame, &scene), Decision::Infer(InferReason::Stale));
-        assert_eq!(gate.decide(20_000, frame, &moved), Decision::Infer(InferReason::Changed));
+        assert_eq!(gate.decide(20_000, frame, &scene, false), Decision::Reuse(&bike));
+        assert_eq!(gate.decide(20_000, frame, &scene, true), Decision::Infer(InferReason::Asked));
+        assert_eq!(gate.decide(69_999, frame, &scene, false), Decision::Reuse(&bike));
+        assert_eq!(gate.decide(70_000, frame, &scene, false), Decision::Infer(InferReason::Stale));
+        assert_eq!(gate.decide(20_000, frame, &moved, false), Decision::Infer(InferReason::Changed));
         // A clock that went back (a reconnect) is stale, not trusted.
-        assert_eq!(gate.decide(5_000, frame, &scene), Decision::Infer(InferReason::Stale));
+        assert_eq!(gate.decide(5_000, frame, &scene, false), Decision::Infer(InferReason::Stale));
         // A miss after a sighting unsettles the gate; an older result arriving late is ignored.
         gate.record(20_000, scene.clone(), vec![], frame);
         gate.record(15_000, scene.clone(), vec![], frame);
-        assert_eq!(gate.decide(21_000, frame, &scene), Decision::Infer(InferReason::Unsettled));
+        assert_eq!(gate.decide(21_000, frame, &scene, false), Decision::Infer(InferReason::Unsettled));
         // Another resolution: boxes in pixels do not carry over.
-        assert_eq!(gate.decide(21_000, (1280, 720), &scene), Decision::Infer(InferReason::First));
+        assert_eq!(gate.decide(21_000, (1280, 720), &scene, false), Decision::Infer(InferReason::First));
     }
 
     #[test]
@@ -496,10 +505,10 @@ mod tests {
         gate.record(0, scene.clone(), vec![], frame);
         gate.record(1_000, scene.clone(), vec![], frame);
         gate.reconfigure(&[lower_half()], 5_000);
-        assert_eq!(gate.decide(2_000, frame, &scene), Decision::Reuse(&[]));
-        assert_eq!(gate.decide(6_000, frame, &scene), Decision::Infer(InferReason::Stale));
+        assert_eq!(gate.decide(2_000, frame, &scene, false), Decision::Reuse(&[]));
+        assert_eq!(gate.decide(6_000, frame, &scene, false), Decision::Infer(InferReason::Stale));
         gate.reconfigure(&[zone(ZoneKind::NoParking, [[0.0, 0.0], [0.5, 0.0], [0.5, 0.5], [0.0, 0.5]])], 5_000);
-        assert_eq!(gate.decide(2_000, frame, &scene), Decision::Infer(InferReason::First));
+        assert_eq!(gate.decide(2_000, frame, &scene, false), Decision::Infer(InferReason::First));
     }
 
     #[test]

@@ -364,9 +364,7 @@ impl Replay<'_> {
             return Ok(detections);
         };
         let signature = Signature::of_rgb(scaled);
-        let reason = match gate.decide(t_ms, frame, &signature) {
-            // The fall rule asked for the rotated pass: that needs an inference.
-            Decision::Reuse(_) if self.rotated_wanted => crate::gate::InferReason::Changed,
+        let reason = match gate.decide(t_ms, frame, &signature, self.rotated_wanted) {
             Decision::Reuse(detections) => {
                 let detections = detections.to_vec();
                 self.stats.inferences_reused += 1;

@@ -462,7 +462,7 @@ fn render_gate(out: &mut String, cameras: &[std::sync::Arc<CameraHealth>]) {
         out,
         "gateway_detect_gate_runs_total",
         "counter",
-        "Inferences of all cameras by why the model ran: first (no reference), unsettled (the last two inferences disagreed), stale (the reference reached the maximum staleness), changed (a zone changed), ungated (gating off).",
+        "Inferences of all cameras by why the model ran: first (no reference), unsettled (the last two inferences disagreed), stale (the reference reached the maximum staleness), changed (a zone changed), asked (the fall rule asked for the rotated pass on the frame), ungated (gating off).",
     );
     let reasons = crate::gate::InferReason::ALL.iter().map(|reason| reason.as_str()).chain(["ungated"]);
     for (reason, total) in reasons.zip(by_reason) {
@@ -540,7 +540,7 @@ mod tests {
         gate.record_error(CameraErrorKind::ResponseRefused);
         gate.counters.log_lines_suppressed.store(4, Ordering::Relaxed);
         gate.counters.inferences_run[3].store(2, Ordering::Relaxed);
-        gate.counters.inferences_run[4].store(1, Ordering::Relaxed);
+        gate.counters.inferences_run[crate::gate::InferReason::ALL.len()].store(1, Ordering::Relaxed);
         gate.counters.inferences_reused.store(5, Ordering::Relaxed);
         let cameras = registry.cameras();
         let delivery = crate::deliver::DeliveryStats::default();

@@ -69,8 +69,16 @@ impl Gates {
         self.lock().remove(camera);
     }
 
-    /// The gate's call on a frame that arrived at `at` (counted in the camera's counters).
-    pub fn check(&self, camera: &CameraHealth, at: Instant, picture: &image::RgbImage, frame: (u32, u32)) -> Check {
+    /// The gate's call on a frame that arrived at `at` (counted in the camera's counters);
+    /// `asked`: the frame must be inferred (the rotated pass was asked for on it).
+    pub fn check(
+        &self,
+        camera: &CameraHealth,
+        at: Instant,
+        picture: &image::RgbImage,
+        frame: (u32, u32),
+        asked: bool,
+    ) -> Check {
         let started = Instant::now();
         if !self.lock().contains_key(&camera.id) {
             camera.counters.inferences_run[InferReason::ALL.len()].fetch_add(1, Ordering::Relaxed);
@@ -78,7 +86,7 @@ impl Gates {
         }
         let signature = Signature::of_rgb(picture);
         let now_ms = self.ms(at);
-        let check = match self.lock().get(&camera.id).map(|gate| gate.decide(now_ms, frame, &signature)) {
+        let check = match self.lock().get(&camera.id).map(|gate| gate.decide(now_ms, frame, &signature, asked)) {
             Some(Decision::Reuse(detections)) => {
                 camera.counters.inferences_reused.fetch_add(1, Ordering::Relaxed);
                 Check::Reuse(detections.to_vec())
@@ -136,17 +144,19 @@ mod tests {
         let at = Instant::now();
         let run = |reason: usize| health.counters.inferences_run[reason].load(Ordering::Relaxed);
         // Not configured (or gating off): every frame runs the model.
-        assert!(matches!(gates.check(&health, at, &picture, frame), Check::Ungated));
+        assert!(matches!(gates.check(&health, at, &picture, frame, false), Check::Ungated));
         gates.configure(&camera(Some(60_000)));
         for _ in 0..2 {
-            let Check::Infer(signature) = gates.check(&health, at, &picture, frame) else { panic!("expected Infer") };
+            let Check::Infer(signature) = gates.check(&health, at, &picture, frame, false) else {
+                panic!("expected Infer")
+            };
             gates.record(&health.id, at, signature, &[], frame);
         }
-        assert!(matches!(gates.check(&health, at, &picture, frame), Check::Reuse(d) if d.is_empty()));
+        assert!(matches!(gates.check(&health, at, &picture, frame, false), Check::Reuse(d) if d.is_empty()));
         assert_eq!((run(0), run(1), run(InferReason::ALL.len())), (1, 1, 1), "first, unsettled, ungated");
         assert_eq!(health.counters.inferences_reused.load(Ordering::Relaxed), 1);
         gates.configure(&camera(None));
-        assert!(matches!(gates.check(&health, at, &picture, frame), Check::Ungated));
+        assert!(matches!(gates.check(&health, at, &picture, frame, false), Check::Ungated));
         assert_eq!(run(InferReason::ALL.len()), 2);
     }
 }

@@ -309,9 +309,7 @@ fn detector_worker(
         let _span = tracing::debug_span!("camera", camera = %frame.camera.id).entered();
         let started = Instant::now();
         let size = (frame.letterbox.frame_width, frame.letterbox.frame_height);
-        let signature = match gates.check(&frame.camera, frame.received_at, &frame.picture, size) {
-            // The fall rule asked for the rotated pass: only an inference gives it.
-            gates::Check::Reuse(_) if frame.rotated_pass => Ok(None),
+        let signature = match gates.check(&frame.camera, frame.received_at, &frame.picture, size, frame.rotated_pass) {
             gates::Check::Reuse(detections) => Err(detections),
             gates::Check::Infer(signature) => Ok(Some(signature)),
             gates::Check::Ungated => Ok(None),
@@ -338,7 +336,6 @@ fn detector_worker(
         let counters = &frame.camera.counters;
         counters.frames_analysed.fetch_add(1, Ordering::Relaxed);
         counters.inference_us_total.fetch_add(inference_time.as_micros() as u64, Ordering::Relaxed);
-        // A frame whose detections were reused had no rotated pass (the rotated pass always infers).
         counters.rotated_passes.fetch_add(u64::from(frame.rotated_pass), Ordering::Relaxed);
         let result = AnalysedFrame {
             camera: frame.camera.id.clone(),

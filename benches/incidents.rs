@@ -2,6 +2,9 @@
 //! lifecycle (`CameraEngine::update`), and the bin-area pixel reading on its own.
 //! Run: `cargo bench --bench incidents` (needs no model or library).
 
+// criterion_group! defines an undocumented `pub fn`; the crate's lints ask for docs.
+#![allow(missing_docs)]
+
 use criterion::{criterion_group, criterion_main, Criterion};
 use gateway::config;
 use gateway::engine::{CameraEngine, EngineFrame};

@@ -6,6 +6,9 @@
 //! settings (25 fps, GOP 2 s, no B-frames; 2 Mbps at 720p, 4 Mbps at 1080p).
 //! Run: `scripts/setup && ORT_DYLIB_PATH=$PWD/.cache/onnxruntime/1.31.1/libonnxruntime.so cargo bench --bench pipeline`
 
+// criterion_group! defines an undocumented `pub fn`; the crate's lints ask for docs.
+#![allow(missing_docs)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -7,6 +7,8 @@
 use anyhow::Context;
 use ffmpeg_next as ffmpeg;
 
+use crate::media::SendScaler;
+
 /// Geometry of a letterbox: how frame pixels map to model-input pixels. Pure.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Letterbox {
@@ -69,7 +71,7 @@ pub fn bgr_rows_to_tensor(letterbox: &Letterbox, bgr: &[u8], row_stride: usize, 
 pub struct VideoLetterboxer {
     input_width: u32,
     input_height: u32,
-    scaler: Option<(ScalerKey, ffmpeg::software::scaling::Context)>,
+    scaler: Option<(ScalerKey, SendScaler)>,
     scaled: ffmpeg::frame::Video,
 }
 
@@ -79,10 +81,6 @@ struct ScalerKey {
     width: u32,
     height: u32,
 }
-
-// SAFETY: the swscale context and frame are owned exclusively and only used by one thread at a
-// time; FFmpeg's scaler has no thread affinity.
-unsafe impl Send for VideoLetterboxer {}
 
 impl VideoLetterboxer {
     /// A letterboxer for a model input of `input_width`×`input_height`.
@@ -105,11 +103,11 @@ impl VideoLetterboxer {
                 ffmpeg::software::scaling::Flags::BILINEAR,
             )
             .with_context(|| format!("swscale {:?} {}x{} → BGR24", key.format, key.width, key.height))?;
-            self.scaler = Some((key, scaler));
+            self.scaler = Some((key, SendScaler(scaler)));
             self.scaled = ffmpeg::frame::Video::empty();
         }
         let (_, scaler) = self.scaler.as_mut().expect("scaler set above");
-        scaler.run(frame, &mut self.scaled).context("swscale")?;
+        scaler.0.run(frame, &mut self.scaled).context("swscale")?;
         bgr_rows_to_tensor(&letterbox, self.scaled.data(0), self.scaled.stride(0), tensor);
         Ok(letterbox)
     }

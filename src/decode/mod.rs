@@ -20,9 +20,6 @@
 //! the model beyond its input size.
 
 mod decoder;
-// FFmpeg's C API (swscale): one of the two modules where `unsafe` is allowed (Cargo.toml
-// denies it elsewhere; the other is `media::extradata`); each block carries a SAFETY note.
-#[allow(unsafe_code)]
 pub mod letterbox;
 
 use std::sync::atomic::Ordering;

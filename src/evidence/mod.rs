@@ -10,8 +10,6 @@
 //! Snapshots are at the model's view resolution (416 px wide for YOLOX-Nano).
 
 pub mod clips;
-// FFmpeg's muxer through its C API (codec parameters without an encoder).
-#[allow(unsafe_code)]
 pub mod mux;
 pub mod pixelate;
 pub mod privacy;
@@ -122,7 +120,12 @@ pub enum SavedBook {
     Restored(IncidentBook),
     /// The file could not be read as a book. It was moved aside (never deleted: it may hold
     /// open incidents an operator wants to see) and the camera starts afresh; `reason` says why.
-    Quarantined { moved_to: PathBuf, reason: String },
+    Quarantined {
+        /// Where the unreadable file now is.
+        moved_to: PathBuf,
+        /// Why it could not be read.
+        reason: String,
+    },
 }
 
 /// Loads a camera's incident book saved before a restart. A corrupt file is state, not

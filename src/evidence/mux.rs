@@ -4,13 +4,13 @@
 //! MP4 muxer turns into avcC/hvcC and length-prefixed samples). `+faststart` puts the index
 //! first, so a browser plays the clip while it loads.
 //!
-//! The only module here that uses FFmpeg's C API directly (the codec parameters of a stream
-//! without an encoder); each `unsafe` block has a SAFETY note.
+//! The codec parameters of a stream without an encoder need FFmpeg's C API: that part lives in
+//! `media` (the one module allowed `unsafe`).
 
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{bail, ensure, Context};
+use anyhow::{ensure, Context};
 use ffmpeg_next as ffmpeg;
 
 use crate::ingest::{EncodedFrame, VideoCodec};
@@ -165,32 +165,7 @@ fn mux(
     {
         let mut stream = output.add_stream(None::<ffmpeg::Codec>).context("add the video stream")?;
         stream.set_time_base(ffmpeg::Rational(1, 1000));
-        // SAFETY: the stream was just created and the header is not written yet, so its codec
-        // parameters are ours to fill; `extradata` is allocated with av_mallocz, padded as
-        // FFmpeg requires, and freed by FFmpeg with the parameters.
-        unsafe {
-            let parameters = (*stream.as_mut_ptr()).codecpar;
-            (*parameters).codec_type = ffmpeg::ffi::AVMediaType::AVMEDIA_TYPE_VIDEO;
-            (*parameters).codec_id = match codec {
-                VideoCodec::H264 => ffmpeg::ffi::AVCodecID::AV_CODEC_ID_H264,
-                VideoCodec::H265 => ffmpeg::ffi::AVCodecID::AV_CODEC_ID_HEVC,
-            };
-            (*parameters).width = width as i32;
-            (*parameters).height = height as i32;
-            let padded = extradata.len() + ffmpeg::ffi::AV_INPUT_BUFFER_PADDING_SIZE as usize;
-            let buffer = ffmpeg::ffi::av_mallocz(padded) as *mut u8;
-            if buffer.is_null() {
-                bail!("av_mallocz({padded}) failed");
-            }
-            std::ptr::copy_nonoverlapping(extradata.as_ptr(), buffer, extradata.len());
-            (*parameters).extradata = buffer;
-            (*parameters).extradata_size = extradata.len() as i32;
-            if codec == VideoCodec::H265 {
-                // `hvc1` (parameter sets in the sample entry) is what browsers and QuickTime
-                // accept; FFmpeg's default `hev1` is not.
-                (*parameters).codec_tag = u32::from_le_bytes(*b"hvc1");
-            }
-        }
+        crate::media::set_stream_video_parameters(&mut stream, codec, (width, height), extradata)?;
     }
     let mut options = ffmpeg::Dictionary::new();
     options.set("movflags", "+faststart");

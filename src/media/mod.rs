@@ -5,17 +5,16 @@
 //!
 //! Architecture invariant: no decoding, no I/O; types and FFmpeg's process-wide set-up only.
 
-// FFmpeg's C API for codec configuration buffers: one of the two modules where `unsafe` is
-// allowed (Cargo.toml denies it elsewhere; the other is `decode::letterbox`); each block
-// carries a SAFETY note.
+// FFmpeg's C API where ffmpeg-next has no safe wrapper: the one module where `unsafe` is
+// allowed (Cargo.toml denies it everywhere else); each block carries a SAFETY note.
 #[allow(unsafe_code)]
-mod extradata;
+mod ffi;
 
 use std::sync::{Arc, Once};
 use std::time::Instant;
 
-pub use extradata::extradata_of;
-pub(crate) use extradata::set_extradata;
+pub use ffi::extradata_of;
+pub(crate) use ffi::{set_extradata, set_stream_video_parameters, SendScaler};
 
 /// Initialises FFmpeg once per process and quiets its logging to errors.
 pub fn init_ffmpeg() {

@@ -249,6 +249,9 @@ pub struct Outbox {
     changes: tokio::sync::broadcast::Sender<String>,
     /// Records in the dead table (quarantined since the file was created).
     quarantined: AtomicU64,
+    /// Whether the run loop's commits go through: kept with the outbox so that everyone who
+    /// holds it (the console, the delivery task's retained status) sees the same state.
+    commit_health: Arc<CommitHealth>,
 }
 
 /// A camera's incident book as the outbox holds it.
@@ -325,7 +328,14 @@ impl Outbox {
             max_entries: max_entries.max(1),
             changes: tokio::sync::broadcast::channel(1024).0,
             quarantined: quarantined.into(),
+            commit_health: Arc::default(),
         })
+    }
+
+    /// Whether incident events reach this outbox: the run loop reports its commits here;
+    /// `/healthz`, the console, `/metrics` and the retained MQTT status read it.
+    pub fn commit_health(&self) -> &Arc<CommitHealth> {
+        &self.commit_health
     }
 
     /// The database, reopened first if a storage operation failed since it was opened.

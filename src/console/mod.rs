@@ -202,6 +202,7 @@ impl Shared {
     ) -> Self {
         let access_log = access_log::AccessLog::new(&config.state_dir);
         Shared {
+            commits: outbox.commit_health().clone(),
             health,
             outbox,
             delivery,
@@ -224,7 +225,6 @@ impl Shared {
             live_streams: Arc::new(tokio::sync::Semaphore::new(server::MAX_LIVE_STREAMS)),
             http: Arc::default(),
             evidence: Default::default(),
-            commits: Arc::default(),
             clips: std::sync::OnceLock::new(),
             access_log,
             last_refusal_log_ms: std::sync::atomic::AtomicI64::new(0),

@@ -302,6 +302,17 @@ impl Task {
         format!("{}/status/gateway/{}", self.settings.mqtt.topic_prefix, self.settings.mqtt.client_id)
     }
 
+    /// The retained status while connected: `online`, or `degraded` with the reason while
+    /// incident events cannot be committed to the outbox (a full or failing disk: they are
+    /// held in memory and retried), so whoever watches the broker sees it without polling
+    /// `/healthz`.
+    fn live_status(&self) -> Vec<u8> {
+        match self.outbox.commit_health().degraded() {
+            Some(reason) => self.gateway_status("degraded", Some(&reason)),
+            None => self.gateway_status("online", None),
+        }
+    }
+
     fn gateway_status(&self, state: &str, reason: Option<&str>) -> Vec<u8> {
         let false_alarms: BTreeMap<String, u64> = self.outbox.false_alarms().unwrap_or_default().into_iter().collect();
         serde_json::to_vec(&json!({
@@ -312,6 +323,7 @@ impl Task {
             "outbox_depth": self.outbox.depth().ok(),
             "waiting_for_answer": self.outbox.waiting_for_answer().ok(),
             "false_alarms": false_alarms,
+            "events_held": self.outbox.commit_health().held_events(),
         }))
         .expect("status serialises")
     }
@@ -367,6 +379,8 @@ impl Task {
         let mut cursor = 0u64;
         let mut tick = tokio::time::interval(TICK);
         let mut last_status = Instant::now();
+        // Whether the last retained gateway status said degraded.
+        let mut published_degraded = self.outbox.commit_health().degraded().is_some();
         let mut health_changes = self.settings.health.as_ref().map(|health| health.subscribe());
         loop {
             tokio::select! {
@@ -392,9 +406,12 @@ impl Task {
                             ));
                         }
                     }
-                    if connected && last_status.elapsed() >= STATUS_EVERY {
+                    // A change of the commit state goes out at once, not with the minute's refresh.
+                    let degraded = self.outbox.commit_health().degraded().is_some();
+                    if connected && (last_status.elapsed() >= STATUS_EVERY || degraded != published_degraded) {
                         last_status = Instant::now();
-                        statuses.insert(self.gateway_topic(), self.gateway_status("online", None));
+                        published_degraded = degraded;
+                        statuses.insert(self.gateway_topic(), self.live_status());
                     }
                 }
                 change = recv_change(&mut health_changes) => {
@@ -449,7 +466,7 @@ impl Task {
                 );
                 let filter = payload::ack_filter(&self.settings.mqtt.topic_prefix);
                 client.try_subscribe(filter, QoS::AtLeastOnce).map_err(|err| format!("subscribe: {err}"))?;
-                statuses.insert(self.gateway_topic(), self.gateway_status("online", None));
+                statuses.insert(self.gateway_topic(), self.live_status());
                 statuses.extend(self.camera_statuses());
             }
             Event::Outgoing(Outgoing::Publish(pkid)) => {

@@ -10,6 +10,7 @@ mod classifier;
 mod clips;
 mod cli;
 mod console;
+mod disk_full;
 mod gating;
 mod models;
 mod mqtt;

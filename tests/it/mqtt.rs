@@ -565,3 +565,33 @@ dwell_ms = 3000
     assert!(offline, "no offline status after SIGTERM: {:?}", steward.on("status/gateway"));
     assert!(!logs.contains(password), "the MQTT password appears in the gateway's logs");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retained_gateway_status_says_degraded_while_commits_fail() {
+    let broker = Mosquitto::start();
+    let ops = Subscriber::start(broker.port, "ops", "lixia/status/gateway/#");
+    let state = tempfile::tempdir().unwrap();
+    let gateway = Gateway::start(settings(broker.port, "", ""), state.path(), Arc::new(gateway::deliver::SystemClock));
+    let topic = "lixia/status/gateway/gw-test";
+    let last_state = |ops: &Subscriber| ops.on(topic).last().map(|m| m.payload.clone());
+    let online = eventually(Duration::from_secs(10), || last_state(&ops).is_some_and(|s| s["state"] == "online")).await;
+    assert!(online, "no online status: {:?}", ops.on(topic));
+
+    // The run loop reports a failed commit (as a full disk makes it): the status follows at
+    // once, not with the minute's refresh.
+    gateway.outbox.commit_health().failed("No space left on device (os error 28)", 3);
+    let degraded =
+        eventually(Duration::from_secs(10), || last_state(&ops).is_some_and(|s| s["state"] == "degraded")).await;
+    assert!(degraded, "no degraded status: {:?}", ops.on(topic));
+    let status = last_state(&ops).unwrap();
+    assert!(status["reason"].as_str().is_some_and(|r| r.contains("No space left")), "{status}");
+    assert_eq!(status["events_held"], 3);
+
+    gateway.outbox.commit_health().recovered();
+    let recovered = eventually(Duration::from_secs(10), || {
+        last_state(&ops).is_some_and(|s| s["state"] == "online" && s["events_held"] == 0)
+    })
+    .await;
+    assert!(recovered, "still degraded after recovery: {:?}", ops.on(topic));
+    gateway.stop().await;
+}

@@ -4,44 +4,22 @@
 //! end-to-end rate (first commit → last PUBACK). Needs mosquitto (scripts/setup installs it).
 //! Run: `cargo bench --bench delivery`. Figures depend on the disk's fsync latency.
 
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gateway::deliver::{Delivery, DeliverySettings, SystemClock};
-use gateway::incident::{EventKind, IncidentEvent};
-use gateway::outbox::{Outbox, OutboxRecord, RECORD_SCHEMA};
-use gateway::rules::IncidentKind;
+use gateway::incident::EventKind;
+use gateway::outbox::{Outbox, OutboxRecord};
 use tokio_util::sync::CancellationToken;
+
+#[path = "../tests/support/fixtures.rs"]
+mod fixtures;
 
 const EVENTS: u32 = 5000;
 
+/// Events of 50 cameras, round robin.
 fn record(seq: u32) -> OutboxRecord {
-    OutboxRecord {
-        schema: RECORD_SCHEMA,
-        event: IncidentEvent {
-            incident_id: format!("gate-{}:pavement:misparked_bike:0", seq % 50),
-            seq,
-            event: EventKind::Updated,
-            kind: IncidentKind::MisparkedBike,
-            camera: format!("gate-{}", seq % 50),
-            zone: "pavement".into(),
-            t_ms: i64::from(seq),
-            started_ms: 0,
-            score: 0.8,
-            count: 1,
-            detail: "1 bike stationary 7 min".into(),
-            objects: Vec::new(),
-        },
-        street: "Lixia".into(),
-        community: "Heping-Road-3".into(),
-        grid: "lixia-heping-02".into(),
-        steward: "steward-wang".into(),
-        snapshot: None,
-        clip_url: None,
-        followup: None,
-        answer: None,
-    }
+    fixtures::record(&format!("gate-{}", seq % 50), 0, seq, EventKind::Updated)
 }
 
 fn main() {
@@ -49,19 +27,8 @@ fn main() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let conf = dir.path().join("mosquitto.conf");
-    std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\n")).unwrap();
-    let mosquitto =
-        ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"].into_iter().find(|p| std::path::Path::new(p).exists());
-    let mut broker = Command::new(mosquitto.expect("mosquitto not installed: run scripts/setup"))
-        .arg("-c")
-        .arg(&conf)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    let broker = fixtures::Mosquitto::start_ephemeral();
+    let port = broker.port;
 
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async {
@@ -114,6 +81,5 @@ fn main() {
         shutdown.cancel();
         delivery.stopped().await;
     });
-    let _ = broker.kill();
-    let _ = broker.wait();
+    drop(broker);
 }

@@ -7,36 +7,14 @@
 #![allow(missing_docs)]
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use gateway::incident::{EventKind, IncidentEvent};
-use gateway::outbox::{Outbox, OutboxRecord, RECORD_SCHEMA};
-use gateway::rules::IncidentKind;
+use gateway::incident::EventKind;
+use gateway::outbox::{Outbox, OutboxRecord};
+
+#[path = "../tests/support/fixtures.rs"]
+mod fixtures;
 
 fn record() -> OutboxRecord {
-    OutboxRecord {
-        schema: RECORD_SCHEMA,
-        event: IncidentEvent {
-            incident_id: "gate-3:pavement:misparked_bike:1795630618785".into(),
-            seq: 2,
-            event: EventKind::Updated,
-            kind: IncidentKind::MisparkedBike,
-            camera: "gate-3".into(),
-            zone: "pavement".into(),
-            t_ms: 1_795_630_618_785,
-            started_ms: 1_795_630_318_785,
-            score: 0.81,
-            count: 2,
-            detail: "2 bikes, longest stationary 7 min".into(),
-            objects: Vec::new(),
-        },
-        street: "Lixia".into(),
-        community: "Heping Road No. 3 compound".into(),
-        grid: "lixia-heping-02".into(),
-        steward: "steward-wang".into(),
-        snapshot: None,
-        clip_url: None,
-        followup: None,
-        answer: None,
-    }
+    fixtures::record("gate-3", 1_795_630_318_785, 2, EventKind::Updated)
 }
 
 fn outbox(c: &mut Criterion) {

@@ -1,117 +1,17 @@
 //! Test support for delivery: a real mosquitto started on a free loopback port (persistence
-//! on, so a restart keeps sessions and queued messages), `mosquitto_sub` as a steward's
-//! phone with a persistent session, and a scripted hung broker.
+//! on, so a restart keeps sessions and queued messages; shared with the benches in
+//! `tests/support/fixtures.rs`), `mosquitto_sub` as a steward's phone with a persistent
+//! session, and a scripted hung broker.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::support::closed_port;
-
-/// A mosquitto process.
-pub struct Mosquitto {
-    pub port: u16,
-    dir: tempfile::TempDir,
-    extra: String,
-    child: Option<Child>,
-}
-
-impl Mosquitto {
-    /// Plain MQTT on a free port, anonymous.
-    pub fn start() -> Self {
-        Self::start_with(closed_port(), "allow_anonymous true\n")
-    }
-
-    /// On `port`, with extra config lines (listener options, auth).
-    pub fn start_with(port: u16, extra: &str) -> Self {
-        let mut broker = Mosquitto { port, dir: tempfile::tempdir().unwrap(), extra: extra.to_string(), child: None };
-        broker.launch();
-        broker
-    }
-
-    fn launch(&mut self) {
-        let dir = self.dir.path();
-        // Started as root, mosquitto drops to its own user; it must still be able to write
-        // its persistence file and log here.
-        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
-        let config = dir.join("mosquitto.conf");
-        std::fs::write(
-            &config,
-            format!(
-                "listener {} 127.0.0.1\n{}persistence true\npersistence_location {}/\nautosave_interval 1\n\
-                 max_queued_messages 100000\nmax_inflight_messages 0\nlog_dest file {}/mosquitto.log\n\
-                 log_type all\n",
-                self.port,
-                self.extra,
-                dir.display(),
-                dir.display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new(mosquitto_binary())
-            .arg("-c")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start mosquitto (scripts/setup installs it)");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "mosquitto did not listen on {}: {}", self.port, self.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Stops the broker cleanly (SIGTERM: it saves sessions and queued messages).
-    pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-            let _ = child.wait();
-        }
-    }
-
-    /// Starts it again on the same port with the same state.
-    pub fn restart(&mut self) {
-        self.stop();
-        self.launch();
-    }
-
-    /// The broker's log, for failure messages.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
-    }
-
-    /// Publishes one message with `mosquitto_pub` (QoS 1).
-    pub fn publish(&self, topic: &str, payload: &str) {
-        let status = Command::new("mosquitto_pub")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-q", "1", "-t", topic, "-m", payload])
-            .status()
-            .unwrap();
-        assert!(status.success(), "mosquitto_pub failed");
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn mosquitto_binary() -> PathBuf {
-    ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|path| path.exists())
-        .unwrap_or_else(|| PathBuf::from("mosquitto"))
-}
+pub use super::fixtures::Mosquitto;
 
 /// A test CA and a server certificate for 127.0.0.1/localhost (openssl), and a mosquitto
 /// password file, in a directory mosquitto can read. Returns the listener config lines.

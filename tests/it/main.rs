@@ -11,6 +11,8 @@ mod clips;
 mod cli;
 mod console;
 mod disk_full;
+#[path = "../support/fixtures.rs"]
+mod fixtures;
 mod gating;
 mod models;
 mod mqtt;

@@ -12,12 +12,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gateway::deliver::{Clock, Delivery, DeliverySettings};
-use gateway::incident::{EventKind, IncidentEvent};
-use gateway::outbox::{Outbox, OutboxRecord, RECORD_SCHEMA};
-use gateway::rules::IncidentKind;
+use gateway::incident::EventKind;
+use gateway::outbox::{Outbox, OutboxRecord};
 use tokio_util::sync::CancellationToken;
 
 use super::broker::{HungBroker, Mosquitto, Subscriber};
+use super::fixtures::record;
 use super::support::{eventually, project_root};
 
 /// A clock the test moves.
@@ -27,34 +27,6 @@ struct ManualClock(AtomicI64);
 impl Clock for ManualClock {
     fn now_ms(&self) -> i64 {
         self.0.load(Ordering::SeqCst)
-    }
-}
-
-fn record(camera: &str, start_ms: i64, seq: u32, event: EventKind) -> OutboxRecord {
-    OutboxRecord {
-        schema: RECORD_SCHEMA,
-        event: IncidentEvent {
-            incident_id: format!("{camera}:pavement:misparked_bike:{start_ms}"),
-            seq,
-            event,
-            kind: IncidentKind::MisparkedBike,
-            camera: camera.into(),
-            zone: "pavement".into(),
-            t_ms: start_ms + i64::from(seq),
-            started_ms: start_ms,
-            score: 0.8,
-            count: 1,
-            detail: "1 bike stationary 5 min".into(),
-            objects: Vec::new(),
-        },
-        street: "lixia".into(),
-        community: "heping-3".into(),
-        grid: "grid-02".into(),
-        steward: "steward-wang".into(),
-        snapshot: None,
-        clip_url: None,
-        followup: None,
-        answer: None,
     }
 }
 

@@ -6,36 +6,11 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use gateway::incident::{EventKind, IncidentEvent};
-use gateway::outbox::{Outbox, OutboxRecord, RECORD_SCHEMA};
-use gateway::rules::IncidentKind;
+use gateway::incident::EventKind;
+use gateway::outbox::{Outbox, OutboxRecord};
 
 fn record(seq: u32) -> OutboxRecord {
-    OutboxRecord {
-        schema: RECORD_SCHEMA,
-        event: IncidentEvent {
-            incident_id: "gate-3:pavement:misparked_bike:0".into(),
-            seq,
-            event: EventKind::Updated,
-            kind: IncidentKind::MisparkedBike,
-            camera: "gate-3".into(),
-            zone: "pavement".into(),
-            t_ms: i64::from(seq),
-            started_ms: 0,
-            score: 0.8,
-            count: 1,
-            detail: "1 bike stationary 7 min".into(),
-            objects: Vec::new(),
-        },
-        street: "Lixia".into(),
-        community: "Heping Road No. 3".into(),
-        grid: "lixia-heping-02".into(),
-        steward: "steward-wang".into(),
-        snapshot: None,
-        clip_url: None,
-        followup: None,
-        answer: None,
-    }
+    super::fixtures::record("gate-3", 0, seq, EventKind::Updated)
 }
 
 /// The child: runs only when re-executed by the crash test (ignored on its own, so it is not

@@ -1,7 +1,11 @@
 //! systemd service notifications (`sd_notify`): readiness, reload, watchdog pings, stopping.
 //!
-//! A few lines of datagram code instead of a crate: the protocol is one `AF_UNIX` datagram of
-//! newline-separated `KEY=value` assignments sent to the socket named by `$NOTIFY_SOCKET`
+//! A few lines of datagram code instead of the `sd-notify` crate (0.5, looked at for issue
+//! 12), which reads `$NOTIFY_SOCKET` and opens a socket on every call and cannot be pointed
+//! at a given socket: the tests would have to set the process-wide variable under parallel
+//! test threads, and a missing socket would be looked up again at every watchdog ping. The
+//! protocol is one `AF_UNIX` datagram of newline-separated `KEY=value` assignments sent to
+//! the socket named by `$NOTIFY_SOCKET`
 //! (a path, or `@name` for an abstract socket). systemd sets it only for `Type=notify` units;
 //! without it [`Notifier::from_env`] gives `None` and the caller has nothing to do, so
 //! `gateway run` from a shell, a test or a container behaves exactly as before.

@@ -2,6 +2,15 @@
 //! renderer is pure and testable. Names follow `gateway_<stage>_<noun>_<unit>`, counters end
 //! in `_total`; per-camera series carry a `camera` label (ids are `[A-Za-z0-9_-]`, safe as
 //! label values). About 39 series per camera: ~24 000 lines for 600 cameras.
+//!
+//! Why not `prometheus-client` (0.26, looked at for issue 12): it writes OpenMetrics only,
+//! where a counter's samples always get `_total` appended (our `_sum`/`_count` latency
+//! counters, which `benches/capacity/run.py` reads, would become `_sum_total`), its registry
+//! appends "." to every HELP text, floats are written shortest (`9.8`, not `9.800`) and the
+//! exposition must end in `# EOF` and be one registry: the seven other renderers that
+//! `/metrics` concatenates (outbox, clips, retention, privacy, bins, HTTP, access log) would
+//! have to move with it in one step. Our figures live in atomics the pipeline already owns,
+//! so the crate's owned metrics would not replace them, only the formatting below.
 
 use std::fmt::Write;
 use std::sync::atomic::Ordering;

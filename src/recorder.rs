@@ -417,6 +417,32 @@ mod tests {
     }
 
     #[test]
+    fn the_queue_the_waits_and_the_time_per_job_are_on_metrics() {
+        let probe = Probe { max_held: usize::MAX, ..Probe::default() };
+        let stats = Arc::new(RecorderStats::default());
+        let mut recorder = Recorder::with_capacity(probe.clone(), stats.clone(), 4);
+        recorder.try_submit(0).unwrap();
+        wait_until(|| recorder.depth() == 0);
+        recorder.try_submit(1).unwrap();
+        stats.waited(Duration::from_millis(1500));
+        let text = stats.render();
+        for line in [
+            "gateway_recorder_queue_depth 1\n",
+            "gateway_recorder_queue_capacity 64\n",
+            "gateway_recorder_waits_total 1\n",
+            "gateway_recorder_wait_seconds_total 1.5\n",
+            "# TYPE gateway_recorder_job_seconds_max gauge\n",
+        ] {
+            assert!(text.contains(line), "{line:?} in\n{text}");
+        }
+        assert!(stats.busy_for() > Duration::ZERO, "on job 0, waiting at the gate");
+        probe.open_gate();
+        recorder.close([]);
+        assert_eq!(stats.busy_for(), Duration::ZERO);
+        assert!(stats.render().contains("gateway_recorder_job_seconds_count 2\n"));
+    }
+
+    #[test]
     fn jobs_are_done_in_the_order_they_were_submitted() {
         let probe = Probe { max_held: usize::MAX, ..Probe::default() };
         probe.open_gate();

@@ -6,7 +6,8 @@
 //! config reloads (SIGHUP, or the file changed on disk) and the zone editor's saves all come
 //! to it, so a change is applied between two frames, to the cameras it concerns only
 //! ([`reload`]). It pings systemd's watchdog only while it turns and the detector makes
-//! progress, so a hang is caught, not masked.
+//! progress, so a hang is caught, not masked. It decides and hands over: incident events go
+//! to the `recorder` thread (`crate::recorder`), which writes their evidence and commits them.
 
 mod commits;
 mod incidents;

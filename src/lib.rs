@@ -34,6 +34,8 @@
 //! - [`engine`]: one camera's pure core, detections → observations → incident events (owns
 //!   the `Detection` type, so the core does not depend on the ONNX shell).
 //! - [`evidence`]: snapshots, sidecars and incident books on disk.
+//! - [`recorder`]: one named thread that writes evidence and commits incidents, behind a
+//!   bounded queue that never drops (the run loop waits when it is full).
 //! - [`followup`]: the pure reminder/escalation core.
 //! - [`outbox`]: incident events on disk (redb) until the broker acknowledges them.
 //! - [`deliver`]: outbox → MQTT 5 (QoS 1, PUBACK-matched), stewards' answers back.
@@ -61,6 +63,7 @@ pub mod rules;
 pub mod incident;
 pub mod engine;
 pub mod evidence;
+pub mod recorder;
 pub mod followup;
 pub mod outbox;
 pub mod deliver;

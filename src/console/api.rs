@@ -162,13 +162,14 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     ];
     let frame_handling = super::metrics::summary_families(
         "gateway_run_loop_frame_seconds",
-        "the run loop taking an analysed frame to being done with it (engine, evidence, outbox commit)",
+        "the run loop taking an analysed frame to being done with it (engine; evidence and commit are the recorder's)",
         &shared.frame_handling.lock().unwrap().clone(),
     );
     let mut text = text
         + &shared.http.render(&refused)
         + &shared.evidence.render()
         + &shared.commits.render()
+        + &shared.recorder.render()
         + &shared.bins.render()
         + &shared.access_log.render()
         + &frame_handling

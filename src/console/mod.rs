@@ -154,8 +154,8 @@ pub struct Shared {
     pub analysis_latency: Mutex<crate::health::Summary>,
     /// Frame arrival → opened incident committed.
     pub incident_latency: Mutex<crate::health::Summary>,
-    /// The run loop's time on one analysed frame (engine, evidence, outbox commit): how long
-    /// it keeps the runtime's loop from everything else (issue 12's recorder measure).
+    /// The run loop's time on one analysed frame (engine, the job handed to the recorder):
+    /// how long it keeps the runtime's loop from everything else (issue 12's recorder measure).
     pub frame_handling: Mutex<crate::health::Summary>,
     /// When the run loop last turned.
     pub heartbeat: Mutex<Instant>,
@@ -177,6 +177,8 @@ pub struct Shared {
     pub evidence: crate::evidence::retention::RetentionStats,
     /// Whether incident events reach the outbox (degraded while a full disk refuses them).
     pub commits: Arc<crate::outbox::CommitHealth>,
+    /// The recorder thread's queue and time per job (issue 12).
+    pub recorder: Arc<crate::recorder::RecorderStats>,
     /// Reads of incidents' snapshots and clips (issue 16).
     pub access_log: access_log::AccessLog,
     /// The clip recorder (rings, captures, writer), set once at start (issue 16).
@@ -225,6 +227,7 @@ impl Shared {
             live_streams: Arc::new(tokio::sync::Semaphore::new(server::MAX_LIVE_STREAMS)),
             http: Arc::default(),
             evidence: Default::default(),
+            recorder: Arc::default(),
             clips: std::sync::OnceLock::new(),
             access_log,
             last_refusal_log_ms: std::sync::atomic::AtomicI64::new(0),

@@ -1,15 +1,18 @@
-//! The run loop's commits of incident events to the outbox, each with the incident book its
-//! events advanced (one redb transaction: both or neither), and what a failed commit (a full
-//! or failing disk) does: the events and their book are *held* in memory, in order, and
-//! retried with backoff; later commits queue behind them so the outbox keeps commit order.
-//! Nothing is dropped. While commits fail the gateway is degraded (`/healthz`, the console,
-//! systemd's status line) and `/metrics` raises `gateway_outbox_commit_failing`.
+//! The commits of incident events to the outbox, each with the incident book its events
+//! advanced (one redb transaction: both or neither), and what a failed commit (a full or
+//! failing disk) does: the events and their book are *held* in memory, in order, and retried
+//! with backoff; later commits queue behind them so the outbox keeps commit order. Nothing is
+//! dropped. While commits fail the gateway is degraded (`/healthz`, the console, systemd's
+//! status line) and `/metrics` raises `gateway_outbox_commit_failing`.
 //!
-//! Bounded: past [`MAX_HELD_EVENTS`] held events the run loop stops taking analysed frames
-//! (they wait in their bounded channel, the detectors wait, and the scheduler skips frames,
-//! counted) until the disk takes commits again; so memory stays bounded and no event that
-//! was made is lost. Only a process that exits while commits fail loses what it holds, and
-//! logs every held event as it goes.
+//! They run on the recorder thread ([`Recording`] is its [`Worker`]: evidence first, then the
+//! commit), never on the async runtime.
+//!
+//! Bounded: past [`MAX_HELD_EVENTS`] held events the recorder takes no more jobs; its queue
+//! fills and the run loop stops taking analysed frames (they wait in their bounded channel,
+//! the detectors wait, and the scheduler skips frames, counted) until the disk takes commits
+//! again; so memory stays bounded and no event that was made is lost. Only a process that
+//! exits while commits fail loses what it holds, and logs every held event as it goes.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -20,8 +23,10 @@ use tracing::{error, info, warn};
 use crate::backoff::Backoff;
 use crate::incident::IncidentBook;
 use crate::outbox::{CommitHealth, Enqueued, Outbox, OutboxRecord};
+use crate::recorder::Worker;
 
-/// Past this many held events, the run loop takes no more frames until they are committed.
+/// Past this many held events, the recorder takes no more jobs (and so the run loop no more
+/// frames) until they are committed.
 pub(super) const MAX_HELD_EVENTS: usize = 10_000;
 /// First retry after a failed commit; doubles up to [`RETRY_MAX`] (jittered).
 const RETRY_INITIAL: Duration = Duration::from_secs(1);
@@ -38,6 +43,9 @@ pub(super) struct Commit {
     pub records: Vec<OutboxRecord>,
     /// When they happened (starts the follow-up timers).
     pub now_ms: i64,
+    /// When the frame that made them arrived (for the incident latency); `None` for events
+    /// of a config change.
+    pub received_at: Option<Instant>,
 }
 
 /// A commit that went through.
@@ -57,7 +65,7 @@ struct Held {
     failing_since: Option<Instant>,
 }
 
-/// The run loop's door to the outbox.
+/// The recorder's door to the outbox.
 pub(super) struct Commits {
     outbox: Arc<Outbox>,
     health: Arc<CommitHealth>,
@@ -134,7 +142,17 @@ impl Commits {
         committed
     }
 
-    /// Whether so many events are held that the run loop should take no more frames.
+    /// When the held commits are next retried; `None` when none is held.
+    pub(super) fn retry_at(&self) -> Option<Instant> {
+        let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        if held.queue.is_empty() {
+            None
+        } else {
+            held.retry_at
+        }
+    }
+
+    /// Whether so many events are held that the recorder should take no more jobs.
     pub(super) fn backpressure(&self) -> bool {
         self.held.lock().unwrap_or_else(PoisonError::into_inner).events >= self.max_held_events
     }
@@ -187,6 +205,56 @@ impl Commits {
     }
 }
 
+/// Writes a job's evidence; returns the commit of its events.
+pub(super) type WriteEvidence<J> = Box<dyn FnMut(J) -> Commit + Send>;
+/// Hears of commits that went through, in order.
+pub(super) type OnCommitted = Box<dyn FnMut(&[Committed]) + Send>;
+
+/// The recorder thread's work: a job's evidence is written (`write`), then its events and book
+/// are committed, or held and retried; `committed` hears of every commit that went through
+/// (counts, delivery woken).
+pub(super) struct Recording<J> {
+    /// The commits, held ones included.
+    pub commits: Commits,
+    /// Evidence of a job → its commit.
+    pub write: WriteEvidence<J>,
+    /// Commits that went through, in order.
+    pub committed: OnCommitted,
+}
+
+impl<J: Send + 'static> Worker for Recording<J> {
+    type Job = J;
+
+    fn work(&mut self, job: J, now: Instant) {
+        let commit = (self.write)(job);
+        if let Some(committed) = self.commits.commit(commit, now) {
+            (self.committed)(std::slice::from_ref(&committed));
+        }
+    }
+
+    fn saturated(&self) -> bool {
+        self.commits.backpressure()
+    }
+
+    fn retry_at(&self) -> Option<Instant> {
+        self.commits.retry_at()
+    }
+
+    fn retry(&mut self, now: Instant) {
+        let committed = self.commits.retry(now, false);
+        if !committed.is_empty() {
+            (self.committed)(&committed);
+        }
+    }
+
+    fn finish(&mut self, now: Instant) {
+        let committed = self.commits.flush_at_exit(now);
+        if !committed.is_empty() {
+            (self.committed)(&committed);
+        }
+    }
+}
+
 /// Logs commits that went through and counts their events on `/metrics`.
 pub(super) fn report(committed: &[Committed], shared: &crate::console::Shared) {
     for Committed { commit, enqueued } in committed {
@@ -200,6 +268,16 @@ pub(super) fn report(committed: &[Committed], shared: &crate::console::Shared) {
         info!(depth = enqueued.depth, ids = ?enqueued.ids, "incident events committed to the outbox");
         for record in &commit.records {
             shared.count_incident_event(record.event.kind.as_str(), super::incidents::event_name(record.event.event));
+        }
+        // Frame arrival → its opened incident committed (after a retry too: that is the truth).
+        if let (Some(received_at), true) =
+            (commit.received_at, commit.records.iter().any(|r| r.event.event == crate::incident::EventKind::Opened))
+        {
+            shared
+                .incident_latency
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .record(received_at.elapsed().as_secs_f64());
         }
     }
 }
@@ -244,7 +322,7 @@ mod tests {
             answer: None,
             clip_url: None,
         };
-        Commit { camera: "gate-3".into(), book, records: vec![record], now_ms: i64::from(seq) }
+        Commit { camera: "gate-3".into(), book, records: vec![record], now_ms: i64::from(seq), received_at: None }
     }
 
     #[test]
@@ -308,5 +386,85 @@ mod tests {
         assert_eq!(commits.retry(now, true).len(), 2);
         assert!(!commits.backpressure());
         assert_eq!(outbox.depth().unwrap(), 20);
+    }
+
+    /// A recorder doing [`Recording`] without evidence (the job is its commit), telling the
+    /// seqs of the commits that went through.
+    fn recorder(
+        outbox: &Arc<Outbox>,
+        health: &Arc<CommitHealth>,
+        max_held_events: usize,
+    ) -> (crate::recorder::Recorder<Commit>, Arc<Mutex<Vec<u32>>>) {
+        let seqs = Arc::new(Mutex::new(Vec::new()));
+        let seen = seqs.clone();
+        let mut commits = Commits::new(outbox.clone(), health.clone());
+        commits.max_held_events = max_held_events;
+        let recording = Recording {
+            commits,
+            write: Box::new(|commit: Commit| commit),
+            committed: Box::new(move |committed: &[Committed]| {
+                seen.lock().unwrap().extend(committed.iter().flat_map(|c| c.commit.records.iter().map(|r| r.event.seq)))
+            }),
+        };
+        (crate::recorder::Recorder::start(recording, Arc::default()), seqs)
+    }
+
+    fn wait_until(mut condition: impl FnMut() -> bool) {
+        // Bounded by the test harness, not by a speed assumption.
+        while !condition() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn on_the_recorder_thread_a_full_disk_holds_the_commits_and_the_backoff_retry_commits_them_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = Disk::default();
+        let outbox = Arc::new(disk.outbox(&dir.path().join("outbox.redb"), 100));
+        let health = Arc::new(CommitHealth::default());
+        let (mut recorder, seqs) = recorder(&outbox, &health, MAX_HELD_EVENTS);
+        recorder.try_submit(commit(1)).unwrap();
+        wait_until(|| *seqs.lock().unwrap() == [1]);
+
+        disk.full.store(true, Ordering::SeqCst);
+        for seq in 2..=4 {
+            recorder.try_submit(commit(seq)).unwrap();
+        }
+        wait_until(|| health.held_events() == 3);
+        assert!(health.degraded().is_some(), "degraded while the disk refuses");
+        assert_eq!(*seqs.lock().unwrap(), [1]);
+
+        // Nobody asks: the recorder retries on its own once the backoff has passed.
+        disk.full.store(false, Ordering::SeqCst);
+        wait_until(|| seqs.lock().unwrap().len() == 4);
+        assert_eq!(*seqs.lock().unwrap(), [1, 2, 3, 4]);
+        assert_eq!((health.degraded(), health.held_events()), (None, 0));
+        recorder.try_submit(commit(5)).unwrap();
+        recorder.close([]);
+        let stored: Vec<u32> = outbox.pending(0, 10).unwrap().iter().map(|(_, r)| r.event.seq).collect();
+        assert_eq!(stored, vec![1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn a_saturated_recorder_still_takes_everything_at_shutdown_and_commits_it_in_order_if_the_disk_lets_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = Disk::default();
+        let outbox = Arc::new(disk.outbox(&dir.path().join("outbox.redb"), 100));
+        let health = Arc::new(CommitHealth::default());
+        let (mut recorder, seqs) = recorder(&outbox, &health, 2);
+        disk.full.store(true, Ordering::SeqCst);
+        for seq in 1..=5 {
+            recorder.try_submit(commit(seq)).unwrap();
+        }
+        // Two held: the recorder takes no more; the other three wait in its queue.
+        wait_until(|| health.held_events() == 2);
+        assert_eq!(recorder.depth(), 3);
+        disk.full.store(false, Ordering::SeqCst);
+        // The run loop hands over what it kept; the last flush commits everything, in order.
+        recorder.close([commit(6)]);
+        assert_eq!(*seqs.lock().unwrap(), [1, 2, 3, 4, 5, 6]);
+        let stored: Vec<u32> = outbox.pending(0, 10).unwrap().iter().map(|(_, r)| r.event.seq).collect();
+        assert_eq!(stored, vec![1, 2, 3, 4, 5, 6]);
+        assert_eq!(health.held_events(), 0);
     }
 }

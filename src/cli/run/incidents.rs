@@ -1,44 +1,66 @@
-//! Incidents from analysed frames: each camera's engine turns a frame into incident events,
-//! which get their evidence written and are committed to the outbox (then the delivery task
-//! is woken). Events that come from a config change (zones removed) take the same path.
+//! Incidents from analysed frames: each camera's engine turns a frame into incident events;
+//! the run loop decides what goes with them ([`prepare`]: clips started, bystanders, the
+//! main-stream snapshot fetch) and hands them to the recorder thread as an [`Evidence`] job,
+//! which writes their evidence ([`write`]) and commits them to the outbox with the camera's
+//! incident book (then the delivery task is woken). Events that come from a config change
+//! (zones removed) take the same path.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tracing::{error, info};
 
-use super::commits::{Commit, Commits};
+use super::commits::Commit;
 use super::CameraRuntime;
 use crate::config::{CameraConfig, Config};
 use crate::console::Shared;
 use crate::detect::{AnalysedFrame, Model};
 use crate::engine::{observations, EngineFrame};
 use crate::evidence;
-use crate::incident::{EventKind, IncidentEvent};
+use crate::incident::{EventKind, IncidentBook, IncidentEvent};
 use crate::outbox::{OutboxRecord, RECORD_SCHEMA};
 
-/// Where incident events go, and what writing them needs.
+/// What deciding about incident events needs.
 pub(super) struct Sinks<'a> {
-    /// The config in force (state directory, snapshot sources).
+    /// The config in force (clip URLs, privacy, snapshot sources).
     pub config: &'a Config,
-    /// The model (its manifest goes into evidence).
+    /// The model (its classes).
     pub model: &'a Model,
-    /// Where events are committed (with the incident book), or held while that fails.
-    pub commits: &'a Commits,
-    /// Counters shown on `/metrics`.
+    /// Counters shown on `/metrics`, the clip recorder.
     pub shared: &'a Shared,
 }
 
 /// What a frame led to.
 pub(super) struct FrameOutcome {
-    /// Incident events were committed.
-    pub committed: bool,
-    /// An incident was opened.
-    pub opened: bool,
+    /// Events to record: the recorder's job, when the frame made any.
+    pub job: Option<Evidence>,
     /// People are in view of a fall-watch zone (the camera is sampled faster).
     pub people_in_fall_zones: bool,
 }
 
-/// Runs a frame through its camera's engine; see [`commit`].
+/// A recorder job: one camera's events of one frame (or config change), with what their
+/// evidence needs, and the incident book they advanced.
+pub(super) struct Evidence {
+    /// The camera's config when the events happened (zones drawn on the snapshot).
+    camera: CameraConfig,
+    /// Its incident book after the events.
+    book: IncidentBook,
+    /// The events.
+    events: Vec<IncidentEvent>,
+    /// The analysed frame (`None` for events of a config change: no snapshot).
+    picture: Option<Arc<image::RgbImage>>,
+    /// Per event: its clip and the bystanders to pixelate.
+    extras: Vec<evidence::EventExtras>,
+    /// Per event: the console URL of its clip.
+    clip_urls: Vec<Option<String>>,
+    /// When the events happened.
+    now_ms: i64,
+    /// When the frame arrived.
+    received_at: Option<Instant>,
+}
+
+/// Runs a frame through its camera's engine; see [`prepare`].
 pub(super) fn handle_frame(
     runtime: &mut CameraRuntime,
     frame: &AnalysedFrame,
@@ -88,31 +110,32 @@ pub(super) fn handle_frame(
     });
     // The fall rule's wish for the rotated pass, read when the camera's next frame is prepared.
     health.counters.rotated_wanted.store(engine.wants_rotated_pass(), std::sync::atomic::Ordering::Relaxed);
-    let opened = events.iter().any(|event| event.event == EventKind::Opened);
-    let committed = commit(camera, engine.book(), &events, Some(&frame.picture), &people, now_ms, sinks);
-    FrameOutcome { committed, opened: opened && committed, people_in_fall_zones }
+    let picture = Some((&frame.picture, frame.received_at));
+    let job = prepare(camera, engine.book(), events, picture, &people, now_ms, sinks);
+    FrameOutcome { job, people_in_fall_zones }
 }
 
-/// Writes evidence for `events`, logs them and commits them to the outbox with the camera's
-/// incident book (held and retried if that fails). True when events were committed now.
-pub(super) fn commit(
+/// On the run loop: what goes with `events` besides their files — an opened incident's clip
+/// is started (its pre-roll is taken from the camera's ring now), the bystanders to pixelate
+/// are chosen, a main-stream snapshot is fetched in the background — as a job for the
+/// recorder, which writes the evidence and commits the events with `book`. `picture`: the
+/// analysed frame and when it arrived. `None` when there are no events.
+pub(super) fn prepare(
     camera: &CameraConfig,
-    book: &crate::incident::IncidentBook,
-    events: &[IncidentEvent],
-    picture: Option<&image::RgbImage>,
+    book: &IncidentBook,
+    events: Vec<IncidentEvent>,
+    picture: Option<(&Arc<image::RgbImage>, Instant)>,
     people: &[crate::geometry::BoxNorm],
     now_ms: i64,
     sinks: &Sinks<'_>,
-) -> bool {
-    let Sinks { config, model, commits, shared } = *sinks;
+) -> Option<Evidence> {
+    let Sinks { config, shared, .. } = *sinks;
     if events.is_empty() {
-        return false;
+        return None;
     }
-    let mut snapshots = Vec::with_capacity(events.len());
+    let mut extras = Vec::with_capacity(events.len());
     let mut clip_urls = Vec::with_capacity(events.len());
-    for event in events {
-        // An incident opened by a frame starts its clip (if its kind records them): the
-        // pre-roll is taken from the camera's ring now, the post-roll follows.
+    for event in &events {
         let clip = match (event.event, picture, shared.clips.get()) {
             (EventKind::Opened, Some(_), Some(clips)) => clips.start_capture(&camera.id, event, instant_of(now_ms)),
             _ => None,
@@ -123,11 +146,40 @@ pub(super) fn commit(
         } else {
             Vec::new()
         };
-        let extras = evidence::EventExtras { clip, bystanders };
-        let snapshot = match picture.filter(|_| event.event != EventKind::Cleared) {
+        if event.event == EventKind::Opened {
+            spawn_main_stream_snapshot(config, camera, event, bystanders.clone());
+        }
+        extras.push(evidence::EventExtras { clip, bystanders });
+    }
+    Some(Evidence {
+        camera: camera.clone(),
+        book: book.clone(),
+        events,
+        picture: picture.map(|(picture, _)| picture.clone()),
+        extras,
+        clip_urls,
+        now_ms,
+        received_at: picture.map(|(_, received_at)| received_at),
+    })
+}
+
+/// On the recorder thread: writes the job's evidence (snapshot, crop and sidecar, each JPEG
+/// encoded and fsynced), logs its events and returns the commit of the events with their book.
+/// Evidence that cannot be written (or whose writing panics) is logged; the event goes on
+/// without a snapshot: evidence is never a reason to lose an event.
+pub(super) fn write(job: Evidence, state_dir: &Path, model: &crate::detect::model::ModelManifest) -> Commit {
+    let Evidence { camera, book, events, picture, extras, clip_urls, now_ms, received_at } = job;
+    let _span = tracing::info_span!("camera", camera = %camera.id).entered();
+    let mut records = Vec::with_capacity(events.len());
+    for ((event, extras), clip_url) in events.into_iter().zip(&extras).zip(clip_urls) {
+        let snapshot = match picture.as_deref().filter(|_| event.event != EventKind::Cleared) {
             None => None,
             Some(picture) => {
-                match evidence::write_evidence(&config.state_dir, camera, event, picture, &model.manifest, &extras) {
+                let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    evidence::write_evidence(state_dir, &camera, &event, picture, model, extras)
+                }))
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("writing the evidence panicked")));
+                match written {
                     Ok(path) => Some(path.display().to_string()),
                     Err(err) => {
                         error!(error = format!("{err:#}"), "cannot write evidence");
@@ -136,9 +188,6 @@ pub(super) fn commit(
                 }
             }
         };
-        if event.event == EventKind::Opened {
-            spawn_main_stream_snapshot(config, camera, event, extras.bystanders.clone());
-        }
         info!(
             camera = %camera.id,
             incident_id = %event.incident_id,
@@ -153,14 +202,9 @@ pub(super) fn commit(
             snapshot = snapshot.clone().unwrap_or_default(),
             "incident"
         );
-        snapshots.push(snapshot);
-    }
-    let records: Vec<OutboxRecord> = events
-        .iter()
-        .zip(snapshots.into_iter().zip(clip_urls))
-        .map(|(event, (snapshot, clip_url))| OutboxRecord {
+        records.push(OutboxRecord {
             schema: RECORD_SCHEMA,
-            event: event.clone(),
+            event,
             street: camera.place.street.clone(),
             community: camera.place.community.clone(),
             grid: camera.place.grid.clone(),
@@ -169,13 +213,10 @@ pub(super) fn commit(
             clip_url,
             followup: None,
             answer: None,
-        })
-        .collect();
+        });
+    }
     // The events and the book they advanced, in one commit; held and retried if it fails.
-    let commit = Commit { camera: camera.id.to_string(), book: book.clone(), records, now_ms };
-    let committed = commits.commit(commit, std::time::Instant::now());
-    super::commits::report(committed.as_slice(), shared);
-    committed.is_some()
+    Commit { camera: camera.id.to_string(), book, records, now_ms, received_at }
 }
 
 /// For a camera analysed on its substream: fetch a main-stream keyframe and write it as the

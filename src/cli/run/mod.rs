@@ -6,13 +6,14 @@
 //! config reloads (SIGHUP, or the file changed on disk) and the zone editor's saves all come
 //! to it, so a change is applied between two frames, to the cameras it concerns only
 //! ([`reload`]). It pings systemd's watchdog only while it turns and the detector makes
-//! progress, so a hang is caught, not masked.
+//! progress, so a hang is caught, not masked. It decides and hands over: incident events go
+//! to the `recorder` thread (`crate::recorder`), which writes their evidence and commits them.
 
 mod commits;
 mod incidents;
 pub mod reload;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -32,7 +33,8 @@ use crate::evidence;
 use crate::notify::Notifier;
 use crate::outbox::Outbox;
 use crate::pipeline::Pipeline;
-use incidents::Sinks;
+use crate::recorder::Recorder;
+use incidents::{Evidence, Sinks};
 
 /// How often the per-camera summary is logged.
 const STATS_EVERY: Duration = Duration::from_secs(10);
@@ -42,6 +44,8 @@ const TICK: Duration = Duration::from_secs(1);
 const RETENTION_EVERY: Duration = Duration::from_secs(600);
 /// The detector counts as stuck when frames wait for it and none was analysed this long.
 const DETECTOR_STUCK_AFTER: Duration = Duration::from_secs(30);
+/// The recorder counts as stuck when one job (or retry) takes this long: a hung disk.
+const RECORDER_STUCK_AFTER: Duration = Duration::from_secs(30);
 
 /// A camera's config, engine and zone classifiers, as the run loop keeps them.
 pub(super) struct CameraRuntime {
@@ -58,8 +62,14 @@ struct Gateway {
     cameras: HashMap<CameraId, CameraRuntime>,
     pipeline: Pipeline,
     outbox: Arc<Outbox>,
-    /// Commits of incident events and books (held and retried while the disk refuses them).
-    commits: commits::Commits,
+    /// The recorder thread: evidence and commits of incident events and books (held and
+    /// retried there while the disk refuses them).
+    recorder: Recorder<Evidence>,
+    /// Jobs the recorder's full queue handed back, in order: while any waits, the loop takes
+    /// no frames and awaits room (`crate::recorder`'s backpressure rule).
+    kept: VecDeque<Evidence>,
+    /// Since when `kept` waits.
+    waiting_since: Option<Instant>,
     model: Arc<Model>,
     shared: Arc<Shared>,
     /// Modification time of the config file as last loaded or written.
@@ -174,7 +184,7 @@ pub async fn main(config_path: &Path, run_for: Option<Duration>) -> i32 {
         },
         None => None,
     };
-    let commits = commits::Commits::new(outbox.clone(), shared.commits.clone());
+    let recorder = start_recorder(&config, &outbox, &model, &shared, delivery.as_ref().map(Delivery::waker));
     let mut gateway = Gateway {
         config: config.clone(),
         config_path: config_path.to_path_buf(),
@@ -182,7 +192,9 @@ pub async fn main(config_path: &Path, run_for: Option<Duration>) -> i32 {
         cameras,
         pipeline,
         outbox,
-        commits,
+        recorder,
+        kept: VecDeque::new(),
+        waiting_since: None,
         model: model.clone(),
         shared,
         config_modified,
@@ -202,24 +214,22 @@ pub async fn main(config_path: &Path, run_for: Option<Duration>) -> i32 {
     let mut retention = tokio::time::interval(RETENTION_EVERY);
     let mut pruning: Option<tokio::task::JoinHandle<()>> = None;
     let mut degraded: Option<String> = None;
+    let mut recorder_stuck = false;
     loop {
         tokio::select! {
-            // Not while too many events wait for a commit: frames (and the events they would
-            // make) wait upstream, where skipping is bounded and counted.
-            frame = analysed.recv(), if !gateway.commits.backpressure() => match frame {
+            // Not while the recorder's queue is full: frames (and the events they would make)
+            // wait upstream, where skipping is bounded and counted.
+            frame = analysed.recv(), if gateway.kept.is_empty() => match frame {
                 Some(frame) => {
                     let started = Instant::now();
                     log_frame(&frame, &model);
                     gateway.shared.analysis_latency.lock().unwrap().record(frame.received_at.elapsed().as_secs_f64());
-                    if gateway.handle_frame(&frame) {
-                        if let Some(delivery) = &delivery {
-                            delivery.wake();
-                        }
-                    }
+                    gateway.handle_frame(&frame);
                     gateway.shared.frame_handling.lock().unwrap().record(started.elapsed().as_secs_f64());
                 }
                 None => break,
             },
+            () = gateway.recorder.room(), if !gateway.kept.is_empty() => gateway.hand_over(),
             Some(request) = request_receiver.recv() => {
                 if let Some(notifier) = &notifier {
                     notifier.reloading();
@@ -233,11 +243,6 @@ pub async fn main(config_path: &Path, run_for: Option<Duration>) -> i32 {
                 }
             }
             _ = tick.tick() => {
-                let committed = gateway.commits.retry(Instant::now(), false);
-                commits::report(&committed, &gateway.shared);
-                if let (false, Some(delivery)) = (committed.is_empty(), &delivery) {
-                    delivery.wake();
-                }
                 let now_degraded = gateway.shared.commits.degraded();
                 if now_degraded.is_some() != degraded.is_some() {
                     if let Some(notifier) = &notifier {
@@ -248,8 +253,9 @@ pub async fn main(config_path: &Path, run_for: Option<Duration>) -> i32 {
                     }
                     degraded = now_degraded;
                 }
-                if gateway.commits.backpressure() {
-                    // The detector waits on us, not stuck: keep the watchdog fed.
+                if !gateway.kept.is_empty() {
+                    // The detector waits on us (we wait on the recorder), not stuck: keep the
+                    // watchdog fed.
                     progress = Progress::new(&gateway.pipeline);
                 }
                 gateway.pipeline.health.recover_all();
@@ -258,7 +264,17 @@ pub async fn main(config_path: &Path, run_for: Option<Duration>) -> i32 {
                 let queues = &gateway.shared.queues;
                 queues.detector.store(gateway.pipeline.detector_queue_depth(), Ordering::Relaxed);
                 queues.analysed.store(analysed.len(), Ordering::Relaxed);
-                let healthy = progress.check(&gateway.pipeline);
+                // A recorder stuck on one job (a hung disk) stops the pings, as a hung run loop did.
+                let busy_for = gateway.shared.recorder.busy_for();
+                if (busy_for >= RECORDER_STUCK_AFTER) != recorder_stuck {
+                    recorder_stuck = !recorder_stuck;
+                    if recorder_stuck {
+                        error!(seconds = busy_for.as_secs(), "the recorder has been on one job this long (disk hung?): no more watchdog pings, /healthz says stalled");
+                    } else {
+                        info!("the recorder is making progress again");
+                    }
+                }
+                let healthy = progress.check(&gateway.pipeline) && !recorder_stuck;
                 if healthy {
                     gateway.shared.beat();
                     if let (Some(notifier), Some(every)) = (&notifier, watchdog_every) {
@@ -292,6 +308,7 @@ pub async fn main(config_path: &Path, run_for: Option<Duration>) -> i32 {
                     "run loop time per analysed frame"
                 );
                 gateway.shared.frame_handling.lock().unwrap().rotate();
+                gateway.shared.recorder.rotate();
             }
             _ = retention.tick() => {
                 // One pass at a time, off the runtime; open incidents' files are kept.
@@ -306,7 +323,9 @@ pub async fn main(config_path: &Path, run_for: Option<Duration>) -> i32 {
         notifier.stopping();
     }
     drop(analysed);
-    commits::report(&gateway.commits.flush_at_exit(Instant::now()), &gateway.shared);
+    // Every job, kept ones included, is done (or, with the disk refusing, logged as lost).
+    let kept = std::mem::take(&mut gateway.kept);
+    tokio::task::block_in_place(|| gateway.recorder.close(kept));
     log_stats(&gateway.pipeline, delivery.as_ref(), &gateway.outbox);
     shutdown.cancel();
     gateway.pipeline.stop().await;
@@ -456,12 +475,32 @@ impl Gateway {
     }
 
     fn sinks(&self) -> Sinks<'_> {
-        Sinks { config: &self.config, model: &self.model, commits: &self.commits, shared: &self.shared }
+        Sinks { config: &self.config, model: &self.model, shared: &self.shared }
     }
 
-    /// Incidents from one analysed frame; keeps the frame for the zone editor. True when
-    /// events were committed.
-    fn handle_frame(&mut self, frame: &AnalysedFrame) -> bool {
+    /// Hands `job` to the recorder, behind any job kept before it; a full queue hands it back
+    /// and it is kept (never dropped) until [`Gateway::hand_over`] finds room.
+    fn record(&mut self, job: Evidence) {
+        self.kept.push_back(job);
+        self.hand_over();
+    }
+
+    /// Hands the kept jobs to the recorder, in order, while its queue has room.
+    fn hand_over(&mut self) {
+        while let Some(job) = self.kept.pop_front() {
+            if let Err(job) = self.recorder.try_submit(job) {
+                self.kept.push_front(job);
+                self.waiting_since.get_or_insert_with(Instant::now);
+                return;
+            }
+        }
+        if let Some(since) = self.waiting_since.take() {
+            self.shared.recorder.waited(since.elapsed());
+        }
+    }
+
+    /// Incidents from one analysed frame; keeps the frame for the zone editor.
+    fn handle_frame(&mut self, frame: &AnalysedFrame) {
         let detections = frame
             .detections
             .iter()
@@ -474,19 +513,18 @@ impl Gateway {
         let received = SystemTime::now() - frame.received_at.elapsed();
         let t_ms = received.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
         self.shared.keep_frame(&frame.camera, LatestFrame { picture: frame.picture.clone(), detections, t_ms });
-        let sinks = Sinks { config: &self.config, model: &self.model, commits: &self.commits, shared: &self.shared };
+        let sinks = Sinks { config: &self.config, model: &self.model, shared: &self.shared };
         let Some(runtime) = self.cameras.get_mut(&frame.camera) else {
-            return false;
+            return;
         };
         let health = self.pipeline.health.camera(&frame.camera);
         let outcome = incidents::handle_frame(runtime, frame, &health, &sinks);
         if runtime.camera.active_interval.is_some() {
             self.pipeline.scheduler().people_in_view(&frame.camera, outcome.people_in_fall_zones);
         }
-        if outcome.opened {
-            self.shared.incident_latency.lock().unwrap().record(frame.received_at.elapsed().as_secs_f64());
+        if let Some(job) = outcome.job {
+            self.record(job);
         }
-        outcome.committed
     }
 
     /// Whether the config file changed on disk since it was last loaded or written.
@@ -628,7 +666,9 @@ impl Gateway {
         self.config = config.clone();
         *self.shared.config.write().unwrap() = config;
         for (camera, book, events) in committed {
-            incidents::commit(&camera, &book, &events, None, &[], now, &self.sinks());
+            if let Some(job) = incidents::prepare(&camera, &book, events, None, &[], now, &self.sinks()) {
+                self.record(job);
+            }
         }
         let names = |cameras: &[CameraConfig]| cameras.iter().map(|c| c.id.to_string()).collect::<Vec<_>>().join(",");
         info!(
@@ -657,6 +697,30 @@ fn normalised(box_px: [f32; 4], width: u32, height: u32) -> [f64; 4] {
         round(f64::from(box_px[2]) / w),
         round(f64::from(box_px[3]) / h),
     ]
+}
+
+/// Starts the recorder thread: evidence written, then the commit (held and retried while the
+/// disk refuses it); each commit that goes through is counted and wakes delivery.
+fn start_recorder(
+    config: &Config,
+    outbox: &Arc<Outbox>,
+    model: &Model,
+    shared: &Arc<Shared>,
+    delivery: Option<Arc<tokio::sync::Notify>>,
+) -> Recorder<Evidence> {
+    let (state_dir, manifest) = (config.state_dir.clone(), model.manifest.clone());
+    let reported = shared.clone();
+    let recording = commits::Recording {
+        commits: commits::Commits::new(outbox.clone(), shared.commits.clone()),
+        write: Box::new(move |job| incidents::write(job, &state_dir, &manifest)),
+        committed: Box::new(move |committed| {
+            commits::report(committed, &reported);
+            if let Some(delivery) = &delivery {
+                delivery.notify_one();
+            }
+        }),
+    };
+    Recorder::start(recording, shared.recorder.clone())
 }
 
 /// Each camera's runtime (restored from the outbox by [`restore_books`]).

@@ -69,4 +69,5 @@ pub mod logging;
 pub mod pipeline;
 pub mod console;
 pub mod notify;
+pub mod app;
 pub mod cli;

@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::{load_and_check, model_problems, print_problems, EXIT_CONFIG};
+use crate::cli::{load_and_check, model_problems, print_problems, EXIT_CONFIG};
 use crate::config::{CameraConfig, CameraId, Config, ConfigProblems};
 use crate::console::{ConfigRequest, DetectionView, EditRefused, LatestFrame, Shared, ZonesSaved};
 use crate::deliver::{Delivery, DeliverySettings, SystemClock};
@@ -47,7 +47,7 @@ const DETECTOR_STUCK_AFTER: Duration = Duration::from_secs(30);
 pub(super) struct CameraRuntime {
     camera: CameraConfig,
     engine: CameraEngine,
-    classifiers: super::ZoneClassifiers,
+    classifiers: crate::cli::ZoneClassifiers,
 }
 
 /// Everything the run loop owns.
@@ -534,7 +534,7 @@ impl Gateway {
                     None => Err(format!("camera {camera} is not running")),
                     Some(CameraRuntime { camera: config, classifiers, .. }) => classifiers
                         .reload_zone_model(config, &zone, &self.config.detector, &self.config.state_dir)
-                        .map(super::ModelSource::as_str)
+                        .map(crate::cli::ModelSource::as_str)
                         .map_err(|err| format!("{err:#}")),
                 };
                 match &outcome {
@@ -710,9 +710,10 @@ fn restore_books(
 }
 
 fn build_camera(camera: &CameraConfig, config: &Config, classes: &[String]) -> anyhow::Result<CameraRuntime> {
-    let references = super::load_references(camera)?;
+    let references = crate::cli::load_references(camera)?;
     let engine = CameraEngine::new(camera, classes, &references);
-    let classifiers = super::ZoneClassifiers::load_with_learned(camera, &config.detector, Some(&config.state_dir))?;
+    let classifiers =
+        crate::cli::ZoneClassifiers::load_with_learned(camera, &config.detector, Some(&config.state_dir))?;
     Ok(CameraRuntime { camera: camera.clone(), engine, classifiers })
 }
 

@@ -1,0 +1,3 @@
+//! `gateway run --config FILE`: the service; the run loop lives in [`crate::app`].
+
+pub use crate::app::main;

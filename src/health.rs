@@ -361,7 +361,7 @@ impl CameraHealth {
         }
         record.state = state;
         record.reason = reason.clone();
-        record.since = SystemTime::now();
+        record.since = wall_now();
         drop(record);
         // No receivers is fine: nobody is watching.
         let _ = self.changes.send(StateChange { camera: self.id.clone(), state, reason });
@@ -472,11 +472,7 @@ impl HealthRegistry {
                 Arc::new(CameraHealth {
                     id: id.clone(),
                     counters: CameraCounters::default(),
-                    record: Mutex::new(StateRecord {
-                        state: CameraState::Starting,
-                        reason: None,
-                        since: SystemTime::now(),
-                    }),
+                    record: Mutex::new(StateRecord { state: CameraState::Starting, reason: None, since: wall_now() }),
                     last_frame: Mutex::new(None),
                     last_skip: Mutex::new(None),
                     log_limit: Mutex::new(LogLimiter::new(LOG_INTERVAL, LOG_MAX_LINES_PER_INTERVAL)),
@@ -508,6 +504,13 @@ impl HealthRegistry {
     pub fn subscribe(&self) -> broadcast::Receiver<StateChange> {
         self.changes.subscribe()
     }
+}
+
+/// When a camera's state changed, shown to operators (`since_ms`).
+// An edge: state changes happen on ingest and decode threads, which have no injected clock.
+#[allow(clippy::disallowed_methods)]
+fn wall_now() -> SystemTime {
+    SystemTime::now()
 }
 
 #[cfg(test)]

@@ -44,7 +44,11 @@
 //! - [`pipeline`]: wires the stages for `gateway run`.
 //! - [`console`]: the operator console, zone editor, JSON API, `/metrics`.
 //! - [`notify`]: systemd's notify protocol.
-//! - [`cli`]: the subcommands (`run`, `check-config`, `replay`, `eval-falls`, `bin-state`, …).
+//! - [`app`]: the service behind `gateway run`: the run loop (engines, incidents, outbox
+//!   commits, reloads, watchdog), run as `app::run(config, world, shutdown)` with its world
+//!   (console listener, notifier, wall clock) passed in.
+//! - [`cli`]: the subcommands (`run` builds the real world for [`app`]; `check-config`,
+//!   `replay`, `eval-falls`, `bin-state`, …).
 
 pub mod config;
 pub mod backoff;
@@ -72,4 +76,5 @@ pub mod logging;
 pub mod pipeline;
 pub mod console;
 pub mod notify;
+pub mod app;
 pub mod cli;

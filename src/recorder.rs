@@ -265,6 +265,19 @@ impl<J: Send + 'static> Recorder<J> {
         }
     }
 
+    /// [`Recorder::close`] for async callers: the wait for the thread runs on tokio's blocking
+    /// pool, so it works on any runtime (`block_in_place` would panic on a current-thread one,
+    /// which the paused-clock tests use).
+    pub async fn close_async(&mut self, kept: impl IntoIterator<Item = J>) {
+        self.shut(kept);
+        if let Some(thread) = self.thread.take() {
+            let joined = tokio::task::spawn_blocking(move || thread.join()).await;
+            if !matches!(joined, Ok(Ok(()))) {
+                tracing::error!("the recorder thread panicked");
+            }
+        }
+    }
+
     fn shut(&self, kept: impl IntoIterator<Item = J>) {
         {
             let mut state = self.queue.lock();

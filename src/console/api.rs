@@ -535,7 +535,7 @@ async fn evidence_read(
     let (response, bytes) = evidence_response(&shared, &id, kind, range.as_deref()).await;
     let header_text = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
     let entry = super::access_log::AccessEntry {
-        at_ms: epoch_ms(std::time::SystemTime::now()),
+        at_ms: super::wall_now_ms(),
         operator: super::access_log::operator_name(header_text("x-operator"), query.operator.as_deref()),
         auth: if headers.contains_key(header::AUTHORIZATION) {
             "bearer"
@@ -686,7 +686,7 @@ async fn answer(State(shared): State<Arc<Shared>>, Path(id): Path<String>, body:
         return error(StatusCode::BAD_REQUEST, format!("by must be 1-{max} characters, no control characters"))
             .into_response();
     }
-    let answer = Answer { action: body.action, by: by.to_string(), at_ms: epoch_ms(std::time::SystemTime::now()) };
+    let answer = Answer { action: body.action, by: by.to_string(), at_ms: super::wall_now_ms() };
     let outbox = shared.outbox.clone();
     let incident_id = id.clone();
     let outcome = tokio::task::spawn_blocking(move || outbox.answer(&incident_id, answer)).await;

@@ -277,6 +277,14 @@ impl Shared {
     }
 }
 
+/// Now, wall-clock ms: when a request, an operator's answer or a refusal happened.
+// An edge: the console stamps what arrives from outside as it arrives (its handlers have no
+// injected clock; the run loop's and delivery's times come from the world's clock).
+#[allow(clippy::disallowed_methods)]
+pub(crate) fn wall_now_ms() -> i64 {
+    epoch_ms(SystemTime::now())
+}
+
 /// Wall-clock ms of a `SystemTime`.
 pub(crate) fn epoch_ms(time: SystemTime) -> i64 {
     time.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)

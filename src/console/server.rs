@@ -85,7 +85,7 @@ pub struct HttpCounters {
 /// True at most once per [`LOG_INTERVAL`] for one `last` slot: refusals are logged once per
 /// interval, never per item.
 pub(crate) fn due(last: &AtomicI64) -> bool {
-    let now_ms = super::epoch_ms(std::time::SystemTime::now());
+    let now_ms = super::wall_now_ms();
     let previous = last.load(Ordering::Relaxed);
     now_ms - previous >= LOG_INTERVAL.as_millis() as i64
         && last.compare_exchange(previous, now_ms, Ordering::Relaxed, Ordering::Relaxed).is_ok()

@@ -76,6 +76,8 @@ pub trait Clock: Send + Sync + 'static {
 pub struct SystemClock;
 
 impl Clock for SystemClock {
+    // The clock implementation: the one wall-clock read the gateway's time comes from.
+    #[allow(clippy::disallowed_methods)]
     fn now_ms(&self) -> i64 {
         SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
     }

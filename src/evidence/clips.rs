@@ -29,7 +29,7 @@ use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
@@ -315,7 +315,7 @@ impl ClipRecorder {
 
     fn refused(&self, why: &str) {
         self.stats.refused.fetch_add(1, Relaxed);
-        let now_ms = crate::console::epoch_ms(SystemTime::now());
+        let now_ms = crate::console::wall_now_ms();
         let last = self.stats.last_refusal_log_ms.load(Relaxed);
         if now_ms - last >= 60_000
             && self.stats.last_refusal_log_ms.compare_exchange(last, now_ms, Relaxed, Relaxed).is_ok()

@@ -230,6 +230,8 @@ pub fn prune(
 }
 
 #[cfg(test)]
+// Files are aged against the real clock, as the file system stamps them.
+#[allow(clippy::disallowed_methods)]
 mod tests {
     use super::*;
 

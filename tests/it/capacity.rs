@@ -65,7 +65,7 @@ fn over_capacity_the_quiet_camera_keeps_its_interval_and_the_busy_ones_share_the
     let child = Command::new(env!("CARGO_BIN_EXE_gateway"))
         .args(["run", "--run-for-secs", "30", "--config"])
         .arg(&config)
-        .env("RUST_LOG", "warn,gateway::cli::run=info")
+        .env("RUST_LOG", "warn,gateway::app=info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

@@ -2,6 +2,7 @@
 //! the `gateway` binary. One test binary, a module per area.
 
 mod abuse;
+mod app;
 mod bin_learning;
 mod bins;
 mod broker;

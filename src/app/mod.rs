@@ -1,15 +1,26 @@
-//! `gateway run --config FILE`: the service. Validates the config before anything starts
-//! (exit 64 on problems), then runs the pipeline until SIGINT/SIGTERM (or `--run-for-secs`),
-//! logging detections per analysed frame and a per-camera summary every `STATS_EVERY`.
+//! The service behind `gateway run`: [`run`] takes a checked config, its *world* and a
+//! shutdown token, and runs the pipeline, delivery, the console and the run loop until the
+//! token is cancelled. The world ([`World`]) is everything that touches the process's
+//! surroundings — the console's bound listener, systemd's notify socket, the wall clock,
+//! the channel config reloads arrive on — so `cli::run` (signals, sockets, environment, exit
+//! codes) builds the real one and tests pass their own (`127.0.0.1:0`, a clock that follows
+//! tokio's paused time), as mini-redis's `server::run(listener, shutdown)` does.
 //!
 //! The run loop is the one owner of the cameras' engines and of the config: analysed frames,
 //! config reloads (SIGHUP, or the file changed on disk) and the zone editor's saves all come
 //! to it, so a change is applied between two frames, to the cameras it concerns only
 //! ([`reload`]). It pings systemd's watchdog only while it turns and the detector makes
-//! progress, so a hang is caught, not masked. It decides and hands over: incident events go
-//! to the `recorder` thread (`crate::recorder`), which writes their evidence and commits them.
+//! progress, so a hang is caught, not masked. Its timers are tokio's, its wall time the
+//! world's clock, so a paused tokio clock drives all of it. It decides and hands over:
+//! incident events go to the `recorder` thread (`crate::recorder`), which writes their
+//! evidence and commits them.
+//!
+//! What it does not do: read the environment, install signal handlers, bind sockets or exit.
 
 mod commits;
+// Stamps frames with their ingest time (`received_at`, a monotonic instant) and times the
+// commits: the run loop's own edges, next to the recorder work of issue 12.
+#[allow(clippy::disallowed_methods)]
 mod incidents;
 pub mod reload;
 
@@ -17,16 +28,16 @@ use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::{load_and_check, model_problems, print_problems, EXIT_CONFIG};
+use crate::cli::{load_and_check, model_problems};
 use crate::config::{CameraConfig, CameraId, Config, ConfigProblems};
 use crate::console::{ConfigRequest, DetectionView, EditRefused, LatestFrame, Shared, ZonesSaved};
-use crate::deliver::{Delivery, DeliverySettings, SystemClock};
+use crate::deliver::{Clock, Delivery, DeliverySettings};
 use crate::detect::{AnalysedFrame, Model};
 use crate::engine::CameraEngine;
 use crate::evidence;
@@ -51,7 +62,7 @@ const RECORDER_STUCK_AFTER: Duration = Duration::from_secs(30);
 pub(super) struct CameraRuntime {
     camera: CameraConfig,
     engine: CameraEngine,
-    classifiers: super::ZoneClassifiers,
+    classifiers: crate::cli::ZoneClassifiers,
 }
 
 /// Everything the run loop owns.
@@ -74,66 +85,107 @@ struct Gateway {
     shared: Arc<Shared>,
     /// Modification time of the config file as last loaded or written.
     config_modified: Option<SystemTime>,
+    /// Wall-clock time (the world's).
+    clock: Arc<dyn Clock>,
 }
 
-/// Runs the subcommand.
-pub async fn main(config_path: &Path, run_for: Option<Duration>) -> i32 {
-    // Validate everything (model included) before binding anything.
-    let (config, classes) = match load_and_check(config_path) {
-        Ok((config, checked)) => (config, checked.model().manifest.classes.clone()),
-        Err(problems) => {
-            print_problems(config_path, &problems);
-            return EXIT_CONFIG;
-        }
-    };
-    let config_modified = modified(config_path);
-    let config = Arc::new(config);
-    let mut cameras = match build_cameras(&config, &classes) {
-        Ok(cameras) => cameras,
-        Err(err) => {
-            eprintln!("{err:#}");
-            return EXIT_CONFIG;
-        }
-    };
-    let outbox_path = config.state_dir.join("outbox.redb");
-    let outbox = match Outbox::open(&outbox_path, config.outbox_max_entries) {
-        Ok(outbox) => Arc::new(outbox),
-        Err(err) => {
-            error!(
-                error = format!("{err:#}"),
-                "cannot open the outbox: refusing to run without somewhere to keep incidents"
-            );
-            return 1;
-        }
-    };
-    if let Err(err) = restore_books(&config, &outbox, &mut cameras) {
-        error!(error = format!("{err:#}"), "cannot read the incident books: refusing to run without them");
-        return 1;
+/// A config that passed `check-config`'s validation, with the class names of the model it
+/// names (zone classifiers and reloads are checked against them).
+pub struct CheckedConfig {
+    /// The validated config.
+    pub config: Config,
+    /// The detector's class names, in its output order.
+    pub classes: Vec<String>,
+}
+
+impl CheckedConfig {
+    /// Loads and validates `path` as `check-config` does, model included.
+    pub fn load(path: &Path) -> Result<CheckedConfig, ConfigProblems> {
+        let (config, detector) = load_and_check(path)?;
+        Ok(CheckedConfig { classes: detector.model().manifest.classes.clone(), config })
     }
+}
+
+/// Config requests from outside the console (SIGHUP): a channel the run loop reads, whose
+/// sender the caller keeps. The console gets its own sender of the same channel.
+pub struct Requests {
+    sender: mpsc::Sender<ConfigRequest>,
+    receiver: mpsc::Receiver<ConfigRequest>,
+}
+
+impl Requests {
+    /// A fresh channel (16 requests waiting: a reload storm waits, never grows).
+    pub fn new() -> Requests {
+        let (sender, receiver) = mpsc::channel(16);
+        Requests { sender, receiver }
+    }
+
+    /// A sender for a signal handler (or a test).
+    pub fn sender(&self) -> mpsc::Sender<ConfigRequest> {
+        self.sender.clone()
+    }
+}
+
+impl Default for Requests {
+    fn default() -> Self {
+        Requests::new()
+    }
+}
+
+/// Everything [`run`] gets from the process's surroundings.
+pub struct World {
+    /// The config file: reloaded when it changes, rewritten by the zone editor.
+    pub config_path: PathBuf,
+    /// The console's listener, already bound (`None`: no console).
+    pub console: Option<tokio::net::TcpListener>,
+    /// systemd's notify socket, when run under systemd.
+    pub notifier: Option<Notifier>,
+    /// Wall-clock time: incident times, follow-up timers, evidence age.
+    pub clock: Arc<dyn Clock>,
+    /// Reload requests from outside (SIGHUP).
+    pub requests: Requests,
+}
+
+/// Why [`run`] could not run; the exit code is the caller's to choose.
+#[derive(Debug)]
+pub enum Failure {
+    /// A camera's reference pictures or zone models cannot be loaded (`gateway run` exits 64).
+    Config(anyhow::Error),
+    /// Something the gateway needs cannot start: the outbox, the incident books, the
+    /// detector, MQTT delivery (exit 1).
+    Start(anyhow::Error),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Config(err) | Failure::Start(err) => write!(f, "{err:#}"),
+        }
+    }
+}
+
+/// Runs the gateway until `shutdown` is cancelled (or the pipeline ends); Ok after a clean stop.
+pub async fn run(config: CheckedConfig, world: World, shutdown: CancellationToken) -> Result<(), Failure> {
+    let CheckedConfig { config, classes } = config;
+    let World { config_path, console: console_listener, notifier, clock, requests } = world;
+    let Requests { sender: requests, receiver: mut request_receiver } = requests;
+    let config_modified = modified(&config_path);
+    let config = Arc::new(config);
+    let mut cameras = build_cameras(&config, &classes).map_err(Failure::Config)?;
+    let outbox_path = config.state_dir.join("outbox.redb");
+    let outbox = Outbox::open(&outbox_path, config.outbox_max_entries).map(Arc::new).map_err(|err| {
+        Failure::Start(err.context("cannot open the outbox: refusing to run without somewhere to keep incidents"))
+    })?;
+    restore_books(&config, &outbox, &mut cameras, clock.now_ms())
+        .map_err(|err| Failure::Start(err.context("cannot read the incident books: refusing to run without them")))?;
     match outbox.depth() {
         Ok(0) => {}
         Ok(depth) => info!(depth, path = %outbox_path.display(), "outbox holds undelivered events"),
         Err(err) => error!(error = format!("{err:#}"), "cannot read the outbox"),
     }
-    let notifier = Notifier::from_env();
-    let shutdown = CancellationToken::new();
-    let (requests, mut request_receiver) = mpsc::channel(16);
-    spawn_signal_handlers(shutdown.clone(), requests.clone());
-    if let Some(run_for) = run_for {
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(run_for).await;
-            info!(seconds = run_for.as_secs(), "--run-for-secs elapsed, stopping");
-            shutdown.cancel();
-        });
-    }
-    let (pipeline, mut analysed) = match Pipeline::start(&config, shutdown.clone()).await {
-        Ok(started) => started,
-        Err(err) => {
-            error!(error = format!("{err:#}"), "cannot start the pipeline");
-            return 1;
-        }
-    };
+    let (pipeline, mut analysed) = Pipeline::start(&config, shutdown.clone())
+        .await
+        .map_err(|err| Failure::Start(err.context("cannot start the pipeline")))?;
     let model = pipeline.model().clone();
     let delivery = match &config.mqtt {
         Some(mqtt) => {
@@ -142,13 +194,12 @@ pub async fn main(config_path: &Path, run_for: Option<Duration>) -> i32 {
                 escalation: config.escalation.clone(),
                 health: Some(pipeline.health.clone()),
             };
-            match Delivery::start(settings, outbox.clone(), Arc::new(SystemClock), shutdown.clone()) {
+            match Delivery::start(settings, outbox.clone(), clock.clone(), shutdown.clone()) {
                 Ok(delivery) => Some(delivery),
                 Err(err) => {
-                    error!(error = format!("{err:#}"), "cannot set up MQTT delivery");
                     shutdown.cancel();
                     pipeline.stop().await;
-                    return 1;
+                    return Err(Failure::Start(err.context("cannot set up MQTT delivery")));
                 }
             }
         }
@@ -159,7 +210,7 @@ pub async fn main(config_path: &Path, run_for: Option<Duration>) -> i32 {
     };
     let shared = Arc::new(Shared::new(
         config.clone(),
-        config_path.to_path_buf(),
+        config_path.clone(),
         pipeline.health.clone(),
         outbox.clone(),
         delivery.as_ref().map(|d| (d.stats.clone(), d.waker())),
@@ -167,27 +218,17 @@ pub async fn main(config_path: &Path, run_for: Option<Duration>) -> i32 {
         shutdown.clone(),
     ));
     let _ = shared.clips.set(pipeline.clips.clone());
-    let console = match &config.console {
-        Some(console) => match tokio::net::TcpListener::bind(console.bind).await {
-            Ok(listener) => {
-                let address = listener.local_addr().map_or(console.bind, |a| a);
-                let read_only = console.token.is_none();
-                info!(address = %address, read_only, "console listening");
-                Some(tokio::spawn(crate::console::serve(listener, shared.clone(), shutdown.clone())))
-            }
-            Err(err) => {
-                error!(address = %console.bind, error = %err, "cannot bind the console");
-                shutdown.cancel();
-                pipeline.stop().await;
-                return 1;
-            }
-        },
-        None => None,
-    };
+    let console = console_listener.map(|listener| {
+        let read_only = config.console.as_ref().is_none_or(|console| console.token.is_none());
+        if let Ok(address) = listener.local_addr() {
+            info!(address = %address, read_only, "console listening");
+        }
+        tokio::spawn(crate::console::serve(listener, shared.clone(), shutdown.clone()))
+    });
     let recorder = start_recorder(&config, &outbox, &model, &shared, delivery.as_ref().map(Delivery::waker));
     let mut gateway = Gateway {
         config: config.clone(),
-        config_path: config_path.to_path_buf(),
+        config_path,
         classes,
         cameras,
         pipeline,
@@ -198,6 +239,7 @@ pub async fn main(config_path: &Path, run_for: Option<Duration>) -> i32 {
         model: model.clone(),
         shared,
         config_modified,
+        clock,
     };
     info!(cameras = config.cameras.len(), model = %model.manifest.name, "gateway running");
     if let Some(notifier) = &notifier {
@@ -205,7 +247,7 @@ pub async fn main(config_path: &Path, run_for: Option<Duration>) -> i32 {
         notifier.status(&format!("running {} cameras", config.cameras.len()));
     }
     let watchdog_every = notifier.as_ref().and_then(Notifier::watchdog_interval).map(crate::notify::ping_period);
-    let mut last_ping = Instant::now();
+    let mut last_ping = monotonic_now();
     let mut progress = Progress::new(&gateway.pipeline);
     let mut capacity = Capacity::new(&config);
     let mut stats = tokio::time::interval(STATS_EVERY);
@@ -221,11 +263,11 @@ pub async fn main(config_path: &Path, run_for: Option<Duration>) -> i32 {
             // wait upstream, where skipping is bounded and counted.
             frame = analysed.recv(), if gateway.kept.is_empty() => match frame {
                 Some(frame) => {
-                    let started = Instant::now();
+                    let started = monotonic_now();
                     log_frame(&frame, &model);
                     gateway.shared.analysis_latency.lock().unwrap().record(frame.received_at.elapsed().as_secs_f64());
                     gateway.handle_frame(&frame);
-                    gateway.shared.frame_handling.lock().unwrap().record(started.elapsed().as_secs_f64());
+                    gateway.shared.frame_handling.lock().unwrap().record(monotonic_now().saturating_duration_since(started).as_secs_f64());
                 }
                 None => break,
             },
@@ -259,7 +301,7 @@ pub async fn main(config_path: &Path, run_for: Option<Duration>) -> i32 {
                     progress = Progress::new(&gateway.pipeline);
                 }
                 gateway.pipeline.health.recover_all();
-                gateway.pipeline.clips.tick(Instant::now());
+                gateway.pipeline.clips.tick(monotonic_now());
                 capacity.sample(&gateway.pipeline, &gateway.shared);
                 let queues = &gateway.shared.queues;
                 queues.detector.store(gateway.pipeline.detector_queue_depth(), Ordering::Relaxed);
@@ -278,9 +320,9 @@ pub async fn main(config_path: &Path, run_for: Option<Duration>) -> i32 {
                 if healthy {
                     gateway.shared.beat();
                     if let (Some(notifier), Some(every)) = (&notifier, watchdog_every) {
-                        if last_ping.elapsed() >= every {
+                        if monotonic_now().saturating_duration_since(last_ping) >= every {
                             notifier.watchdog_ping();
-                            last_ping = Instant::now();
+                            last_ping = monotonic_now();
                         }
                     }
                 }
@@ -325,7 +367,7 @@ pub async fn main(config_path: &Path, run_for: Option<Duration>) -> i32 {
     drop(analysed);
     // Every job, kept ones included, is done (or, with the disk refusing, logged as lost).
     let kept = std::mem::take(&mut gateway.kept);
-    tokio::task::block_in_place(|| gateway.recorder.close(kept));
+    gateway.recorder.close_async(kept).await;
     log_stats(&gateway.pipeline, delivery.as_ref(), &gateway.outbox);
     shutdown.cancel();
     gateway.pipeline.stop().await;
@@ -336,7 +378,7 @@ pub async fn main(config_path: &Path, run_for: Option<Duration>) -> i32 {
         let _ = console.await;
     }
     info!("gateway stopped");
-    0
+    Ok(())
 }
 
 /// Watches that the detector makes progress while frames wait for it.
@@ -348,7 +390,7 @@ struct Progress {
 
 impl Progress {
     fn new(pipeline: &Pipeline) -> Self {
-        Progress { analysed: analysed_total(pipeline), since: Instant::now(), stuck: false }
+        Progress { analysed: analysed_total(pipeline), since: monotonic_now(), stuck: false }
     }
 
     /// False while the detector is stuck (frames waiting, none analysed for a while).
@@ -356,18 +398,18 @@ impl Progress {
         let analysed = analysed_total(pipeline);
         if analysed != self.analysed || pipeline.detector_queue_depth() == 0 {
             self.analysed = analysed;
-            self.since = Instant::now();
+            self.since = monotonic_now();
             if self.stuck {
                 info!("the detector is making progress again");
                 self.stuck = false;
             }
             return true;
         }
-        let stuck = self.since.elapsed() >= DETECTOR_STUCK_AFTER;
+        let stuck = monotonic_now().saturating_duration_since(self.since) >= DETECTOR_STUCK_AFTER;
         if stuck && !self.stuck {
             error!(
                 waiting = pipeline.detector_queue_depth(),
-                seconds = self.since.elapsed().as_secs(),
+                seconds = monotonic_now().saturating_duration_since(self.since).as_secs(),
                 "the detector has analysed nothing while frames wait: no more watchdog pings, /healthz says stalled"
             );
         }
@@ -390,7 +432,7 @@ impl Capacity {
     fn new(config: &Config) -> Self {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
         let sessions = (config.detector.sessions * config.detector.intra_op_threads) as f64;
-        Capacity { cpus, sessions, over: false, meter: Default::default(), started: Instant::now() }
+        Capacity { cpus, sessions, over: false, meter: Default::default(), started: monotonic_now() }
     }
 
     fn sample(&mut self, pipeline: &Pipeline, shared: &Shared) {
@@ -410,7 +452,7 @@ impl Capacity {
             decode_us as f64 / 1e3 / analysed.max(1) as f64,
             inference_us as f64 / 1e3 / analysed.max(1) as f64,
         );
-        let now_ms = self.started.elapsed().as_millis() as i64;
+        let now_ms = monotonic_now().saturating_duration_since(self.started).as_millis() as i64;
         let capacity = self.meter.update(now_ms, analysed, stats.waiting, estimate);
         let over = capacity > 0.0 && stats.demand_per_second > capacity;
         if over != self.over {
@@ -442,8 +484,11 @@ fn modified(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+/// Now on tokio's clock, as the std instant commits and clips take: the paused clock in tests.
+// The run loop's one monotonic clock read (app is the shell that owns the clocks).
+#[allow(clippy::disallowed_methods)]
+fn monotonic_now() -> Instant {
+    tokio::time::Instant::now().into_std()
 }
 
 impl Gateway {
@@ -458,8 +503,9 @@ impl Gateway {
         let (state_dir, policy) = (self.config.state_dir.clone(), self.config.evidence_retention);
         let clip_policy = self.config.evidence.clip_retention;
         let shared = self.shared.clone();
+        let now_ms = self.clock.now_ms();
         tokio::task::spawn_blocking(move || {
-            let result = evidence::retention::prune(&state_dir, &open, now_ms(), policy, clip_policy);
+            let result = evidence::retention::prune(&state_dir, &open, now_ms, policy, clip_policy);
             shared.evidence.record(&result);
             match result {
                 Ok(pruned) if pruned.files > 0 => info!(
@@ -490,12 +536,12 @@ impl Gateway {
         while let Some(job) = self.kept.pop_front() {
             if let Err(job) = self.recorder.try_submit(job) {
                 self.kept.push_front(job);
-                self.waiting_since.get_or_insert_with(Instant::now);
+                self.waiting_since.get_or_insert_with(monotonic_now);
                 return;
             }
         }
         if let Some(since) = self.waiting_since.take() {
-            self.shared.recorder.waited(since.elapsed());
+            self.shared.recorder.waited(monotonic_now().saturating_duration_since(since));
         }
     }
 
@@ -510,8 +556,8 @@ impl Gateway {
                 box_norm: normalised(d.box_px, frame.frame_width, frame.frame_height),
             })
             .collect();
-        let received = SystemTime::now() - frame.received_at.elapsed();
-        let t_ms = received.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        // The frame's ingest time on the world's clock.
+        let t_ms = self.clock.now_ms() - frame.received_at.elapsed().as_millis() as i64;
         self.shared.keep_frame(&frame.camera, LatestFrame { picture: frame.picture.clone(), detections, t_ms });
         let sinks = Sinks { config: &self.config, model: &self.model, shared: &self.shared };
         let Some(runtime) = self.cameras.get_mut(&frame.camera) else {
@@ -572,7 +618,7 @@ impl Gateway {
                     None => Err(format!("camera {camera} is not running")),
                     Some(CameraRuntime { camera: config, classifiers, .. }) => classifiers
                         .reload_zone_model(config, &zone, &self.config.detector, &self.config.state_dir)
-                        .map(super::ModelSource::as_str)
+                        .map(crate::cli::ModelSource::as_str)
                         .map_err(|err| format!("{err:#}")),
                 };
                 match &outcome {
@@ -627,7 +673,7 @@ impl Gateway {
             self.shared.count_reload("applied");
             return;
         }
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let config = Arc::new(config);
         let mut committed = Vec::new();
         for id in &plan.removed {
@@ -739,8 +785,9 @@ fn restore_books(
     config: &Config,
     outbox: &Outbox,
     cameras: &mut HashMap<CameraId, CameraRuntime>,
+    now_ms: i64,
 ) -> anyhow::Result<()> {
-    for migration in outbox.migrate_book_files(&config.state_dir, now_ms())? {
+    for migration in outbox.migrate_book_files(&config.state_dir, now_ms)? {
         match migration {
             crate::outbox::BookMigration::Migrated { camera, open } => {
                 info!(camera, open, "incident book moved into the outbox (the file is kept as .migrated)")
@@ -755,7 +802,7 @@ fn restore_books(
         }
     }
     for (id, runtime) in cameras.iter_mut() {
-        match outbox.book(id.as_str(), now_ms())? {
+        match outbox.book(id.as_str(), now_ms)? {
             crate::outbox::StoredBook::None => {}
             crate::outbox::StoredBook::Restored(book) => {
                 let open = book.open_incidents().len();
@@ -774,9 +821,10 @@ fn restore_books(
 }
 
 fn build_camera(camera: &CameraConfig, config: &Config, classes: &[String]) -> anyhow::Result<CameraRuntime> {
-    let references = super::load_references(camera)?;
+    let references = crate::cli::load_references(camera)?;
     let engine = CameraEngine::new(camera, classes, &references);
-    let classifiers = super::ZoneClassifiers::load_with_learned(camera, &config.detector, Some(&config.state_dir))?;
+    let classifiers =
+        crate::cli::ZoneClassifiers::load_with_learned(camera, &config.detector, Some(&config.state_dir))?;
     Ok(CameraRuntime { camera: camera.clone(), engine, classifiers })
 }
 
@@ -831,35 +879,4 @@ fn log_stats(pipeline: &Pipeline, delivery: Option<&Delivery>, outbox: &crate::o
             "camera stats"
         );
     }
-}
-
-fn spawn_signal_handlers(shutdown: CancellationToken, requests: mpsc::Sender<ConfigRequest>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    tokio::spawn(async move {
-        let (mut terminate, mut hangup) = match (signal(SignalKind::terminate()), signal(SignalKind::hangup())) {
-            (Ok(terminate), Ok(hangup)) => (terminate, hangup),
-            (Err(err), _) | (_, Err(err)) => {
-                error!(error = %err, "cannot install signal handlers");
-                return;
-            }
-        };
-        loop {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {
-                    info!("SIGINT received, stopping");
-                    break;
-                }
-                _ = terminate.recv() => {
-                    info!("SIGTERM received, stopping");
-                    break;
-                }
-                _ = hangup.recv() => {
-                    if requests.send(ConfigRequest::Reload { trigger: "SIGHUP" }).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        }
-        shutdown.cancel();
-    });
 }

@@ -112,3 +112,115 @@ fn check_config_and_calibrate_name_the_variant() {
     assert_eq!(output.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&output.stderr).contains("wrong or corrupt file"));
 }
+
+/// `gateway replay --stats`'s analysed frames by model, for camera `example` of `config`.
+fn analysed_by_model(config: &Path, footage: &Path) -> serde_json::Map<String, Value> {
+    let stats = config.with_extension("stats.json");
+    let output = gateway()
+        .args(["replay", "--json", "--camera", "example", "--stats"])
+        .arg(&stats)
+        .arg("--config")
+        .arg(config)
+        .arg(footage)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "replay failed: {}", String::from_utf8_lossy(&output.stderr));
+    let stats: Value = serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap();
+    stats["analysed_by_model"].as_object().unwrap_or_else(|| panic!("no analysed_by_model in {stats}")).clone()
+}
+
+/// Per-camera model choice (issue 14): with `[detector] wide_model` set, as the shipped
+/// examples do, `replay` analyses a 16:9 camera without fall watch with the 416x256 model and
+/// a fall-watch camera or a 4:3 one with the square model — the rule the live decoders apply
+/// (`config::ModelRule`, from each decoded frame's size); `detector_model` overrides it.
+#[test]
+fn sixteen_by_nine_cameras_without_fall_watch_are_analysed_with_the_wide_model() {
+    let still = |name: &str, size: &str| {
+        let source = format!("color=c=0x808080:s={size}:r=5");
+        crate::replay::make_clip(name, &["-f", "lavfi", "-i", &source], "[0]null", 6)
+    };
+    let (wide_clip, four_three_clip) = (still("grey_640x360.mp4", "640x360"), still("grey_768x576.mp4", "768x576"));
+    let dir = tempfile::tempdir().unwrap();
+    let example = |name: &str, camera_keys: &str| {
+        let text =
+            std::fs::read_to_string(project_root().join("config/examples").join(format!("{name}.toml"))).unwrap();
+        assert!(text.contains("\nwide_model = "), "{name}.toml sets no [detector] wide_model");
+        let text = support::with_absolute_models(&text).replacen(
+            "[cameras.example]\n",
+            &format!("[cameras.example]\n{camera_keys}"),
+            1,
+        );
+        let path = dir.path().join(format!("{name}-{}.toml", camera_keys.len()));
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let only = |model: &str, found: serde_json::Map<String, Value>, what: &str| {
+        assert_eq!(found.keys().collect::<Vec<_>>(), [model], "{what}: {found:?}");
+        assert!(found[model].as_u64().unwrap() > 0, "{what}: {found:?}");
+    };
+    let bikes = example("misparked_bikes", "");
+    only("yolox_nano_416x256", analysed_by_model(&bikes, &wide_clip), "16:9, no fall watch");
+    only("yolox_nano", analysed_by_model(&bikes, &four_three_clip), "4:3, no fall watch");
+    only("yolox_nano", analysed_by_model(&example("fall_watch", ""), &wide_clip), "16:9 with a fall-watch zone");
+    let forced_square = example("misparked_bikes", "detector_model = \"square\"\n");
+    only("yolox_nano", analysed_by_model(&forced_square, &wide_clip), "16:9 forced square");
+    let forced_wide = example("misparked_bikes", "detector_model = \"wide\"\n");
+    only("yolox_nano_416x256", analysed_by_model(&forced_wide, &four_three_clip), "4:3 forced wide");
+}
+
+/// check-config verifies every model's sha256 and names the key of the one that fails; a
+/// camera asking for "wide" without a wide model, or for a model that does not exist, is a
+/// config problem (exit 64) with its key path; calibrate measures each model in use.
+#[test]
+fn check_config_verifies_both_models_and_calibrate_measures_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gateway.toml");
+    let models = project_root().join("models");
+    let detector = format!(
+        "[detector]\nmodel = \"{}\"\nwide_model = \"{}\"\n",
+        models.join("yolox_nano.toml").display(),
+        models.join("yolox_nano_416x256.toml").display()
+    );
+    std::fs::write(&config, &detector).unwrap();
+    let output = gateway().arg("check-config").arg(&config).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains(" 416x416, wide model yolox_nano_416x256 ") && stdout.contains("model yolox_nano "),
+        "{stdout}"
+    );
+
+    let clip = shared_media("vtest_plaza_768x576_10fps_gop20.mp4");
+    let output =
+        gateway().args(["calibrate", "--json", "--frames", "2", "--config"]).arg(&config).arg(&clip).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let lines: Vec<Value> =
+        String::from_utf8_lossy(&output.stdout).lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    let measured: Vec<_> = lines.iter().map(|l| (l["variant"].as_str(), l["model"].as_str())).collect();
+    assert_eq!(measured, [(Some("square"), Some("yolox_nano")), (Some("wide"), Some("yolox_nano_416x256"))]);
+
+    // A wide model file that is not what its manifest says.
+    let manifest = std::fs::read_to_string(models.join("yolox_nano_416x256.toml")).unwrap();
+    let sha_line = manifest.lines().find(|line| line.starts_with("sha256")).unwrap();
+    let wrong = manifest
+        .replace(sha_line, &format!("sha256 = \"{}\"", "0".repeat(64)))
+        .replace("file = \"yolox_nano_416x256.onnx\"", &format!("file = {:?}", models.join("yolox_nano_416x256.onnx")));
+    let wrong_manifest = dir.path().join("wide.toml");
+    std::fs::write(&wrong_manifest, wrong).unwrap();
+    std::fs::write(&config, format!("[detector]\nwide_model = \"{}\"\n", wrong_manifest.display())).unwrap();
+    let output = gateway().arg("check-config").arg(&config).output().unwrap();
+    assert_eq!(output.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("detector.wide_model: ") && stderr.contains("wrong or corrupt file"), "{stderr}");
+
+    std::fs::write(
+        &config,
+        "[cameras.a]\nurl = \"rtsp://192.0.2.1/\"\ndetector_model = \"wide\"\n[cameras.b]\nurl = \"rtsp://192.0.2.2/\"\ndetector_model = \"big\"\n",
+    )
+    .unwrap();
+    let output = gateway().arg("check-config").arg(&config).output().unwrap();
+    assert_eq!(output.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cameras.a.detector_model: \"wide\" needs [detector] wide_model"), "{stderr}");
+    assert!(stderr.contains("cameras.b.detector_model: unknown model \"big\""), "{stderr}");
+}

@@ -113,6 +113,98 @@ fn check_config_and_calibrate_name_the_variant() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("wrong or corrupt file"));
 }
 
+/// A still grey clip of `size` (`WxH`), 6 s at 5 fps, a keyframe every 2 s.
+fn still_clip(name: &str, size: &str) -> std::path::PathBuf {
+    let source = format!("color=c=0x808080:s={size}:r=5");
+    crate::replay::make_clip(name, &["-f", "lavfi", "-i", &source], "[0]null", 6)
+}
+
+/// The live gateway picks each camera's model as replay does, runs both (a session of each),
+/// and shows the choice in /metrics and /api/cameras: a 16:9 camera without fall watch on the
+/// wide model, a 16:9 fall-watch camera and a 4:3 camera on the square one.
+#[test]
+fn the_running_gateway_analyses_each_camera_with_its_model_and_says_which() {
+    support::require_runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (wide_clip, plaza) =
+        (still_clip("grey_640x360.mp4", "640x360"), shared_media("vtest_plaza_768x576_10fps_gop20.mp4"));
+    let cameras = format!(
+        r#"
+[console]
+bind = "127.0.0.1:{port}"
+
+[cameras.street-16x9]
+url = "file:{wide}"
+analysis_interval_ms = 1000
+
+[cameras.fall-16x9]
+url = "file:{wide}"
+[[cameras.fall-16x9.zones]]
+id = "square"
+kind = "fall_watch"
+polygon = [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]
+
+[cameras.plaza-4x3]
+url = "file:{plaza}"
+analysis_interval_ms = 1000
+"#,
+        wide = wide_clip.display(),
+        plaza = plaza.display()
+    );
+    let text = support::config_text_in(&dir.path().join("state"), &cameras).replacen(
+        "[detector]\n",
+        &format!("[detector]\nwide_model = {:?}\n", project_root().join("models/yolox_nano_416x256.toml")),
+        1,
+    );
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(&config, text).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args(["run", "--run-for-secs", "14", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(10));
+    let get = |path: &str| {
+        let output = Command::new("curl").args(["-sf", &format!("http://127.0.0.1:{port}{path}")]).output().unwrap();
+        assert!(output.status.success(), "GET {path} failed");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let (metrics, api) = (get("/metrics"), get("/api/cameras"));
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    for (camera, variant, model) in [
+        ("street-16x9", "wide", "yolox_nano_416x256"),
+        ("fall-16x9", "square", "yolox_nano"),
+        ("plaza-4x3", "square", "yolox_nano"),
+    ] {
+        let line =
+            format!("gateway_camera_model_info{{camera=\"{camera}\",variant=\"{variant}\",model=\"{model}\"}} 1");
+        assert!(metrics.lines().any(|l| l == line), "missing {line:?} in\n{metrics}");
+        let analysed = format!("gateway_detect_frames_analysed_total{{camera=\"{camera}\"}} ");
+        let frames: f64 = metrics.lines().find_map(|l| l.strip_prefix(&analysed)).unwrap().parse().unwrap();
+        assert!(frames >= 3.0, "{camera}: {frames} frames analysed");
+    }
+    let api: Value = serde_json::from_str(&api).unwrap();
+    let shown: Vec<_> = api["cameras"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["id"].as_str().unwrap(), c["detector_model"].as_str(), c["model"].as_str()))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            ("fall-16x9", Some("auto"), Some("yolox_nano")),
+            ("plaza-4x3", Some("auto"), Some("yolox_nano")),
+            ("street-16x9", Some("auto"), Some("yolox_nano_416x256")),
+        ]
+    );
+}
+
 /// `gateway replay --stats`'s analysed frames by model, for camera `example` of `config`.
 fn analysed_by_model(config: &Path, footage: &Path) -> serde_json::Map<String, Value> {
     let stats = config.with_extension("stats.json");
@@ -135,11 +227,8 @@ fn analysed_by_model(config: &Path, footage: &Path) -> serde_json::Map<String, V
 /// (`config::ModelRule`, from each decoded frame's size); `detector_model` overrides it.
 #[test]
 fn sixteen_by_nine_cameras_without_fall_watch_are_analysed_with_the_wide_model() {
-    let still = |name: &str, size: &str| {
-        let source = format!("color=c=0x808080:s={size}:r=5");
-        crate::replay::make_clip(name, &["-f", "lavfi", "-i", &source], "[0]null", 6)
-    };
-    let (wide_clip, four_three_clip) = (still("grey_640x360.mp4", "640x360"), still("grey_768x576.mp4", "768x576"));
+    let (wide_clip, four_three_clip) =
+        (still_clip("grey_640x360.mp4", "640x360"), still_clip("grey_768x576.mp4", "768x576"));
     let dir = tempfile::tempdir().unwrap();
     let example = |name: &str, camera_keys: &str| {
         let text =
@@ -207,7 +296,12 @@ fn check_config_verifies_both_models_and_calibrate_measures_each() {
         .replace("file = \"yolox_nano_416x256.onnx\"", &format!("file = {:?}", models.join("yolox_nano_416x256.onnx")));
     let wrong_manifest = dir.path().join("wide.toml");
     std::fs::write(&wrong_manifest, wrong).unwrap();
-    std::fs::write(&config, format!("[detector]\nwide_model = \"{}\"\n", wrong_manifest.display())).unwrap();
+    let with_wrong_wide = format!(
+        "[detector]\nmodel = \"{}\"\nwide_model = \"{}\"\n",
+        models.join("yolox_nano.toml").display(),
+        wrong_manifest.display()
+    );
+    std::fs::write(&config, with_wrong_wide).unwrap();
     let output = gateway().arg("check-config").arg(&config).output().unwrap();
     assert_eq!(output.status.code(), Some(64));
     let stderr = String::from_utf8_lossy(&output.stderr);

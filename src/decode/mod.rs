@@ -99,13 +99,6 @@ pub struct InputSizes {
     pub wide: Option<(u32, u32)>,
 }
 
-impl InputSizes {
-    /// One model only.
-    pub fn single(size: (u32, u32)) -> Self {
-        InputSizes { square: size, wide: None }
-    }
-}
-
 /// A decoder's letterboxers, one per model (each keeps its swscale context); `replay` uses
 /// them too.
 pub struct Letterboxers {

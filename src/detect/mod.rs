@@ -261,14 +261,6 @@ impl Models {
         Ok(Models { square, wide })
     }
 
-    /// The model for `variant` (the square one when no wide model is loaded).
-    pub fn get(&self, variant: ModelVariant) -> &Arc<Model> {
-        match (variant, &self.wide) {
-            (ModelVariant::Wide, Some(wide)) => wide,
-            _ => &self.square,
-        }
-    }
-
     /// The loaded models with their variants, square first.
     pub fn loaded(&self) -> Vec<(ModelVariant, &Arc<Model>)> {
         let mut loaded = vec![(ModelVariant::Square, &self.square)];

@@ -288,6 +288,26 @@ pub struct CameraCounters {
     /// Not a counter: the fall rule asked for the rotated pass on the camera's next frame
     /// (set by the consumer after each frame, read when the next one is prepared).
     pub rotated_wanted: std::sync::atomic::AtomicBool,
+    /// Not a counter: the model the camera's latest prepared frame was made for (0: none yet,
+    /// 1: square, 2: wide; see [`CameraCounters::model`]).
+    pub model_variant: AtomicU64,
+}
+
+impl CameraCounters {
+    /// Records the model the camera's latest prepared frame was made for.
+    pub fn set_model(&self, variant: crate::config::ModelVariant) {
+        self.model_variant.store(variant.index() as u64 + 1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The model the camera's latest prepared frame was made for; `None` before its first
+    /// decoded frame (the automatic choice needs the frame's size).
+    pub fn model(&self) -> Option<crate::config::ModelVariant> {
+        match self.model_variant.load(std::sync::atomic::Ordering::Relaxed) {
+            1 => Some(crate::config::ModelVariant::Square),
+            2 => Some(crate::config::ModelVariant::Wide),
+            _ => None,
+        }
+    }
 }
 
 /// One camera's health.

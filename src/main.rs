@@ -69,17 +69,18 @@ enum Command {
     /// Measure the CPU cost of one analysed frame (keyframe decode + preprocess + inference)
     /// on footage, on one thread.
     Calibrate {
-        /// Config file whose [detector] to use; default: the bundled model.
+        /// Config file whose [detector] to use (each model in use: `model`, and `wide_model`
+        /// when set); default: the bundled model.
         #[arg(long)]
         config: Option<PathBuf>,
-        /// Model manifest to run instead of the config's `detector.model` (e.g.
+        /// Model manifest to run instead of the config's models (e.g.
         /// models/yolox_nano_416x256.toml).
         #[arg(long)]
         model: Option<PathBuf>,
         /// Keyframes to measure per file.
         #[arg(long, default_value_t = 50)]
         frames: usize,
-        /// One JSON object per footage file per line.
+        /// One JSON object per footage file and model per line.
         #[arg(long)]
         json: bool,
         /// Footage files: H.264/H.265 in MP4, MKV or Annex B.

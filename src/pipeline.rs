@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{CameraConfig, CameraId, Config, IngestConfig};
 use crate::decode::DecodePool;
 use crate::detect::gates::Gates;
-use crate::detect::{AnalysedFrame, DetectorPool, Model};
+use crate::detect::{AnalysedFrame, DetectorPool, Models};
 use crate::evidence::clips::ClipRecorder;
 use crate::health::HealthRegistry;
 use crate::ingest::supervise_camera;
@@ -55,13 +55,12 @@ impl Pipeline {
         let gates = Arc::new(Gates::default());
         let detector_gates = gates.clone();
         let detect = tokio::task::spawn_blocking(move || {
-            DetectorPool::start(&detector_config, prepared_receiver, analysed_sender, detector_gates)
+            let models = Models::load(&detector_config)?;
+            DetectorPool::start(&detector_config, &models, prepared_receiver, analysed_sender, detector_gates)
         })
         .await
         .context("detector start-up panicked")??;
-        let manifest = &detect.model().manifest;
-        let decode =
-            DecodePool::start(config.decode.workers, (manifest.input_width, manifest.input_height), prepared_sender);
+        let decode = DecodePool::start(config.decode.workers, detect.models().input_sizes(), prepared_sender);
         let health = Arc::new(HealthRegistry::default());
         let clips = ClipRecorder::start(config.evidence.clone(), &config.state_dir);
         let mut pipeline = Pipeline {
@@ -119,9 +118,9 @@ impl Pipeline {
         self.cameras.keys().cloned().collect()
     }
 
-    /// The model the detector runs.
-    pub fn model(&self) -> &Arc<Model> {
-        self.detect.model()
+    /// The models the detector runs.
+    pub fn models(&self) -> &Models {
+        self.detect.models()
     }
 
     /// The frame scheduler: who is analysed next, people in view, figures.

@@ -343,6 +343,11 @@ impl<K: Ord + Clone, F> Scheduler<K, F> {
         self.slots.values().map(|slot| 1000.0 / slot.interval_ms().max(1) as f64).sum()
     }
 
+    /// Frames per second each camera asks for at its current interval.
+    pub fn demand_by_camera(&self) -> Vec<(K, f64)> {
+        self.slots.iter().map(|(camera, slot)| (camera.clone(), 1000.0 / slot.interval_ms().max(1) as f64)).collect()
+    }
+
     /// Cameras on their active interval.
     pub fn active_cameras(&self) -> usize {
         self.slots.values().filter(|slot| slot.active).count()
@@ -369,6 +374,40 @@ pub fn capacity_per_second(cpus: f64, detector_threads: f64, decode_ms: f64, inf
     let by_cpu = cpus * 1000.0 / (decode_ms + inference_ms);
     let by_detector = if inference_ms > 0.0 { detector_threads * 1000.0 / inference_ms } else { f64::INFINITY };
     by_cpu.min(by_detector)
+}
+
+/// One camera's measured cost and the frames per second it asks for ([`cost_at_demand`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CameraCost {
+    /// Frames per second the camera asks for now.
+    pub demand_per_second: f64,
+    /// Its frames analysed so far.
+    pub analysed: u64,
+    /// Their decode + preprocess time (and the pose stage's: CPU, not a session), ms in all.
+    pub decode_ms: f64,
+    /// Their inference + postprocess time, ms in all.
+    pub inference_ms: f64,
+}
+
+/// The mean cost of one analysed frame, `(decode_ms, inference_ms)`, at the cameras' demand
+/// mix: each camera's own mean cost — its model (the 416×256 one costs 0.64× the square one),
+/// its change gating, its rotated passes — weighted by the frames per second it asks for, so
+/// a fall-watch camera asking for a frame a second weighs ten times a 10 s camera whatever
+/// the scheduler managed to give each. Cameras not analysed yet are left out; `(0, 0)` when
+/// none was.
+pub fn cost_at_demand(cameras: &[CameraCost]) -> (f64, f64) {
+    let (mut weight, mut decode_ms, mut inference_ms) = (0.0, 0.0, 0.0);
+    for camera in cameras.iter().filter(|camera| camera.analysed > 0 && camera.demand_per_second > 0.0) {
+        let frames = camera.analysed as f64;
+        weight += camera.demand_per_second;
+        decode_ms += camera.demand_per_second * camera.decode_ms / frames;
+        inference_ms += camera.demand_per_second * camera.inference_ms / frames;
+    }
+    if weight > 0.0 {
+        (decode_ms / weight, inference_ms / weight)
+    } else {
+        (0.0, 0.0)
+    }
 }
 
 /// What the gateway can analyse per second, from two lower bounds: the estimate from the
@@ -563,6 +602,29 @@ mod tests {
         let expected = [0, 5000, 5920, 6920, 7920, 8920, 9920, 10_920, 11_920, 12_920, 13_920, 14_920, 23_920, 33_920];
         assert_eq!(taken, expected);
         assert_eq!(scheduler.active_cameras(), 0);
+    }
+
+    #[test]
+    fn the_cost_of_a_frame_is_weighed_by_what_each_camera_asks_for() {
+        let camera = |demand_per_second: f64, analysed: u64, decode_ms: f64, inference_ms: f64| CameraCost {
+            demand_per_second,
+            analysed,
+            decode_ms: decode_ms * analysed as f64,
+            inference_ms: inference_ms * analysed as f64,
+        };
+        // One fall-watch camera at 1 frame/s on the square model (25 ms), ten plain cameras at
+        // one frame per 10 s on the wide one (16 ms): half the demand each, so 20.5 ms, even
+        // though the plain cameras were analysed twice as often so far.
+        let mut cameras = vec![camera(1.0, 100, 4.0, 25.0)];
+        cameras.extend((0..10).map(|_| camera(0.1, 20, 4.0, 16.0)));
+        let (decode_ms, inference_ms) = cost_at_demand(&cameras);
+        assert!((decode_ms - 4.0).abs() < 1e-9, "{decode_ms}");
+        assert!((inference_ms - 20.5).abs() < 1e-9, "{inference_ms}");
+        // A camera not analysed yet does not count; none measured gives nothing.
+        cameras.push(camera(5.0, 0, 0.0, 0.0));
+        assert!((cost_at_demand(&cameras).1 - 20.5).abs() < 1e-9);
+        assert_eq!(cost_at_demand(&[camera(1.0, 0, 0.0, 0.0)]), (0.0, 0.0));
+        assert_eq!(cost_at_demand(&[]), (0.0, 0.0));
     }
 
     #[test]

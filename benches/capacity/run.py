@@ -26,6 +26,13 @@ the same RTSP server, never overlapping, so they do not compete for cores):
              main-stream cameras at 2 s, keyframes mode: its ingest + decode
              CPU (all threads except detect-*) per camera, and the ratio.
 
+Detector models: like the shipped configs, the gateway runs [detector] model (square
+416x416) and wide_model (416x256): the plain and incident cameras (16:9 substreams, no
+fall-watch zone) are analysed with the wide model, the fall-watch cameras with the square one
+(README, "Detector models"; /metrics gateway_camera_model_info). `gateway calibrate` measures
+both before the phases, and the saturation figure costs each camera at its own model's
+isolated cost. -o detector.wide_model=none runs every camera on the square model.
+
 Reference streams (cached in .cache/capacity/, made only when missing):
 25 fps, keyframe every 2 s (GOP 50), no B-frames, Annex B elementary streams
 with access unit delimiters: main 1280x720 at 2 Mbit/s and sub 640x360 at
@@ -66,6 +73,7 @@ CACHE = os.path.join(ROOT, ".cache", "capacity")
 GATEWAY = os.path.join(ROOT, "target", "release", "gateway")
 RTSP_SERVER = os.path.join(ROOT, "tests", "support", "rtsp_server.py")
 MODEL_MANIFEST = os.path.join(ROOT, "models", "yolox_nano.toml")
+WIDE_MODEL_MANIFEST = os.path.join(ROOT, "models", "yolox_nano_416x256.toml")
 ORT_LIBRARY = os.path.join(ROOT, ".cache", "onnxruntime", "1.31.1", "libonnxruntime.so")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 FPS = 25
@@ -346,7 +354,7 @@ def plan_cameras(args, server, count, stream, fall_watch, incident_cams, interva
 def write_config(workdir, cameras, console_port, options):
     """Writes gateway.toml for `cameras`; options: {"section.key": "raw TOML value"}."""
     sections = {
-        "detector": {"model": json.dumps(MODEL_MANIFEST)},
+        "detector": {"model": json.dumps(MODEL_MANIFEST), "wide_model": json.dumps(WIDE_MODEL_MANIFEST)},
         "storage": {"state_dir": json.dumps(os.path.join(workdir, "state"))},
         "console": {"bind": json.dumps(f"127.0.0.1:{console_port}"),
                     "token_env": json.dumps(TOKEN_ENV)},
@@ -355,6 +363,8 @@ def write_config(workdir, cameras, console_port, options):
     for key, value in options.items():
         section, name = key.split(".", 1)
         sections.setdefault(section, {})[name] = value
+    if sections["detector"].get("wide_model") == "none":
+        del sections["detector"]["wide_model"]  # one model for every camera
     text = ["# Capacity benchmark config, written by benches/capacity/run.py\n"]
     for section, values in sections.items():
         text.append(f"[{section}]\n" + "".join(f"{k} = {v}\n" for k, v in values.items()))
@@ -406,32 +416,56 @@ def ensure_gateway(build):
         sys.exit(f"capacity: ONNX Runtime library {lib} not found: run scripts/setup")
 
 
-def calibrate_model(options):
-    """The model manifest the gateway phases run (`-o detector.model=...`, a TOML string,
-    relative to the repository root), so that calibrate measures the same model."""
-    value = options.get("detector.model")
-    if value is None:
-        return MODEL_MANIFEST
+def calibrate_models(options):
+    """The model manifests the gateway phases run, by variant: {"square": path, "wide": path}
+    (`-o detector.model=...` / `-o detector.wide_model=...`, TOML strings relative to the
+    repository root; `-o detector.wide_model=none`: square only), so that calibrate measures
+    the same models."""
     import tomllib
-    path = tomllib.loads(f"v = {value}")["v"]
-    return path if os.path.isabs(path) else os.path.join(ROOT, path)
+
+    def manifest(key, default):
+        value = options.get(key)
+        if value is None:
+            return default
+        if value == "none":
+            return None
+        path = tomllib.loads(f"v = {value}")["v"]
+        return path if os.path.isabs(path) else os.path.join(ROOT, path)
+
+    models = {"square": manifest("detector.model", MODEL_MANIFEST),
+              "wide": manifest("detector.wide_model", WIDE_MODEL_MANIFEST)}
+    return {variant: path for variant, path in models.items() if path}
 
 
-def calibrate(model, frames=50):
-    """`gateway calibrate` on each reference stream: the isolated CPU cost of one analysed
-    frame (keyframe decode + preprocess + inference, one thread), measured before the phases
-    on the otherwise idle machine, with the model the phases run."""
+def calibrate(models, frames=50):
+    """`gateway calibrate` on each reference stream with each model: the isolated CPU cost of
+    one analysed frame (keyframe decode + preprocess + inference, one thread), measured before
+    the phases on the otherwise idle machine, with the models the phases run.
+    {"sub/h264": {"square": {...}, "wide": {...}}, ...}"""
     env = gateway_env()
     costs = {}
     for stream in ("sub", "main"):
         for codec in ("h264", "h265"):
-            result = subprocess.run([GATEWAY, "calibrate", "--json", "--frames", str(frames),
-                                     "--model", model, stream_path(stream, codec)],
-                                    capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
-            if result.returncode != 0:
-                sys.exit(f"capacity: gateway calibrate failed:\n{result.stderr}")
-            costs[f"{stream}/{codec}"] = json.loads(result.stdout.strip().splitlines()[-1])
+            for variant, model in models.items():
+                result = subprocess.run([GATEWAY, "calibrate", "--json", "--frames", str(frames),
+                                         "--model", model, stream_path(stream, codec)],
+                                        capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
+                if result.returncode != 0:
+                    sys.exit(f"capacity: gateway calibrate failed:\n{result.stderr}")
+                cost = json.loads(result.stdout.strip().splitlines()[-1])
+                cost["variant"] = variant
+                costs.setdefault(f"{stream}/{codec}", {})[variant] = cost
     return costs
+
+
+def camera_cost(costs, cam, variant):
+    """The isolated cost of one of `cam`'s frames with the model it ran (`variant` from
+    /metrics; when unknown, the rule the gateway applies: the wide model for the harness's
+    16:9 cameras without a fall-watch zone, if one was measured)."""
+    by_variant = costs[f"{cam['stream']}/{cam['codec']}"]
+    if variant not in by_variant:
+        variant = "square" if cam["role"] == "fall_watch" or "wide" not in by_variant else "wide"
+    return by_variant[variant]
 
 
 def saturation(res, cameras, costs, nproc):
@@ -443,7 +477,7 @@ def saturation(res, cameras, costs, nproc):
     cores_if_all_inferred = 0.0
     for cam in cameras:
         per_camera = res["per_camera"][cam["id"]]
-        cost = costs[f"{cam['stream']}/{cam['codec']}"]
+        cost = camera_cost(costs, cam, per_camera.get("model_variant"))
         fps = per_camera["analysed_fps"]
         reused_fps = per_camera.get("reused_fps") or 0.0
         cores += ((fps - reused_fps) * cost["total_ms"]
@@ -835,7 +869,15 @@ def summarise_gateway(samples, cameras):
             by_role_worst[cam["role"]] = max(by_role_worst.get(cam["role"], 0.0), computed.get(cam["id"], 0.0))
         res["revisit_worst_from_counters_s"]["by_role"] = by_role_worst
 
+    # The model each camera's latest frame was prepared for (square or wide).
+    model_variant = {dict(k).get("camera", ""): dict(k).get("variant")
+                     for k in m1.get("gateway_camera_model_info", {})}
+    res["cameras_by_model"] = {}
+    for c in ids:
+        key = f"{role_of[c]}/{model_variant.get(c) or 'none yet'}"
+        res["cameras_by_model"][key] = res["cameras_by_model"].get(key, 0) + 1
     res["per_camera"] = {c: {"role": role_of[c], "analysed_fps": round(analysed.get(c, 0.0) / seconds, 4),
+                             "model_variant": model_variant.get(c),
                              "reused_fps": round(reused.get(c, 0.0) / seconds, 4),
                              "revisit_window_s": revisit.get(c), "revisit_counters_s": computed.get(c),
                              "skipped": skipped_by_camera.get(c, {})}
@@ -969,6 +1011,9 @@ def print_gateway(res, title):
     mix = ", ".join(f"{v} {k}" for k, v in res["camera_mix"].items())
     rows.append(("cameras", f"{res['cameras']} ({mix}; {res['h265_cameras']} on H.265)"))
     rows.append(("window", f"{res['window_s']} s"))
+    if res.get("cameras_by_model"):
+        rows.append(("detector model (role/variant)",
+                     ", ".join(f"{v} {k}" for k, v in sorted(res["cameras_by_model"].items()))))
     rows.append(("gateway CPU", f"{fmt(res['gateway_cpu_cores'])} cores = "
                  f"{fmt(res['gateway_cpu_ms_per_s_per_camera'])} ms/s per camera"))
     for group, cores in res["cpu_cores_by_thread_group"].items():
@@ -1143,12 +1188,14 @@ def main():
         if args.cameras or args.compare:
             ensure_gateway(not args.no_build)
         if args.cameras or args.compare:
-            costs = calibrate(calibrate_model(dict(opt.split("=", 1) for opt in args.gateway_option)))
+            costs = calibrate(calibrate_models(dict(opt.split("=", 1) for opt in args.gateway_option)))
             results["calibrate"] = costs
             print_rows([("Isolated cost of one analysed frame (gateway calibrate, CPU ms)", "")] + [
-                (kind, f"decode {c['decode_ms']:.2f} + preprocess {c['preprocess_ms']:.2f} + "
-                       f"inference {c['inference_ms']:.2f} = {c['total_ms']:.2f} ms "
-                       f"({c['frames']} keyframes)") for kind, c in costs.items()])
+                (f"{kind} {variant} ({c['model_input']})",
+                 f"decode {c['decode_ms']:.2f} + preprocess {c['preprocess_ms']:.2f} + "
+                 f"inference {c['inference_ms']:.2f} = {c['total_ms']:.2f} ms "
+                 f"({c['frames']} keyframes)")
+                for kind, by_variant in costs.items() for variant, c in by_variant.items()])
         server = RtspServer(args.mounts, max(1, args.mounts // 4), workdir)
         for kind in (("sub", "h265"), ("main", "h264")):
             ok, frames = probe(server.url(*kind, 0), seconds=2)

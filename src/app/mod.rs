@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::cli::{load_and_check, model_problems};
-use crate::config::{CameraConfig, CameraId, Config, ConfigProblems};
+use crate::config::{CameraConfig, CameraId, Config, ConfigProblem, ConfigProblems};
 use crate::console::{ConfigRequest, DetectionView, EditRefused, LatestFrame, Shared, ZonesSaved};
 use crate::deliver::{Clock, Delivery, DeliverySettings};
 use crate::detect::{AnalysedFrame, Model};
@@ -102,7 +102,7 @@ impl CheckedConfig {
     /// Loads and validates `path` as `check-config` does, model included.
     pub fn load(path: &Path) -> Result<CheckedConfig, ConfigProblems> {
         let (config, detector) = load_and_check(path)?;
-        Ok(CheckedConfig { classes: detector.model().manifest.classes.clone(), config })
+        Ok(CheckedConfig { classes: detector.square().model().manifest.classes.clone(), config })
     }
 }
 
@@ -186,7 +186,10 @@ pub async fn run(config: CheckedConfig, world: World, shutdown: CancellationToke
     let (pipeline, mut analysed) = Pipeline::start(&config, shutdown.clone())
         .await
         .map_err(|err| Failure::Start(err.context("cannot start the pipeline")))?;
-    let model = pipeline.model().clone();
+    // The square model: class names (the wide one lists the same), events made by config
+    // changes rather than frames.
+    let model = pipeline.models().square.clone();
+    let wide_model = pipeline.models().wide.as_ref().map(|wide| wide.manifest.name.clone());
     let delivery = match &config.mqtt {
         Some(mqtt) => {
             let settings = DeliverySettings {
@@ -218,6 +221,7 @@ pub async fn run(config: CheckedConfig, world: World, shutdown: CancellationToke
         shutdown.clone(),
     ));
     let _ = shared.clips.set(pipeline.clips.clone());
+    let _ = shared.models.set(pipeline.models().clone());
     let console = console_listener.map(|listener| {
         let read_only = config.console.as_ref().is_none_or(|console| console.token.is_none());
         if let Ok(address) = listener.local_addr() {
@@ -241,7 +245,12 @@ pub async fn run(config: CheckedConfig, world: World, shutdown: CancellationToke
         config_modified,
         clock,
     };
-    info!(cameras = config.cameras.len(), model = %model.manifest.name, "gateway running");
+    info!(
+        cameras = config.cameras.len(),
+        model = %model.manifest.name,
+        wide_model = wide_model.as_deref().unwrap_or("none"),
+        "gateway running"
+    );
     if let Some(notifier) = &notifier {
         notifier.ready();
         notifier.status(&format!("running {} cameras", config.cameras.len()));
@@ -264,7 +273,7 @@ pub async fn run(config: CheckedConfig, world: World, shutdown: CancellationToke
             frame = analysed.recv(), if gateway.kept.is_empty() => match frame {
                 Some(frame) => {
                     let started = monotonic_now();
-                    log_frame(&frame, &model);
+                    log_frame(&frame);
                     gateway.shared.analysis_latency.lock().unwrap().record(frame.received_at.elapsed().as_secs_f64());
                     gateway.handle_frame(&frame);
                     gateway.shared.frame_handling.lock().unwrap().record(monotonic_now().saturating_duration_since(started).as_secs_f64());
@@ -436,22 +445,27 @@ impl Capacity {
     }
 
     fn sample(&mut self, pipeline: &Pipeline, shared: &Shared) {
-        let (mut analysed, mut decode_us, mut inference_us) = (0u64, 0u64, 0u64);
+        let demand = pipeline.scheduler().demand_by_camera();
+        let mut analysed = 0u64;
+        let mut costs = Vec::new();
         for camera in pipeline.health.cameras() {
             let c = &camera.counters;
-            analysed += c.frames_analysed.load(Ordering::Relaxed);
-            // The pose stage runs on the CPUs, not on a detector session: a frame with crops
-            // costs more CPU, like a longer decode.
-            decode_us += c.decode_us_total.load(Ordering::Relaxed) + c.pose_us_total.load(Ordering::Relaxed);
-            inference_us += c.inference_us_total.load(Ordering::Relaxed);
+            let frames = c.frames_analysed.load(Ordering::Relaxed);
+            analysed += frames;
+            costs.push(crate::schedule::CameraCost {
+                demand_per_second: demand.get(&camera.id).copied().unwrap_or(0.0),
+                analysed: frames,
+                // The pose stage runs on the CPUs, not on a detector session: a frame with
+                // crops costs more CPU, like a longer decode.
+                decode_ms: (c.decode_us_total.load(Ordering::Relaxed) + c.pose_us_total.load(Ordering::Relaxed)) as f64
+                    / 1e3,
+                inference_ms: c.inference_us_total.load(Ordering::Relaxed) as f64 / 1e3,
+            });
         }
         let stats = pipeline.scheduler().stats();
-        let estimate = crate::schedule::capacity_per_second(
-            self.cpus,
-            self.sessions,
-            decode_us as f64 / 1e3 / analysed.max(1) as f64,
-            inference_us as f64 / 1e3 / analysed.max(1) as f64,
-        );
+        // Each camera at its own model's (and gating's) cost, weighed by what it asks for.
+        let (decode_ms, inference_ms) = crate::schedule::cost_at_demand(&costs);
+        let estimate = crate::schedule::capacity_per_second(self.cpus, self.sessions, decode_ms, inference_ms);
         let now_ms = monotonic_now().saturating_duration_since(self.started).as_millis() as i64;
         let capacity = self.meter.update(now_ms, analysed, stats.waiting, estimate);
         let over = capacity > 0.0 && stats.demand_per_second > capacity;
@@ -559,7 +573,8 @@ impl Gateway {
         // The frame's ingest time on the world's clock.
         let t_ms = self.clock.now_ms() - frame.received_at.elapsed().as_millis() as i64;
         self.shared.keep_frame(&frame.camera, LatestFrame { picture: frame.picture.clone(), detections, t_ms });
-        let sinks = Sinks { config: &self.config, model: &self.model, shared: &self.shared };
+        // Evidence names the model that analysed the frame.
+        let sinks = Sinks { config: &self.config, model: &frame.model, shared: &self.shared };
         let Some(runtime) = self.cameras.get_mut(&frame.camera) else {
             return;
         };
@@ -634,7 +649,19 @@ impl Gateway {
 
     /// A validated config, re-checked against the running model (classes, classifiers).
     fn check(&self, config: Config) -> Result<Config, ConfigProblems> {
-        let problems = model_problems(&config, &self.classes);
+        let mut problems = model_problems(&config, &self.classes);
+        if self.pipeline.models().wide.is_none() {
+            // `[detector]` changes wait for a restart: a camera cannot ask for a model that
+            // is not loaded yet.
+            for camera in &config.cameras {
+                if camera.detector_model == crate::config::ModelChoice::Fixed(crate::config::ModelVariant::Wide) {
+                    problems.push(ConfigProblem {
+                        path: format!("cameras.{}.detector_model", camera.id),
+                        message: "the running gateway has no [detector] wide_model loaded: restart it to apply the new [detector] section first".to_string(),
+                    });
+                }
+            }
+        }
         if problems.is_empty() {
             Ok(config)
         } else {
@@ -828,11 +855,12 @@ fn build_camera(camera: &CameraConfig, config: &Config, classes: &[String]) -> a
     Ok(CameraRuntime { camera: camera.clone(), engine, classifiers })
 }
 
-fn log_frame(frame: &AnalysedFrame, model: &crate::detect::Model) {
+fn log_frame(frame: &AnalysedFrame) {
     let summary: Vec<String> =
-        frame.detections.iter().map(|d| format!("{} {:.2}", model.class_name(d.class_id), d.score)).collect();
+        frame.detections.iter().map(|d| format!("{} {:.2}", frame.model.class_name(d.class_id), d.score)).collect();
     info!(
         camera = %frame.camera,
+        model = %frame.model.manifest.name,
         t_ms = frame.media_time_ms,
         decode_ms = format!("{:.1}", frame.decode_time.as_secs_f64() * 1e3),
         inference_ms = format!("{:.1}", frame.inference_time.as_secs_f64() * 1e3),

@@ -70,6 +70,9 @@ fn stream_changed(old: &CameraConfig, new: &CameraConfig) -> bool {
         || old.decode_mode != new.decode_mode
         || old.snapshot_url != new.snapshot_url
         || old.rotated_pass() != new.rotated_pass()
+        // The decoders pick the model by this rule; it is fixed when the camera's sink is made.
+        || old.detector_model != new.detector_model
+        || old.has_fall_watch() != new.has_fall_watch()
 }
 
 #[cfg(test)]
@@ -112,6 +115,17 @@ url = "rtsp://10.0.0.3/s"
         assert_eq!(plan.restarted.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), vec!["a"]);
         assert_eq!(plan.rezoned.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), vec!["b"]);
         assert_eq!(plan.needs_restart, vec!["decode"]);
+    }
+
+    #[test]
+    fn a_new_detector_model_needs_the_stream_restarted() {
+        let old = config(BASE);
+        let new = config(
+            &BASE.replace("url = \"rtsp://10.0.0.3/s\"", "url = \"rtsp://10.0.0.3/s\"\ndetector_model = \"square\""),
+        );
+        let plan = plan(&old, &new);
+        assert_eq!(plan.restarted.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), vec!["c"]);
+        assert!(plan.rezoned.is_empty());
     }
 
     #[test]

@@ -2,10 +2,14 @@
 //! one analysed frame on this machine — keyframe decode, preprocessing (swscale + letterbox)
 //! and inference (with postprocessing) — measured on one thread over the footage's first
 //! `N` keyframes, in CPU time of that thread (so a busy machine does not inflate it). What
-//! the capacity benchmark compares the running gateway against. With `--json`, one line per
-//! footage file:
-//! `{"footage":…,"codec":"h264","width":1280,"height":720,"frames":50,"decode_ms":…,"preprocess_ms":…,"inference_ms":…,"total_ms":…,"model":"yolox_nano","model_input":"416x416"}`
-//! (means over the frames; `model` is the manifest's name: which variant was measured).
+//! the capacity benchmark compares the running gateway against. Each model in use is
+//! measured: with `--config`, `[detector] model` and, when set, `wide_model` (cameras use one
+//! or the other, `cameras.<id>.detector_model`); with `--model`, that manifest alone; else the
+//! bundled one. With `--json`, one line per footage file and model:
+//! `{"footage":…,"codec":"h264","width":1280,"height":720,"frames":50,"decode_ms":…,"preprocess_ms":…,"inference_ms":…,"total_ms":…,"model":"yolox_nano","model_input":"416x416","variant":"square"}`
+//! (means over the frames; `model` is the manifest's name: which model was measured;
+//! `variant` which key named it: `square` for `[detector] model` or `--model`, `wide` for
+//! `[detector] wide_model`).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -36,24 +40,28 @@ struct Cost {
     model: String,
     /// Its input size, `WxH`.
     model_input: String,
+    /// `square` (`[detector] model` or `--model`) or `wide` (`[detector] wide_model`).
+    variant: &'static str,
 }
 
 /// Runs the subcommand: 0 on success, 64 for a bad config, 1 if a footage file fails.
 pub fn main(config_path: Option<&Path>, model: Option<&Path>, frames: usize, json: bool, footage: &[PathBuf]) -> i32 {
-    let Some(mut detector) = super::detect::detector_for(config_path, model) else {
+    let Some(mut detectors) = super::detect::detectors_for(config_path, model) else {
         return EXIT_CONFIG;
     };
     let mut failed = false;
     for path in footage {
-        match measure(&mut detector, path, frames.max(1)) {
-            Ok(cost) if json => println!("{}", serde_json::to_string(&cost).expect("serialisable")),
-            Ok(cost) => println!(
-                "{}: {} {}×{}, {} keyframes, model {} ({}): decode {:.2} ms + preprocess {:.2} ms + inference {:.2} ms = {:.2} ms CPU per analysed frame",
-                cost.footage, cost.codec, cost.width, cost.height, cost.frames, cost.model, cost.model_input, cost.decode_ms, cost.preprocess_ms, cost.inference_ms, cost.total_ms
-            ),
-            Err(error) => {
-                eprintln!("{}: {error:#}", path.display());
-                failed = true;
+        for (variant, detector) in detectors.each_mut() {
+            match measure(detector, path, frames.max(1)).map(|cost| Cost { variant: variant.as_str(), ..cost }) {
+                Ok(cost) if json => println!("{}", serde_json::to_string(&cost).expect("serialisable")),
+                Ok(cost) => println!(
+                    "{}: {} {}×{}, {} keyframes, model {} ({}, {}): decode {:.2} ms + preprocess {:.2} ms + inference {:.2} ms = {:.2} ms CPU per analysed frame",
+                    cost.footage, cost.codec, cost.width, cost.height, cost.frames, cost.model, cost.model_input, cost.variant, cost.decode_ms, cost.preprocess_ms, cost.inference_ms, cost.total_ms
+                ),
+                Err(error) => {
+                    eprintln!("{}: {error:#}", path.display());
+                    failed = true;
+                }
             }
         }
     }
@@ -119,6 +127,7 @@ fn measure(detector: &mut Detector, path: &Path, wanted: usize) -> anyhow::Resul
         total_ms: round(decode_ms + preprocess_ms + inference_ms),
         model: detector.model().manifest.name.clone(),
         model_input: format!("{width}x{height}"),
+        variant: "square",
     })
 }
 

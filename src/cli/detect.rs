@@ -1,5 +1,5 @@
 //! `gateway detect [--config FILE] [--model MANIFEST] [--json] IMAGE...`: runs the configured
-//! detector (or the model `--model` names) on image files. With `--json`, one object per line:
+//! detector's `[detector] model` (or the model `--model` names) on image files. With `--json`, one object per line:
 //! `{"file":…,"width":…,"height":…,"detections":[{"class":"bicycle","class_id":1,"score":0.81,"box":[x1,y1,x2,y2]}]}`
 //! with boxes in image pixels.
 
@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::{load_and_check, print_problems, EXIT_CONFIG};
 use crate::config::DetectorConfig;
 use crate::decode::letterbox::letterbox_image;
-use crate::detect::Detector;
+use crate::detect::{Detector, Detectors};
 
 #[derive(Serialize)]
 struct ImageResult<'a> {
@@ -33,7 +33,7 @@ struct JsonDetection {
 /// Runs the subcommand. Exit 0 if every image was processed, 1 if any failed, 64 for a bad
 /// config or a detector that does not start.
 pub fn main(config_path: Option<&Path>, model: Option<&Path>, json: bool, images: &[PathBuf]) -> i32 {
-    let Some(mut detector) = detector_for(config_path, model) else {
+    let Some(mut detector) = detectors_for(config_path, model).map(Detectors::into_square) else {
         return EXIT_CONFIG;
     };
     let mut failed = false;
@@ -49,10 +49,11 @@ pub fn main(config_path: Option<&Path>, model: Option<&Path>, json: bool, images
     i32::from(failed)
 }
 
-/// The detector of `config_path`'s `[detector]`, or the bundled model without a config; with
-/// `model`, that manifest instead of the config's or the bundled one (the rest of `[detector]`
-/// kept). `None` (the problems printed) when it cannot start.
-pub(super) fn detector_for(config_path: Option<&Path>, model: Option<&Path>) -> Option<Detector> {
+/// The detectors of `config_path`'s `[detector]` (`model`, and `wide_model` when set), or the
+/// bundled model without a config; with `model`, that manifest alone instead of the config's
+/// or the bundled one (the rest of `[detector]` kept). `None` (the problems printed) when
+/// they cannot start.
+pub(super) fn detectors_for(config_path: Option<&Path>, model: Option<&Path>) -> Option<Detectors> {
     let mut detector_config = match (config_path, model) {
         (Some(path), None) => {
             return match load_and_check(path) {
@@ -75,8 +76,8 @@ pub(super) fn detector_for(config_path: Option<&Path>, model: Option<&Path>) -> 
     if let Some(model) = model {
         detector_config.model_manifest = model.to_path_buf();
     }
-    match Detector::load(&detector_config) {
-        Ok(detector) => Some(detector),
+    match Detector::load(&detector_config).and_then(|detector| Detectors::new(detector, None)) {
+        Ok(detectors) => Some(detectors),
         Err(error) => {
             eprintln!("detector.model: {error:#}");
             None

@@ -192,7 +192,7 @@ struct Report<'a> {
 
 /// Runs the subcommand.
 pub fn main(config_path: &Path, camera_id: Option<&str>, pad_secs: u32, json: bool, dir: &Path) -> i32 {
-    let (config, mut detector) = match load_and_check(config_path) {
+    let (config, mut detectors) = match load_and_check(config_path) {
         Ok(loaded) => loaded,
         Err(problems) => {
             print_problems(config_path, &problems);
@@ -238,7 +238,7 @@ pub fn main(config_path: &Path, camera_id: Option<&str>, pad_secs: u32, json: bo
             }
         };
         let pad_ms = i64::from(pad_secs) * 1000;
-        match run_clip(camera, &references, &mut detector, &config.detector, &footage, pad_ms, &mut collect) {
+        match run_clip(camera, &references, &mut detectors, &config.detector, &footage, pad_ms, &mut collect) {
             Ok(()) => {}
             Err(ClipError::Config(error)) => {
                 eprintln!("{error:#}");

@@ -13,28 +13,35 @@ pub mod run;
 use std::path::Path;
 
 use crate::config::{self, Config, ConfigProblem, ConfigProblems};
-use crate::detect::Detector;
+use crate::detect::{Detector, Detectors};
 
 /// Exit code for a bad config or bad usage (`EX_USAGE` from sysexits.h).
 pub const EXIT_CONFIG: i32 = 64;
 
-/// Loads a config and checks that its detector starts (library, model, shapes): everything
-/// `check-config` promises. Model problems are reported under `detector.model`.
-pub fn load_and_check(path: &Path) -> Result<(Config, Detector), ConfigProblems> {
+/// Loads a config and checks that its detector starts (library, models, shapes): everything
+/// `check-config` promises. Problems of `[detector] model` are reported under `detector.model`,
+/// those of `wide_model` (its sha256, shapes, a class list that differs) under
+/// `detector.wide_model`.
+pub fn load_and_check(path: &Path) -> Result<(Config, Detectors), ConfigProblems> {
     let config = config::load(path)?;
-    match Detector::load(&config.detector) {
-        Ok(detector) => {
-            let problems = model_problems(&config, &detector.model().manifest.classes);
-            if problems.is_empty() {
-                Ok((config, detector))
-            } else {
-                Err(ConfigProblems(problems))
-            }
-        }
-        Err(error) => Err(ConfigProblems(vec![ConfigProblem {
-            path: "detector.model".to_string(),
-            message: format!("{error:#}"),
-        }])),
+    let problem = |key: &str, error: anyhow::Error| {
+        ConfigProblems(vec![ConfigProblem { path: key.to_string(), message: format!("{error:#}") }])
+    };
+    let square = Detector::load(&config.detector).map_err(|error| problem("detector.model", error))?;
+    let wide = match &config.detector.wide_model_manifest {
+        None => None,
+        Some(manifest) => Some(
+            crate::detect::Model::load(manifest)
+                .and_then(|model| Detector::with_model(&config.detector, std::sync::Arc::new(model)))
+                .map_err(|error| problem("detector.wide_model", error))?,
+        ),
+    };
+    let detectors = Detectors::new(square, wide).map_err(|error| problem("detector.wide_model", error))?;
+    let problems = model_problems(&config, &detectors.square().model().manifest.classes);
+    if problems.is_empty() {
+        Ok((config, detectors))
+    } else {
+        Err(ConfigProblems(problems))
     }
 }
 

@@ -18,9 +18,9 @@ use serde::Serialize;
 
 use super::{load_and_check, print_problems, EXIT_CONFIG};
 use crate::config::DecodeMode;
-use crate::decode::letterbox::VideoLetterboxer;
-use crate::decode::{Decoder, DecoderKey};
-use crate::detect::Detector;
+use crate::config::ModelRule;
+use crate::decode::{Decoder, DecoderKey, Letterboxers};
+use crate::detect::Detectors;
 use crate::engine::{observations, CameraEngine, EngineFrame};
 use crate::gate::{Decision, Gate, Signature};
 use crate::incident::IncidentEvent;
@@ -55,6 +55,9 @@ pub struct ClipStats {
     pub gate_us_per_frame: f64,
     /// The model's time per frame it ran on (inference and postprocessing), ms.
     pub inference_ms_per_run: f64,
+    /// Analysed frames by the name of the model that analysed them (the camera's
+    /// `detector_model` rule on the frame's size, as live).
+    pub analysed_by_model: std::collections::BTreeMap<String, u64>,
     #[serde(skip)]
     gate_us: u64,
     #[serde(skip)]
@@ -79,7 +82,7 @@ impl ClipStats {
 /// Runs the subcommand: 0 on success, 64 for a bad config or unknown camera, 1 if the footage
 /// cannot be read (or `stats` cannot be written).
 pub fn main(config_path: &Path, camera_id: &str, json: bool, stats: Option<&Path>, footage: &Path) -> i32 {
-    let (config, detector) = match load_and_check(config_path) {
+    let (config, detectors) = match load_and_check(config_path) {
         Ok(loaded) => loaded,
         Err(problems) => {
             print_problems(config_path, &problems);
@@ -98,9 +101,9 @@ pub fn main(config_path: &Path, camera_id: &str, json: bool, stats: Option<&Path
             return EXIT_CONFIG;
         }
     };
-    let mut detector = detector;
+    let mut detectors = detectors;
     let print = |event: &IncidentEvent| print_event(event, json);
-    let played = run_clip_with_stats(camera, &references, &mut detector, &config.detector, footage, 0, &mut |event| {
+    let played = run_clip_with_stats(camera, &references, &mut detectors, &config.detector, footage, 0, &mut |event| {
         print(event)
     });
     match played {
@@ -142,26 +145,27 @@ fn write_stats(path: &Path, stats: &ClipStats) -> anyhow::Result<()> {
 pub(crate) fn run_clip(
     camera: &crate::config::CameraConfig,
     references: &[(String, crate::rules::trash_overflow::GreyFrame)],
-    detector: &mut Detector,
+    detectors: &mut Detectors,
     detector_config: &crate::config::DetectorConfig,
     footage: &Path,
     pad_ms: i64,
     on_event: &mut dyn FnMut(&IncidentEvent),
 ) -> Result<(), ClipError> {
-    run_clip_with_stats(camera, references, detector, detector_config, footage, pad_ms, on_event).map(|_| ())
+    run_clip_with_stats(camera, references, detectors, detector_config, footage, pad_ms, on_event).map(|_| ())
 }
 
 /// [`run_clip`], returning the clip's figures.
 pub(crate) fn run_clip_with_stats(
     camera: &crate::config::CameraConfig,
     references: &[(String, crate::rules::trash_overflow::GreyFrame)],
-    detector: &mut Detector,
+    detectors: &mut Detectors,
     detector_config: &crate::config::DetectorConfig,
     footage: &Path,
     pad_ms: i64,
     on_event: &mut dyn FnMut(&IncidentEvent),
 ) -> Result<ClipStats, ClipError> {
-    let engine = CameraEngine::new(camera, &detector.model().manifest.classes, references);
+    let engine = CameraEngine::new(camera, &detectors.square().model().manifest.classes, references);
+    let models = detectors.models();
     let classifiers = super::ZoneClassifiers::load(camera, detector_config).map_err(ClipError::Config)?;
     let mut events = Vec::new();
     let mut replay = Replay {
@@ -173,11 +177,9 @@ pub(crate) fn run_clip_with_stats(
         watches_people: camera.active_interval.is_some(),
         every_frame: camera.decode_mode == DecodeMode::EveryFrame,
         rotated_pass: camera.rotated_pass(),
-        letterboxer: {
-            let (width, height) = detector.input_size();
-            VideoLetterboxer::new(width, height)
-        },
-        detector,
+        letterboxers: Letterboxers::new(models.input_sizes()),
+        model_rule: camera.model_rule(models.wide.is_some()),
+        detectors,
         decoder: None,
         engine,
         classifiers,
@@ -247,8 +249,10 @@ struct Replay<'a> {
     watches_people: bool,
     every_frame: bool,
     rotated_pass: bool,
-    letterboxer: VideoLetterboxer,
-    detector: &'a mut Detector,
+    letterboxers: Letterboxers,
+    /// Which model a frame goes to, by its size (as the live decoders decide).
+    model_rule: ModelRule,
+    detectors: &'a mut Detectors,
     decoder: Option<Decoder>,
     engine: CameraEngine,
     classifiers: super::ZoneClassifiers,
@@ -314,9 +318,15 @@ impl Replay<'_> {
         self.schedule.offer(&(), (), t_ms);
         self.schedule.take(t_ms);
         let mut tensor = Vec::new();
-        let letterbox = self.letterboxer.run(picture, &mut tensor)?;
-        let scaled = Arc::new(self.letterboxer.scaled_picture());
-        let detections = self.gated_detections(&tensor, &letterbox, &scaled, t_ms)?;
+        let (letterboxer, variant) = self.letterboxers.get(self.model_rule.variant(picture.width(), picture.height()));
+        let letterbox = letterboxer.run(picture, &mut tensor)?;
+        let scaled = Arc::new(letterboxer.scaled_picture());
+        let detections = self.gated_detections(&tensor, &letterbox, &scaled, t_ms, variant)?;
+        let model = &self.detectors.get_mut(variant).model().manifest.name;
+        if !self.stats.analysed_by_model.contains_key(model) {
+            tracing::info!(t_ms, model = %model, variant = variant.as_str(), "analysed with");
+        }
+        *self.stats.analysed_by_model.entry(model.clone()).or_default() += 1;
         tracing::debug!(
             t_ms,
             detections = ?detections.iter().map(|d| (d.class_id, (d.score * 100.0).round() / 100.0, d.box_px.map(f32::round))).collect::<Vec<_>>(),
@@ -355,11 +365,12 @@ impl Replay<'_> {
         letterbox: &crate::decode::letterbox::Letterbox,
         scaled: &image::RgbImage,
         t_ms: i64,
+        variant: crate::config::ModelVariant,
     ) -> anyhow::Result<Vec<crate::detect::Detection>> {
         let frame = (letterbox.frame_width, letterbox.frame_height);
         let gate_started = Instant::now();
         let Some(gate) = self.gate.as_mut() else {
-            let detections = self.detect(tensor, letterbox, scaled)?;
+            let detections = self.detect(tensor, letterbox, scaled, variant)?;
             self.stats.count_run("ungated");
             return Ok(detections);
         };
@@ -374,7 +385,7 @@ impl Replay<'_> {
             Decision::Infer(reason) => reason,
         };
         self.stats.gate_us += gate_started.elapsed().as_micros() as u64;
-        let detections = self.detect(tensor, letterbox, scaled)?;
+        let detections = self.detect(tensor, letterbox, scaled, variant)?;
         self.stats.count_run(reason.as_str());
         let record_started = Instant::now();
         if let Some(gate) = self.gate.as_mut() {
@@ -389,11 +400,12 @@ impl Replay<'_> {
         tensor: &[f32],
         letterbox: &crate::decode::letterbox::Letterbox,
         scaled: &image::RgbImage,
+        variant: crate::config::ModelVariant,
     ) -> anyhow::Result<Vec<crate::detect::Detection>> {
         let started = Instant::now();
         let rotated = self.rotated_pass || self.rotated_wanted;
         self.rotated_frames += u64::from(rotated);
-        let detections = self.detector.detect_frame(tensor, letterbox, scaled, rotated)?;
+        let detections = self.detectors.get_mut(variant).detect_frame(tensor, letterbox, scaled, rotated)?;
         self.stats.inference_us += started.elapsed().as_micros() as u64;
         Ok(detections)
     }

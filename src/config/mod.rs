@@ -7,6 +7,7 @@
 
 pub mod delivery;
 pub mod evidence;
+pub mod model_choice;
 #[cfg(test)]
 mod property_tests;
 pub mod raw;
@@ -18,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use model_choice::{ModelChoice, ModelRule, ModelVariant};
 pub use validate::validate;
 pub use zones::zone_kinds;
 
@@ -141,8 +143,11 @@ impl Default for DecodeConfig {
 /// `[detector]`, validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DetectorConfig {
-    /// Model manifest path (absolute after validation).
+    /// Model manifest path (absolute after validation): the square model, every camera's
+    /// unless the wide one is chosen for it.
     pub model_manifest: PathBuf,
+    /// The wide model's manifest (`[detector] wide_model`), if configured.
+    pub wide_model_manifest: Option<PathBuf>,
     /// `libonnxruntime.so`, if configured or given by `ORT_DYLIB_PATH`.
     pub onnxruntime_library: Option<PathBuf>,
     /// Inference sessions fed from one queue.
@@ -163,6 +168,7 @@ impl DetectorConfig {
     pub fn default_in(base_dir: &Path) -> Self {
         DetectorConfig {
             model_manifest: base_dir.join(DEFAULT_MODEL_MANIFEST),
+            wide_model_manifest: None,
             onnxruntime_library: std::env::var_os("ORT_DYLIB_PATH")
                 .filter(|value| !value.is_empty())
                 .map(PathBuf::from),
@@ -322,9 +328,17 @@ pub struct CameraConfig {
     /// Change gating: the longest a frame may reuse the last inference's detections while
     /// nothing changed in its zones; `None` runs the model on every analysed frame.
     pub gate_max_stale: Option<Duration>,
+    /// Which detector model analyses it (`detector_model`).
+    pub detector_model: ModelChoice,
 }
 
 impl CameraConfig {
+    /// What decides the camera's model for each decoded frame; `wide_available`: the running
+    /// detector has a wide model.
+    pub fn model_rule(&self, wide_available: bool) -> ModelRule {
+        ModelRule { choice: self.detector_model, fall_watch: self.has_fall_watch(), wide_available }
+    }
+
     /// The scheduler's view of the camera's sampling.
     pub fn cadence(&self) -> crate::schedule::Cadence {
         crate::schedule::Cadence {

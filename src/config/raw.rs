@@ -75,6 +75,11 @@ pub struct RawDetector {
     /// Default `models/yolox_nano.toml` relative to the working directory when no config file
     /// is given (`gateway detect`), else required.
     pub model: Option<String>,
+    /// Path of a second manifest for wide frames (e.g. `models/yolox_nano_416x256.toml`),
+    /// relative to this config file: cameras whose frames are at least 1.6 : 1 and that have
+    /// no fall-watch zone are analysed with it (see `cameras.<id>.detector_model`). Default
+    /// none: every camera uses `model`.
+    pub wide_model: Option<String>,
     /// Path of `libonnxruntime.so`. Default: the `ORT_DYLIB_PATH` environment variable.
     pub onnxruntime_library: Option<String>,
     /// Inference sessions fed from one queue. Default 1.
@@ -195,6 +200,11 @@ pub struct RawCamera {
     /// detections (see `[detector] gate_max_stale_ms`), 0 = off for this camera. Default: the
     /// `[detector]` value.
     pub gate_max_stale_ms: Option<u64>,
+    /// Which detector model analyses this camera: `auto` (default: `[detector] wide_model`
+    /// when the decoded frame is at least 1.6 : 1 wide and the camera has no fall-watch zone,
+    /// else `[detector] model`), `square` (always `[detector] model`) or `wide` (always
+    /// `[detector] wide_model`, which must then be set).
+    pub detector_model: Option<String>,
     /// Zones drawn on this camera (`[[cameras.<id>.zones]]`). Default none: detections only.
     #[serde(default)]
     pub zones: Vec<RawZone>,

@@ -112,6 +112,14 @@ pub fn validate(
             Some(model) => resolve(base_dir, model),
             None => detector_defaults.model_manifest,
         },
+        wide_model_manifest: match raw.detector.wide_model.as_deref() {
+            Some("") => {
+                problems.push("detector.wide_model", "must not be empty (leave it out for one model)");
+                None
+            }
+            Some(model) => Some(resolve(base_dir, model)),
+            None => None,
+        },
         onnxruntime_library: match raw.detector.onnxruntime_library.as_deref() {
             Some("") | None => env("ORT_DYLIB_PATH").filter(|v| !v.is_empty()).map(PathBuf::from),
             Some(library) => Some(resolve(base_dir, library)),
@@ -157,6 +165,15 @@ pub fn validate(
     for (id, raw_camera) in &raw.cameras {
         let path = format!("cameras.{id}");
         if let Some(camera) = validate_camera(id, raw_camera, &path, base_dir, env, gate_default, &mut problems) {
+            if camera.detector_model == super::ModelChoice::Fixed(super::ModelVariant::Wide)
+                && detector.wide_model_manifest.is_none()
+            {
+                problems.push(
+                    format!("{path}.detector_model"),
+                    "\"wide\" needs [detector] wide_model (a manifest such as \"models/yolox_nano_416x256.toml\")",
+                );
+                continue;
+            }
             cameras.push(camera);
         }
     }
@@ -396,6 +413,16 @@ fn validate_camera(
     };
     let gate_max_stale =
         gate_max_stale(problems, &format!("{path}.gate_max_stale_ms"), raw.gate_max_stale_ms).unwrap_or(gate_default);
+    let detector_model = match raw.detector_model.as_deref() {
+        None => super::ModelChoice::Auto,
+        Some(name) => super::ModelChoice::from_name(name).unwrap_or_else(|| {
+            problems.push(
+                format!("{path}.detector_model"),
+                format!("unknown model {name:?}; expected \"auto\", \"square\" ([detector] model) or \"wide\" ([detector] wide_model)"),
+            );
+            super::ModelChoice::Auto
+        }),
+    };
     if problems.0.len() > before || raw.enabled == Some(false) {
         return None;
     }
@@ -410,6 +437,7 @@ fn validate_camera(
         snapshot_url,
         priority,
         gate_max_stale,
+        detector_model,
     })
 }
 
@@ -643,6 +671,55 @@ mod tests {
         ];
         assert_eq!(problems, expected);
         assert!(!problems.iter().any(|p| p.contains("secret")), "a password leaked into {problems:?}");
+    }
+
+    #[test]
+    fn detector_model_choices_are_validated_with_their_key_path() {
+        let problems = problems_of(
+            r#"
+            [detector]
+            wide_model = ""
+            [cameras.a]
+            url = "rtsp://10.0.0.1/"
+            detector_model = "416x256"
+            [cameras.b]
+            url = "rtsp://10.0.0.2/"
+            detector_model = "wide"
+            "#,
+        );
+        assert_eq!(
+            problems,
+            [
+                "detector.wide_model: must not be empty (leave it out for one model)",
+                "cameras.a.detector_model: unknown model \"416x256\"; expected \"auto\", \"square\" ([detector] model) or \"wide\" ([detector] wide_model)",
+                "cameras.b.detector_model: \"wide\" needs [detector] wide_model (a manifest such as \"models/yolox_nano_416x256.toml\")",
+            ]
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let config = parse(
+            r#"
+            [detector]
+            wide_model = "models/yolox_nano_416x256.toml"
+            [cameras.a]
+            url = "rtsp://10.0.0.1/"
+            [cameras.b]
+            url = "rtsp://10.0.0.2/"
+            detector_model = "square"
+            [cameras.c]
+            url = "rtsp://10.0.0.3/"
+            detector_model = "wide"
+            "#,
+            dir.path(),
+        )
+        .unwrap();
+        assert_eq!(config.detector.wide_model_manifest, Some(dir.path().join("models/yolox_nano_416x256.toml")));
+        let choices: Vec<_> = config.cameras.iter().map(|c| c.detector_model).collect();
+        use crate::config::{ModelChoice, ModelVariant};
+        assert_eq!(
+            choices,
+            [ModelChoice::Auto, ModelChoice::Fixed(ModelVariant::Square), ModelChoice::Fixed(ModelVariant::Wide)]
+        );
+        assert_eq!(parse("[cameras.a]\nurl = \"rtsp://h/\"\n", dir.path()).unwrap().detector.wide_model_manifest, None);
     }
 
     #[test]

@@ -154,6 +154,7 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         false_alarms: shared.outbox.false_alarms().unwrap_or_default(),
         reloads,
         loop_idle_seconds: shared.since_heartbeat().as_secs_f64(),
+        models: &model_names(&shared),
     });
     let refused = [
         ("token", shared.refused.load(Ordering::Relaxed)),
@@ -180,6 +181,17 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
 
+/// The loaded models' names by variant.
+fn model_names(shared: &Shared) -> Vec<(crate::config::ModelVariant, String)> {
+    shared
+        .models
+        .get()
+        .map(|models| {
+            models.loaded().into_iter().map(|(variant, model)| (variant, model.manifest.name.clone())).collect()
+        })
+        .unwrap_or_default()
+}
+
 /// A camera as the console shows it.
 #[derive(Debug, Serialize)]
 struct CameraView {
@@ -197,9 +209,21 @@ struct CameraView {
     analysis_interval_ms: u64,
     decode: &'static str,
     zones: usize,
+    /// Its `detector_model` (`auto`, `square`, `wide`).
+    detector_model: &'static str,
+    /// The model its latest frame was prepared for: `square` or `wide` (none before its first
+    /// decoded frame).
+    model_variant: Option<&'static str>,
+    /// That model's manifest name.
+    model: Option<String>,
 }
 
-fn camera_view(camera: &CameraConfig, health: Option<&CameraHealth>) -> CameraView {
+fn camera_view(
+    camera: &CameraConfig,
+    health: Option<&CameraHealth>,
+    models: &[(crate::config::ModelVariant, String)],
+) -> CameraView {
+    let variant = health.and_then(|health| health.counters.model());
     let (state, reason, since_ms) = match health.map(CameraHealth::snapshot) {
         Some((state, reason, since)) => (state.as_str(), reason, Some(epoch_ms(since))),
         None => (CameraState::Starting.as_str(), None, None),
@@ -222,6 +246,9 @@ fn camera_view(camera: &CameraConfig, health: Option<&CameraHealth>) -> CameraVi
             DecodeMode::EveryFrame => "every_frame",
         },
         zones: camera.zones.len(),
+        detector_model: camera.detector_model.as_str(),
+        model_variant: variant.map(crate::config::ModelVariant::as_str),
+        model: variant.and_then(|variant| models.iter().find(|(v, _)| *v == variant).map(|(_, name)| name.clone())),
     }
 }
 
@@ -229,7 +256,8 @@ fn camera_views(shared: &Shared) -> Vec<CameraView> {
     let config = shared.config();
     let health: HashMap<CameraId, Arc<CameraHealth>> =
         shared.health.cameras().into_iter().map(|camera| (camera.id.clone(), camera)).collect();
-    config.cameras.iter().map(|camera| camera_view(camera, health.get(&camera.id).map(Arc::as_ref))).collect()
+    let models = model_names(shared);
+    config.cameras.iter().map(|camera| camera_view(camera, health.get(&camera.id).map(Arc::as_ref), &models)).collect()
 }
 
 async fn cameras(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
@@ -262,7 +290,7 @@ async fn camera(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Re
         Err(refused) => return refused.into_response(),
     };
     let health = shared.health.cameras().into_iter().find(|h| h.id == camera.id);
-    let view = camera_view(&camera, health.as_deref());
+    let view = camera_view(&camera, health.as_deref(), &model_names(&shared));
     // The zones as written in the file, which is what the editor edits.
     let text = match std::fs::read_to_string(&shared.config_path) {
         Ok(text) => text,
@@ -757,7 +785,8 @@ fn live_stream(
                         let config = listeners.shared.config();
                         let Some(camera) = config.cameras.iter().find(|c| c.id == change.camera) else { continue };
                         let health = listeners.shared.health.cameras().into_iter().find(|h| h.id == change.camera);
-                        break json_event("camera", &camera_view(camera, health.as_deref()));
+                        let models = model_names(&listeners.shared);
+                        break json_event("camera", &camera_view(camera, health.as_deref(), &models));
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => break Event::default().event("resync").data("{}"),
                     Err(broadcast::error::RecvError::Closed) => return None,

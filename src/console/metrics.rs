@@ -1,7 +1,7 @@
 //! `/metrics` in the Prometheus text format (0.0.4), rendered from a snapshot so the
 //! renderer is pure and testable. Names follow `gateway_<stage>_<noun>_<unit>`, counters end
 //! in `_total`; per-camera series carry a `camera` label (ids are `[A-Za-z0-9_-]`, safe as
-//! label values). About 39 series per camera: ~24 000 lines for 600 cameras.
+//! label values). About 40 series per camera: ~24 600 lines for 600 cameras.
 //!
 //! Why not `prometheus-client` (0.26, looked at for issue 12): it writes OpenMetrics only,
 //! where a counter's samples always get `_total` appended (our `_sum`/`_count` latency
@@ -45,6 +45,8 @@ pub struct Snapshot<'a> {
     pub reloads: Vec<(&'static str, u64)>,
     /// Seconds since the run loop last turned.
     pub loop_idle_seconds: f64,
+    /// The loaded detector models' manifest names, by variant.
+    pub models: &'a [(crate::config::ModelVariant, String)],
 }
 
 /// What the scheduler shows, as the run loop last sampled it.
@@ -55,6 +57,11 @@ pub struct ScheduleView {
     /// Analysed frames per second the gateway can sustain, estimated from the measured cost
     /// of one (0 until a frame was analysed).
     pub capacity_per_second: f64,
+}
+
+/// A label value escaped as the text format asks (backslash, double quote, line feed).
+fn label_value(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 /// Reads one per-camera counter.
@@ -204,6 +211,23 @@ pub fn render(snapshot: &Snapshot<'_>) -> String {
             "gateway_camera_priority{{camera=\"{}\"}} {}",
             camera.id,
             camera.counters.priority.load(Ordering::Relaxed)
+        );
+    }
+    family(
+        &mut out,
+        "gateway_camera_model_info",
+        "gauge",
+        "The detector model the camera's latest frame was prepared for (none before its first decoded frame): variant square ([detector] model) or wide ([detector] wide_model), model its manifest's name.",
+    );
+    for camera in cameras {
+        let Some(variant) = camera.counters.model() else { continue };
+        let Some((_, name)) = snapshot.models.iter().find(|(v, _)| *v == variant) else { continue };
+        let _ = writeln!(
+            out,
+            "gateway_camera_model_info{{camera=\"{}\",variant=\"{}\",model=\"{}\"}} 1",
+            camera.id,
+            variant.as_str(),
+            label_value(name)
         );
     }
     render_schedule(&mut out, snapshot.schedule);
@@ -551,6 +575,7 @@ mod tests {
         gate.counters.inferences_run[3].store(2, Ordering::Relaxed);
         gate.counters.inferences_run[crate::gate::InferReason::ALL.len()].store(1, Ordering::Relaxed);
         gate.counters.inferences_reused.store(5, Ordering::Relaxed);
+        gate.counters.set_model(crate::config::ModelVariant::Wide);
         let cameras = registry.cameras();
         let delivery = crate::deliver::DeliveryStats::default();
         delivery.connected.store(true, Ordering::Relaxed);
@@ -584,6 +609,10 @@ mod tests {
             false_alarms: vec![("gate-3/pavement/misparked_bike".into(), 1)],
             reloads: vec![("rejected", 1)],
             loop_idle_seconds: 0.25,
+            models: &[
+                (crate::config::ModelVariant::Square, "yolox_nano".into()),
+                (crate::config::ModelVariant::Wide, "yolox_nano_416x256".into()),
+            ],
         });
         for line in [
             "gateway_camera_state{camera=\"gate-3\",state=\"degraded\"} 1",
@@ -594,6 +623,7 @@ mod tests {
             "gateway_frames_skipped_total{camera=\"gate-3\",reason=\"awaiting_keyframe\"} 0",
             "gateway_camera_revisit_seconds{camera=\"gate-3\"} 9.800",
             "gateway_camera_priority{camera=\"gate-3\"} 0",
+            "gateway_camera_model_info{camera=\"gate-3\",variant=\"wide\",model=\"yolox_nano_416x256\"} 1",
             "gateway_scheduler_high_priority_cameras 1",
             "gateway_camera_revisit_seconds_max{camera=\"gate-3\"} 12.400",
             "gateway_scheduler_waiting_frames 2",

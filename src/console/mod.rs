@@ -183,6 +183,8 @@ pub struct Shared {
     pub access_log: access_log::AccessLog,
     /// The clip recorder (rings, captures, writer), set once at start (issue 16).
     pub clips: std::sync::OnceLock<Arc<crate::evidence::clips::ClipRecorder>>,
+    /// The detector's models (names for `/metrics` and the camera list), set once at start.
+    pub models: std::sync::OnceLock<crate::detect::Models>,
     /// Last time a refusal was logged (refusals are logged once per interval).
     pub(crate) last_refusal_log_ms: std::sync::atomic::AtomicI64,
     /// Ends the live streams when the gateway stops (graceful shutdown waits for them).
@@ -229,6 +231,7 @@ impl Shared {
             evidence: Default::default(),
             recorder: Arc::default(),
             clips: std::sync::OnceLock::new(),
+            models: std::sync::OnceLock::new(),
             access_log,
             last_refusal_log_ms: std::sync::atomic::AtomicI64::new(0),
             shutdown,

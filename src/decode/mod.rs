@@ -17,7 +17,9 @@
 //!   so the backlog stays in the scheduler, where it is fair and cannot grow.
 //!
 //! Architecture invariant: nothing here blocks an ingest task, and nothing here knows about
-//! the model beyond its input size.
+//! the models beyond their input sizes: each decoded frame is letterboxed for the model its
+//! camera's [`ModelRule`] picks for the frame's size (`[detector] model`, or `wide_model` for
+//! wide frames), and the prepared frame says which.
 
 mod decoder;
 pub mod letterbox;
@@ -33,7 +35,7 @@ use tracing::{debug, warn};
 pub use decoder::{Decoder, DecoderKey};
 use letterbox::{Letterbox, VideoLetterboxer};
 
-use crate::config::{CameraConfig, CameraId, DecodeMode};
+use crate::config::{CameraConfig, CameraId, DecodeMode, ModelRule, ModelVariant};
 use crate::health::{CameraHealth, SkipReason, Summary};
 use crate::media::{EncodedFrame, FrameSink};
 use crate::schedule::{Offer, Scheduler};
@@ -81,6 +83,43 @@ pub struct PreparedFrame {
     pub picture: Arc<image::RgbImage>,
     /// Also detect on the picture rotated ±90° (fall-watch cameras that ask for it).
     pub rotated_pass: bool,
+    /// The model the tensor was made for (and must run on).
+    pub variant: ModelVariant,
+}
+
+/// The input sizes of the detector's models, `(width, height)`: what the decoders letterbox to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InputSizes {
+    /// `[detector] model`'s input.
+    pub square: (u32, u32),
+    /// `[detector] wide_model`'s input, when one is loaded.
+    pub wide: Option<(u32, u32)>,
+}
+
+/// A decoder's letterboxers, one per model (each keeps its swscale context); `replay` uses
+/// them too.
+pub struct Letterboxers {
+    square: VideoLetterboxer,
+    wide: Option<VideoLetterboxer>,
+}
+
+impl Letterboxers {
+    /// Letterboxers for models of `sizes`.
+    pub fn new(sizes: InputSizes) -> Self {
+        Letterboxers {
+            square: VideoLetterboxer::new(sizes.square.0, sizes.square.1),
+            wide: sizes.wide.map(|(width, height)| VideoLetterboxer::new(width, height)),
+        }
+    }
+
+    /// The letterboxer for `variant` (the square one when no wide model is loaded), and the
+    /// variant it serves.
+    pub fn get(&mut self, variant: ModelVariant) -> (&mut VideoLetterboxer, ModelVariant) {
+        match (variant, self.wide.as_mut()) {
+            (ModelVariant::Wide, Some(wide)) => (wide, ModelVariant::Wide),
+            _ => (&mut self.square, ModelVariant::Square),
+        }
+    }
 }
 
 /// What waits in the scheduler for a camera.
@@ -95,6 +134,8 @@ enum Job {
 struct Waiting {
     camera: Arc<CameraHealth>,
     rotated_pass: bool,
+    /// Which model the camera's frames go to, by their size.
+    model: ModelRule,
     job: Job,
 }
 
@@ -254,6 +295,11 @@ impl FrameScheduler {
         }
     }
 
+    /// Frames per second each camera asks for at its current interval.
+    pub fn demand_by_camera(&self) -> std::collections::HashMap<CameraId, f64> {
+        self.lock_state().scheduler.demand_by_camera().into_iter().collect()
+    }
+
     /// Starts a new period for the recent maximum (the run loop calls this every 10 s).
     pub fn rotate(&self) {
         self.lock_state().revisits.rotate();
@@ -294,12 +340,12 @@ pub struct DecodePool {
     scheduler: Arc<FrameScheduler>,
     threads: Vec<JoinHandle<()>>,
     prepared: Sender<PreparedFrame>,
-    input_size: (u32, u32),
+    input_sizes: InputSizes,
 }
 
 impl DecodePool {
-    /// Starts `workers` decoder threads feeding `prepared`, for a model input of `input_size`.
-    pub fn start(workers: usize, input_size: (u32, u32), prepared: Sender<PreparedFrame>) -> Self {
+    /// Starts `workers` decoder threads feeding `prepared`, for models of `input_sizes`.
+    pub fn start(workers: usize, input_sizes: InputSizes, prepared: Sender<PreparedFrame>) -> Self {
         crate::media::init_ffmpeg();
         let scheduler = Arc::new(FrameScheduler::new());
         let threads = (0..workers)
@@ -308,21 +354,22 @@ impl DecodePool {
                 let prepared = prepared.clone();
                 std::thread::Builder::new()
                     .name(format!("decode-{index}"))
-                    .spawn(move || pool_worker(&scheduler, &prepared, input_size))
+                    .spawn(move || pool_worker(&scheduler, &prepared, input_sizes))
                     .expect("spawn decoder thread")
             })
             .collect();
-        DecodePool { scheduler, threads, prepared, input_size }
+        DecodePool { scheduler, threads, prepared, input_sizes }
     }
 
     /// The sink a camera's ingest task pushes into; the camera is scheduled until it is dropped.
     pub fn sink_for(&self, camera: &CameraConfig, health: Arc<CameraHealth>) -> Box<dyn FrameSink> {
         let scheduled = self.scheduler.add(camera);
         let rotated_pass = camera.rotated_pass();
+        let model = camera.model_rule(self.input_sizes.wide.is_some());
         match camera.decode_mode {
-            DecodeMode::Keyframes => Box::new(KeyframeRouter { scheduled, camera: health, rotated_pass }),
+            DecodeMode::Keyframes => Box::new(KeyframeRouter { scheduled, camera: health, rotated_pass, model }),
             DecodeMode::EveryFrame => {
-                Box::new(EveryFrameRouter::start(health, scheduled, rotated_pass, self.input_size))
+                Box::new(EveryFrameRouter::start(health, scheduled, rotated_pass, model, self.input_sizes))
             }
         }
     }
@@ -372,6 +419,7 @@ struct KeyframeRouter {
     scheduled: Scheduled,
     camera: Arc<CameraHealth>,
     rotated_pass: bool,
+    model: ModelRule,
 }
 
 impl FrameSink for KeyframeRouter {
@@ -381,16 +429,20 @@ impl FrameSink for KeyframeRouter {
             return;
         }
         let at = frame.received_at;
-        let waiting =
-            Waiting { camera: self.camera.clone(), rotated_pass: self.rotated_pass, job: Job::Keyframe(frame) };
+        let waiting = Waiting {
+            camera: self.camera.clone(),
+            rotated_pass: self.rotated_pass,
+            model: self.model,
+            job: Job::Keyframe(frame),
+        };
         self.scheduled.scheduler.offer(waiting, at);
     }
 }
 
-fn pool_worker(scheduler: &FrameScheduler, prepared: &Sender<PreparedFrame>, input_size: (u32, u32)) {
+fn pool_worker(scheduler: &FrameScheduler, prepared: &Sender<PreparedFrame>, input_sizes: InputSizes) {
     let mut decoder: Option<Decoder> = None;
-    let mut letterboxer = VideoLetterboxer::new(input_size.0, input_size.1);
-    while let Some(Waiting { camera, rotated_pass, job }) = scheduler.next() {
+    let mut letterboxers = Letterboxers::new(input_sizes);
+    while let Some(Waiting { camera, rotated_pass, model, job }) = scheduler.next() {
         let frame = match job {
             Job::Prepared(frame) => frame,
             Job::Keyframe(frame) => {
@@ -398,7 +450,7 @@ fn pool_worker(scheduler: &FrameScheduler, prepared: &Sender<PreparedFrame>, inp
                 // A panic on one camera's keyframe must not take a pool thread (all cameras'
                 // decoding) with it: counted as a decode error, decoder and scaler rebuilt.
                 let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    decode_keyframe(&mut decoder, &mut letterboxer, &camera, &frame, rotated_pass)
+                    decode_keyframe(&mut decoder, &mut letterboxers, &camera, &frame, rotated_pass, model)
                 }));
                 match decoded {
                     Ok(Some(prepared)) => prepared,
@@ -406,7 +458,7 @@ fn pool_worker(scheduler: &FrameScheduler, prepared: &Sender<PreparedFrame>, inp
                     Err(_) => {
                         camera.counters.decode_errors.fetch_add(1, Ordering::Relaxed);
                         decoder = None;
-                        letterboxer = VideoLetterboxer::new(input_size.0, input_size.1);
+                        letterboxers = Letterboxers::new(input_sizes);
                         continue;
                     }
                 }
@@ -423,10 +475,11 @@ fn pool_worker(scheduler: &FrameScheduler, prepared: &Sender<PreparedFrame>, inp
 /// changes) and prepares it; `None` (counted) when it does not decode.
 fn decode_keyframe(
     decoder: &mut Option<Decoder>,
-    letterboxer: &mut VideoLetterboxer,
+    letterboxers: &mut Letterboxers,
     camera: &Arc<CameraHealth>,
     frame: &EncodedFrame,
     rotated_pass: bool,
+    model: ModelRule,
 ) -> Option<PreparedFrame> {
     let started = Instant::now();
     let key = DecoderKey { codec: frame.codec, extradata: frame.extradata.clone() };
@@ -451,18 +504,22 @@ fn decode_keyframe(
         }
     };
     camera.counters.frames_decoded.fetch_add(1, Ordering::Relaxed);
-    prepare(rotated_pass, letterboxer, &picture, camera, frame, started)
+    prepare(rotated_pass, model, letterboxers, &picture, camera, frame, started)
 }
 
-/// Letterboxes a decoded picture for the detector; `None` (counted) when that fails.
+/// Letterboxes a decoded picture for the model its size picks; `None` (counted) when that
+/// fails.
 fn prepare(
     rotated_pass: bool,
-    letterboxer: &mut VideoLetterboxer,
+    model: ModelRule,
+    letterboxers: &mut Letterboxers,
     picture: &ffmpeg_next::frame::Video,
     camera: &Arc<CameraHealth>,
     frame: &EncodedFrame,
     started: Instant,
 ) -> Option<PreparedFrame> {
+    let (letterboxer, variant) = letterboxers.get(model.variant(picture.width(), picture.height()));
+    camera.counters.set_model(variant);
     let mut tensor = Vec::new();
     let letterbox = match letterboxer.run(picture, &mut tensor) {
         Ok(letterbox) => letterbox,
@@ -487,6 +544,7 @@ fn prepare(
         picture,
         // Every frame when the zone says so, else when the fall rule asked after the last one.
         rotated_pass: rotated_pass || camera.counters.rotated_wanted.load(Ordering::Relaxed),
+        variant,
     })
 }
 
@@ -502,12 +560,20 @@ struct EveryFrameRouter {
 }
 
 impl EveryFrameRouter {
-    fn start(camera: Arc<CameraHealth>, scheduled: Scheduled, rotated_pass: bool, input_size: (u32, u32)) -> Self {
+    fn start(
+        camera: Arc<CameraHealth>,
+        scheduled: Scheduled,
+        rotated_pass: bool,
+        model: ModelRule,
+        input_sizes: InputSizes,
+    ) -> Self {
         let (frames, receiver) = crossbeam_channel::bounded(EVERY_FRAME_QUEUE);
         let worker_camera = camera.clone();
         std::thread::Builder::new()
             .name(format!("decode-{}", camera.id))
-            .spawn(move || every_frame_worker(&receiver, &worker_camera, &scheduled, rotated_pass, input_size))
+            .spawn(move || {
+                every_frame_worker(&receiver, &worker_camera, &scheduled, (rotated_pass, model), input_sizes)
+            })
             .expect("spawn decoder thread");
         EveryFrameRouter { frames, camera, awaiting_keyframe: true }
     }
@@ -552,12 +618,12 @@ fn every_frame_worker(
     frames: &Receiver<(EncodedFrame, bool)>,
     camera: &Arc<CameraHealth>,
     scheduled: &Scheduled,
-    rotated_pass: bool,
-    input_size: (u32, u32),
+    (rotated_pass, model): (bool, ModelRule),
+    input_sizes: InputSizes,
 ) {
     let _span = tracing::info_span!("camera", camera = %camera.id).entered();
     let mut decoder: Option<Decoder> = None;
-    let mut letterboxer = VideoLetterboxer::new(input_size.0, input_size.1);
+    let mut letterboxers = Letterboxers::new(input_sizes);
     let mut keyframes = KeyframeSpacing::default();
     // Whether the decoder has every frame since the last keyframe.
     let mut synced = false;
@@ -596,8 +662,10 @@ fn every_frame_worker(
                 camera.counters.frames_decoded.fetch_add(1, Ordering::Relaxed);
                 // Only frames the scheduler would take are letterboxed.
                 if scheduled.scheduler.is_due(&camera.id, frame.received_at) {
-                    if let Some(prepared) = prepare(rotated_pass, &mut letterboxer, &picture, camera, &frame, started) {
-                        let waiting = Waiting { camera: camera.clone(), rotated_pass, job: Job::Prepared(prepared) };
+                    let prepared = prepare(rotated_pass, model, &mut letterboxers, &picture, camera, &frame, started);
+                    if let Some(prepared) = prepared {
+                        let waiting =
+                            Waiting { camera: camera.clone(), rotated_pass, model, job: Job::Prepared(prepared) };
                         scheduled.scheduler.offer(waiting, frame.received_at);
                     }
                 }

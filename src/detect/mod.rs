@@ -1,6 +1,8 @@
 //! Detect: the ONNX object detector. A few ONNX Runtime sessions on named threads take
 //! prepared frames from one bounded queue (not one session per camera: a session holds the
 //! model's weights and arena), run the model, decode YOLOX boxes and apply class-wise NMS.
+//! With `[detector] wide_model`, each thread holds a session of each model ([`Detectors`]) and
+//! runs a frame on the one its tensor was letterboxed for (`PreparedFrame::variant`).
 //!
 //! The ONNX Runtime library is loaded at run time (`ort`'s `load-dynamic`) from the file the
 //! config or `ORT_DYLIB_PATH` names; scripts/setup installs the pinned version. A missing or
@@ -26,7 +28,7 @@ use ort::session::Session;
 use ort::value::TensorRef;
 use tracing::warn;
 
-use crate::config::{CameraId, DetectorConfig};
+use crate::config::{CameraId, DetectorConfig, ModelVariant};
 use crate::decode::letterbox::Letterbox;
 use crate::decode::PreparedFrame;
 pub use crate::engine::Detection;
@@ -54,6 +56,8 @@ pub struct AnalysedFrame {
     pub inference_time: Duration,
     /// The scaled picture the detector saw.
     pub picture: Arc<image::RgbImage>,
+    /// The model that analysed it (its manifest goes into evidence).
+    pub model: Arc<Model>,
 }
 
 /// Loads the ONNX Runtime library once per process and returns its environment.
@@ -226,6 +230,113 @@ impl Detector {
     }
 }
 
+/// The detector's models: `[detector] model` and, when configured, `wide_model`, verified.
+#[derive(Debug, Clone)]
+pub struct Models {
+    /// `[detector] model`.
+    pub square: Arc<Model>,
+    /// `[detector] wide_model`.
+    pub wide: Option<Arc<Model>>,
+}
+
+impl Models {
+    /// Reads and verifies (sha256, shapes) `[detector] model` and `wide_model`; the wide one
+    /// must list the same classes.
+    pub fn load(config: &DetectorConfig) -> anyhow::Result<Self> {
+        let square = Arc::new(Model::load(&config.model_manifest).context("detector.model")?);
+        let wide = match &config.wide_model_manifest {
+            None => None,
+            Some(path) => {
+                let wide = Model::load(path).context("detector.wide_model")?;
+                if wide.manifest.classes != square.manifest.classes {
+                    bail!(
+                        "detector.wide_model: its classes ({} names) differ from [detector] model's ({} names): both must list the same classes in the same order",
+                        wide.manifest.classes.len(),
+                        square.manifest.classes.len()
+                    );
+                }
+                Some(Arc::new(wide))
+            }
+        };
+        Ok(Models { square, wide })
+    }
+
+    /// The loaded models with their variants, square first.
+    pub fn loaded(&self) -> Vec<(ModelVariant, &Arc<Model>)> {
+        let mut loaded = vec![(ModelVariant::Square, &self.square)];
+        loaded.extend(self.wide.iter().map(|wide| (ModelVariant::Wide, wide)));
+        loaded
+    }
+
+    /// Their input sizes, what the decoders letterbox to.
+    pub fn input_sizes(&self) -> crate::decode::InputSizes {
+        let size = |model: &Model| (model.manifest.input_width, model.manifest.input_height);
+        crate::decode::InputSizes { square: size(&self.square), wide: self.wide.as_deref().map(size) }
+    }
+}
+
+/// One session of each model: what a detector thread, `replay` and `eval-falls` run.
+pub struct Detectors {
+    square: Detector,
+    wide: Option<Detector>,
+}
+
+impl Detectors {
+    /// The square session, and the wide one if `[detector] wide_model` is set. A wide model
+    /// whose class list differs from the square one's is refused: the cameras' engines and
+    /// zones name classes by the one list.
+    pub fn new(square: Detector, wide: Option<Detector>) -> anyhow::Result<Self> {
+        if let Some(wide) = &wide {
+            let (square_classes, wide_classes) = (&square.model.manifest.classes, &wide.model.manifest.classes);
+            if square_classes != wide_classes {
+                bail!(
+                    "its classes ({} names) differ from [detector] model's ({} names): both must list the same classes in the same order",
+                    wide_classes.len(),
+                    square_classes.len()
+                );
+            }
+        }
+        Ok(Detectors { square, wide })
+    }
+
+    /// Sessions for already verified models.
+    pub fn with_models(config: &DetectorConfig, models: &Models) -> anyhow::Result<Self> {
+        let square = Detector::with_model(config, models.square.clone())?;
+        let wide = models.wide.clone().map(|wide| Detector::with_model(config, wide)).transpose()?;
+        Ok(Detectors { square, wide })
+    }
+
+    /// The session for `variant` (the square one when no wide model is loaded).
+    pub fn get_mut(&mut self, variant: ModelVariant) -> &mut Detector {
+        match (variant, self.wide.as_mut()) {
+            (ModelVariant::Wide, Some(wide)) => wide,
+            _ => &mut self.square,
+        }
+    }
+
+    /// The square session (`[detector] model`).
+    pub fn square(&self) -> &Detector {
+        &self.square
+    }
+
+    /// The square session alone.
+    pub fn into_square(self) -> Detector {
+        self.square
+    }
+
+    /// Each session with its variant, square first.
+    pub fn each_mut(&mut self) -> Vec<(ModelVariant, &mut Detector)> {
+        let mut each = vec![(ModelVariant::Square, &mut self.square)];
+        each.extend(self.wide.as_mut().map(|wide| (ModelVariant::Wide, wide)));
+        each
+    }
+
+    /// The models the sessions run.
+    pub fn models(&self) -> Models {
+        Models { square: self.square.model.clone(), wide: self.wide.as_ref().map(|wide| wide.model.clone()) }
+    }
+}
+
 /// A quarter turn of a picture.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rotation {
@@ -247,28 +358,28 @@ pub fn unrotate_box(rotated: [f32; 4], rotation: Rotation, width: f32, height: f
     }
 }
 
-/// The detector pool: `sessions` threads sharing one queue of prepared frames.
+/// The detector pool: `sessions` threads sharing one queue of prepared frames, each with a
+/// session of every model ([`Detectors`]).
 pub struct DetectorPool {
     threads: Vec<JoinHandle<()>>,
-    model: Arc<Model>,
+    models: Models,
 }
 
 impl DetectorPool {
-    /// Loads `config.sessions` sessions (failing if any does), then starts their threads.
-    /// Results go to `analysed`; when its receiver lags, the sessions wait (the prepared-frame
-    /// queue in front of them is bounded and skips instead). Each frame passes its camera's
-    /// change gate in `gates` first.
+    /// Loads `config.sessions` sessions of each model in `models` (failing if any does), then
+    /// starts their threads. Results go to `analysed`; when its receiver lags, the sessions
+    /// wait (the prepared-frame queue in front of them is bounded and skips instead). Each
+    /// frame passes its camera's change gate in `gates` first.
     pub fn start(
         config: &DetectorConfig,
+        models: &Models,
         prepared: Receiver<PreparedFrame>,
         analysed: tokio::sync::mpsc::Sender<AnalysedFrame>,
         gates: Arc<gates::Gates>,
     ) -> anyhow::Result<Self> {
-        let first = Detector::load(config)?;
-        let model = first.model().clone();
-        let mut detectors = vec![first];
-        for _ in 1..config.sessions {
-            detectors.push(Detector::with_model(config, model.clone())?);
+        let mut detectors = Vec::with_capacity(config.sessions);
+        for _ in 0..config.sessions {
+            detectors.push(Detectors::with_models(config, models)?);
         }
         let threads = detectors
             .into_iter()
@@ -283,12 +394,12 @@ impl DetectorPool {
                     .expect("spawn detector thread")
             })
             .collect();
-        Ok(DetectorPool { threads, model })
+        Ok(DetectorPool { threads, models: models.clone() })
     }
 
-    /// The model the sessions run.
-    pub fn model(&self) -> &Arc<Model> {
-        &self.model
+    /// The models the sessions run.
+    pub fn models(&self) -> &Models {
+        &self.models
     }
 
     /// Waits for the sessions to finish (after the prepared-frame senders are gone).
@@ -300,7 +411,7 @@ impl DetectorPool {
 }
 
 fn detector_worker(
-    mut detector: Detector,
+    mut detectors: Detectors,
     prepared: Receiver<PreparedFrame>,
     analysed: tokio::sync::mpsc::Sender<AnalysedFrame>,
     gates: &gates::Gates,
@@ -318,6 +429,7 @@ fn detector_worker(
             // Nothing changed in the camera's zones: the last inference stands for this frame.
             Err(reused) => reused,
             Ok(signature) => {
+                let detector = detectors.get_mut(frame.variant);
                 match detector.detect_frame(&frame.tensor, &frame.letterbox, &frame.picture, frame.rotated_pass) {
                     Ok(detections) => {
                         if let Some(signature) = signature {
@@ -347,6 +459,7 @@ fn detector_worker(
             decode_time: frame.decode_time,
             inference_time,
             picture: frame.picture,
+            model: detectors.get_mut(frame.variant).model().clone(),
         };
         if analysed.blocking_send(result).is_err() {
             return; // The pipeline is shutting down.

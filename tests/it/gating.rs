@@ -22,10 +22,7 @@ struct Scenario {
 /// The config at `path` with the model path made absolute and, unless `gating`, gating off;
 /// written into `dir`.
 fn with_gating(path: &Path, gating: bool, dir: &Path) -> PathBuf {
-    let text = std::fs::read_to_string(path).unwrap().replace(
-        "model = \"../../models/yolox_nano.toml\"",
-        &format!("model = {:?}", project_root().join("models/yolox_nano.toml")),
-    );
+    let text = support::with_absolute_models(&std::fs::read_to_string(path).unwrap());
     assert!(text.contains("[detector]\n"), "{} has no [detector] section", path.display());
     let text = if gating { text } else { text.replacen("[detector]\n", "[detector]\ngate_max_stale_ms = 0\n", 1) };
     let name = format!("{}-{}.toml", path.file_stem().unwrap().to_string_lossy(), if gating { "on" } else { "off" });

@@ -112,3 +112,209 @@ fn check_config_and_calibrate_name_the_variant() {
     assert_eq!(output.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&output.stderr).contains("wrong or corrupt file"));
 }
+
+/// A still grey clip of `size` (`WxH`), 6 s at 5 fps, a keyframe every 2 s.
+fn still_clip(name: &str, size: &str) -> std::path::PathBuf {
+    let source = format!("color=c=0x808080:s={size}:r=5");
+    crate::replay::make_clip(name, &["-f", "lavfi", "-i", &source], "[0]null", 6)
+}
+
+/// The live gateway picks each camera's model as replay does, runs both (a session of each),
+/// and shows the choice in /metrics and /api/cameras: a 16:9 camera without fall watch on the
+/// wide model, a 16:9 fall-watch camera and a 4:3 camera on the square one.
+#[test]
+fn the_running_gateway_analyses_each_camera_with_its_model_and_says_which() {
+    support::require_runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (wide_clip, plaza) =
+        (still_clip("grey_640x360.mp4", "640x360"), shared_media("vtest_plaza_768x576_10fps_gop20.mp4"));
+    let cameras = format!(
+        r#"
+[console]
+bind = "127.0.0.1:{port}"
+
+[cameras.street-16x9]
+url = "file:{wide}"
+analysis_interval_ms = 1000
+
+[cameras.fall-16x9]
+url = "file:{wide}"
+[[cameras.fall-16x9.zones]]
+id = "square"
+kind = "fall_watch"
+polygon = [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]
+
+[cameras.plaza-4x3]
+url = "file:{plaza}"
+analysis_interval_ms = 1000
+"#,
+        wide = wide_clip.display(),
+        plaza = plaza.display()
+    );
+    let text = support::config_text_in(&dir.path().join("state"), &cameras).replacen(
+        "[detector]\n",
+        &format!("[detector]\nwide_model = {:?}\n", project_root().join("models/yolox_nano_416x256.toml")),
+        1,
+    );
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(&config, text).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args(["run", "--run-for-secs", "14", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(10));
+    let get = |path: &str| {
+        let output = Command::new("curl").args(["-sf", &format!("http://127.0.0.1:{port}{path}")]).output().unwrap();
+        assert!(output.status.success(), "GET {path} failed");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let (metrics, api) = (get("/metrics"), get("/api/cameras"));
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    for (camera, variant, model) in [
+        ("street-16x9", "wide", "yolox_nano_416x256"),
+        ("fall-16x9", "square", "yolox_nano"),
+        ("plaza-4x3", "square", "yolox_nano"),
+    ] {
+        let line =
+            format!("gateway_camera_model_info{{camera=\"{camera}\",variant=\"{variant}\",model=\"{model}\"}} 1");
+        assert!(metrics.lines().any(|l| l == line), "missing {line:?} in\n{metrics}");
+        let analysed = format!("gateway_detect_frames_analysed_total{{camera=\"{camera}\"}} ");
+        let frames: f64 = metrics.lines().find_map(|l| l.strip_prefix(&analysed)).unwrap().parse().unwrap();
+        assert!(frames >= 3.0, "{camera}: {frames} frames analysed");
+    }
+    let api: Value = serde_json::from_str(&api).unwrap();
+    let shown: Vec<_> = api["cameras"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["id"].as_str().unwrap(), c["detector_model"].as_str(), c["model"].as_str()))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            ("fall-16x9", Some("auto"), Some("yolox_nano")),
+            ("plaza-4x3", Some("auto"), Some("yolox_nano")),
+            ("street-16x9", Some("auto"), Some("yolox_nano_416x256")),
+        ]
+    );
+}
+
+/// `gateway replay --stats`'s analysed frames by model, for camera `example` of `config`.
+fn analysed_by_model(config: &Path, footage: &Path) -> serde_json::Map<String, Value> {
+    let stats = config.with_extension("stats.json");
+    let output = gateway()
+        .args(["replay", "--json", "--camera", "example", "--stats"])
+        .arg(&stats)
+        .arg("--config")
+        .arg(config)
+        .arg(footage)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "replay failed: {}", String::from_utf8_lossy(&output.stderr));
+    let stats: Value = serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap();
+    stats["analysed_by_model"].as_object().unwrap_or_else(|| panic!("no analysed_by_model in {stats}")).clone()
+}
+
+/// Per-camera model choice (issue 14): with `[detector] wide_model` set, as the shipped
+/// examples do, `replay` analyses a 16:9 camera without fall watch with the 416x256 model and
+/// a fall-watch camera or a 4:3 one with the square model — the rule the live decoders apply
+/// (`config::ModelRule`, from each decoded frame's size); `detector_model` overrides it.
+#[test]
+fn sixteen_by_nine_cameras_without_fall_watch_are_analysed_with_the_wide_model() {
+    let (wide_clip, four_three_clip) =
+        (still_clip("grey_640x360.mp4", "640x360"), still_clip("grey_768x576.mp4", "768x576"));
+    let dir = tempfile::tempdir().unwrap();
+    let example = |name: &str, camera_keys: &str| {
+        let text =
+            std::fs::read_to_string(project_root().join("config/examples").join(format!("{name}.toml"))).unwrap();
+        assert!(text.contains("\nwide_model = "), "{name}.toml sets no [detector] wide_model");
+        let text = support::with_absolute_models(&text).replacen(
+            "[cameras.example]\n",
+            &format!("[cameras.example]\n{camera_keys}"),
+            1,
+        );
+        let path = dir.path().join(format!("{name}-{}.toml", camera_keys.len()));
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let only = |model: &str, found: serde_json::Map<String, Value>, what: &str| {
+        assert_eq!(found.keys().collect::<Vec<_>>(), [model], "{what}: {found:?}");
+        assert!(found[model].as_u64().unwrap() > 0, "{what}: {found:?}");
+    };
+    let bikes = example("misparked_bikes", "");
+    only("yolox_nano_416x256", analysed_by_model(&bikes, &wide_clip), "16:9, no fall watch");
+    only("yolox_nano", analysed_by_model(&bikes, &four_three_clip), "4:3, no fall watch");
+    only("yolox_nano", analysed_by_model(&example("fall_watch", ""), &wide_clip), "16:9 with a fall-watch zone");
+    let forced_square = example("misparked_bikes", "detector_model = \"square\"\n");
+    only("yolox_nano", analysed_by_model(&forced_square, &wide_clip), "16:9 forced square");
+    let forced_wide = example("misparked_bikes", "detector_model = \"wide\"\n");
+    only("yolox_nano_416x256", analysed_by_model(&forced_wide, &four_three_clip), "4:3 forced wide");
+}
+
+/// check-config verifies every model's sha256 and names the key of the one that fails; a
+/// camera asking for "wide" without a wide model, or for a model that does not exist, is a
+/// config problem (exit 64) with its key path; calibrate measures each model in use.
+#[test]
+fn check_config_verifies_both_models_and_calibrate_measures_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gateway.toml");
+    let models = project_root().join("models");
+    let detector = format!(
+        "[detector]\nmodel = \"{}\"\nwide_model = \"{}\"\n",
+        models.join("yolox_nano.toml").display(),
+        models.join("yolox_nano_416x256.toml").display()
+    );
+    std::fs::write(&config, &detector).unwrap();
+    let output = gateway().arg("check-config").arg(&config).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains(" 416x416, wide model yolox_nano_416x256 ") && stdout.contains("model yolox_nano "),
+        "{stdout}"
+    );
+
+    let clip = shared_media("vtest_plaza_768x576_10fps_gop20.mp4");
+    let output =
+        gateway().args(["calibrate", "--json", "--frames", "2", "--config"]).arg(&config).arg(&clip).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let lines: Vec<Value> =
+        String::from_utf8_lossy(&output.stdout).lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    let measured: Vec<_> = lines.iter().map(|l| (l["variant"].as_str(), l["model"].as_str())).collect();
+    assert_eq!(measured, [(Some("square"), Some("yolox_nano")), (Some("wide"), Some("yolox_nano_416x256"))]);
+
+    // A wide model file that is not what its manifest says.
+    let manifest = std::fs::read_to_string(models.join("yolox_nano_416x256.toml")).unwrap();
+    let sha_line = manifest.lines().find(|line| line.starts_with("sha256")).unwrap();
+    let wrong = manifest
+        .replace(sha_line, &format!("sha256 = \"{}\"", "0".repeat(64)))
+        .replace("file = \"yolox_nano_416x256.onnx\"", &format!("file = {:?}", models.join("yolox_nano_416x256.onnx")));
+    let wrong_manifest = dir.path().join("wide.toml");
+    std::fs::write(&wrong_manifest, wrong).unwrap();
+    let with_wrong_wide = format!(
+        "[detector]\nmodel = \"{}\"\nwide_model = \"{}\"\n",
+        models.join("yolox_nano.toml").display(),
+        wrong_manifest.display()
+    );
+    std::fs::write(&config, with_wrong_wide).unwrap();
+    let output = gateway().arg("check-config").arg(&config).output().unwrap();
+    assert_eq!(output.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("detector.wide_model: ") && stderr.contains("wrong or corrupt file"), "{stderr}");
+
+    std::fs::write(
+        &config,
+        "[cameras.a]\nurl = \"rtsp://192.0.2.1/\"\ndetector_model = \"wide\"\n[cameras.b]\nurl = \"rtsp://192.0.2.2/\"\ndetector_model = \"big\"\n",
+    )
+    .unwrap();
+    let output = gateway().arg("check-config").arg(&config).output().unwrap();
+    assert_eq!(output.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cameras.a.detector_model: \"wide\" needs [detector] wide_model"), "{stderr}");
+    assert!(stderr.contains("cameras.b.detector_model: unknown model \"big\""), "{stderr}");
+}

@@ -125,11 +125,7 @@ pub fn bin_area_clip() -> PathBuf {
 pub fn bin_area_config(dir: &Path) -> PathBuf {
     let config = dir.join("trash.toml");
     let example = std::fs::read_to_string(project_root().join("config/examples/trash_overflow.toml")).unwrap();
-    let shortened = example
-        .replace(
-            "model = \"../../models/yolox_nano.toml\"",
-            &format!("model = {:?}", project_root().join("models/yolox_nano.toml")),
-        )
+    let shortened = support::with_absolute_models(&example)
         // The reference difference, the fallback source: camera `example` switched to it.
         .replace("source = \"model\"", "source = \"reference\"")
         .replace("overflow_share = 0.6 ", "overflow_share = 0.15")
@@ -181,12 +177,10 @@ pub fn fall_clip() -> PathBuf {
 fn a_resident_who_falls_and_stays_down_raises_one_incident_with_and_without_the_rotated_pass() {
     let footage = fall_clip();
     let example = std::fs::read_to_string(project_root().join("config/examples/fall_watch.toml")).unwrap();
-    let model = format!("model = {:?}", project_root().join("models/yolox_nano.toml"));
     let dir = tempfile::tempdir().unwrap();
     for rotated_pass in [false, true] {
         let config = dir.path().join(format!("fall-{rotated_pass}.toml"));
-        let text = example.replace("model = \"../../models/yolox_nano.toml\"", &model)
-            + &format!("rotated_pass = {rotated_pass}\n");
+        let text = support::with_absolute_models(&example) + &format!("rotated_pass = {rotated_pass}\n");
         std::fs::write(&config, text).unwrap();
         let events = summary(&replay(&config, &footage));
         assert_eq!(events.len(), 2, "rotated_pass = {rotated_pass}: one incident, opened then cleared: {events:?}");

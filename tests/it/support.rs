@@ -12,6 +12,12 @@ pub fn project_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// An example config's text (`config/examples/`) with its model paths (`"../../models/…"`:
+/// `[detector] model` and `wide_model`) made absolute, for a copy written elsewhere.
+pub fn with_absolute_models(example: &str) -> String {
+    example.replace("\"../../models/", &format!("\"{}/", project_root().join("models").display()))
+}
+
 /// `../shared` beside the checkout (or `$GATEWAY_SHARED_DIR`): the model mirror and media.
 pub fn shared_dir() -> PathBuf {
     std::env::var_os("GATEWAY_SHARED_DIR").map(PathBuf::from).unwrap_or_else(|| project_root().join("../shared"))

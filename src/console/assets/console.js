@@ -435,7 +435,7 @@
   function updateCameraTile(entry) {
     const view = entry.data;
     const signature = JSON.stringify([view.state, view.reason, view.since_ms, view.street,
-      view.community, view.grid]);
+      view.community, view.grid, view.model]);
     if (entry.tile && entry.signature === signature) return;
     entry.signature = signature;
     const group = cameraGroup(view.state);
@@ -447,7 +447,7 @@
     // replaceChildren() would print a null as the text "null": leave the absent parts out.
     tile.replaceChildren(...[
       el('a', { class: 'camera-link', href: `/editor?camera=${encodeURIComponent(view.id)}`,
-        title: `${place(view)} — open in the zone editor` },
+        title: `${place(view)}${view.model ? ` — model ${view.model} (${view.model_variant})` : ''} — open in the zone editor` },
         el('span', { class: 'camera-id' }, view.id),
         el('span', { class: 'camera-state' }, view.state)),
       el('span', { class: 'camera-since' }, ageElement(view.since_ms, 'since ', ' ago')),

@@ -12,9 +12,11 @@
 //!   their upright height) and who is then lost inside the zone — not at the frame edge, not
 //!   behind a mask — counts as down from the drop;
 //! - anyone down who vanishes still counts for `vanish_hold_ms`;
-//! - after someone seen upright is lost with nobody near, or while a box is tipped, the rule
-//!   asks for the detector's rotated pass on the next look ([`FallWatch::wants_rotated_pass`]):
-//!   the picture turned ±90° shows a lying person upright, which the detector finds.
+//! - after someone seen upright is lost with nobody near, or when a box tips, the rule asks
+//!   for the detector's rotated pass on the next look ([`FallWatch::wants_rotated_pass`]):
+//!   the picture turned ±90° shows a lying person upright, which the detector finds. Once per
+//!   person until they are seen upright again: a person who stays lost or tipped is not asked
+//!   for on every look (a crowd, someone crouched or cut by the frame edge).
 //!
 //! With `pose = true` the shell runs a pose model where the box cannot tell (a tipped or
 //! dropped box, a person just lost: on the region where they were last seen) and passes a
@@ -97,6 +99,10 @@ struct Person {
     witnessed: bool,
     /// Seen on enough looks to be real (the tracker's confirmation).
     confirmed: bool,
+    /// The rotated pass was already asked for this person since they were last seen upright
+    /// (lost, or tipped): one look is what finds a lying person; asking again on every look
+    /// while someone stays lost or crouched costs two inferences a frame for nothing.
+    rotated_asked: bool,
     last_seen_ms: i64,
     last: ObjectRef,
 }
@@ -112,6 +118,7 @@ impl Person {
             cue: Cue::LyingBox,
             witnessed: false,
             confirmed: false,
+            rotated_asked: false,
             last_seen_ms: now_ms,
             last: object,
         }
@@ -324,6 +331,7 @@ impl FallWatch {
                             None => height,
                         });
                         person.upright = Some((now_ms, track.bbox));
+                        person.rotated_asked = false;
                     }
                 }
             }
@@ -344,10 +352,16 @@ impl FallWatch {
             // tracks come and go), nobody near: they may be lying where the
             // upright detector no longer sees them; the rotated pass looks next time. (At the
             // frame's edge too: the pass only finds people, it raises nothing by itself.)
-            self.wants_rotated |= person.down_since_ms.is_none()
+            // Once per spell (see `rotated_asked`).
+            if person.down_since_ms.is_none()
                 && person.confirmed
                 && !hidden
-                && person.upright.is_some_and(|(seen, _)| now_ms - seen <= params.fall_window_ms);
+                && !person.rotated_asked
+                && person.upright.is_some_and(|(seen, _)| now_ms - seen <= params.fall_window_ms)
+            {
+                person.rotated_asked = true;
+                self.wants_rotated = true;
+            }
             if let Some(dropped) = person.dropping_ms {
                 if person.down_since_ms.is_none() && !hidden && !may_have_left(&person.last.bbox, masks) {
                     person.down_since_ms = Some(dropped);
@@ -366,13 +380,19 @@ impl FallWatch {
             }
         }
         // A tipped box (neither upright nor lying) of someone not down: the rotated pass may
-        // see them lying.
-        self.wants_rotated |= self.people.values().any(|p| {
-            let aspect = p.last.bbox.aspect() * frame_aspect;
-            p.last_seen_ms == now_ms
-                && p.down_since_ms.is_none()
+        // see them lying (once per spell: a box that stays tipped is someone crouched, sitting
+        // or cut by the frame edge, whom the pass did not find lying).
+        for person in self.people.values_mut() {
+            let aspect = person.last.bbox.aspect() * frame_aspect;
+            if person.last_seen_ms == now_ms
+                && person.down_since_ms.is_none()
+                && !person.rotated_asked
                 && (UPRIGHT_ASPECT..params.lying_aspect).contains(&aspect)
-        });
+            {
+                person.rotated_asked = true;
+                self.wants_rotated = true;
+            }
+        }
         self.people.retain(|_, person| match person.down_since_ms {
             Some(_) => now_ms - person.last_seen_ms <= params.vanish_hold_ms,
             None => now_ms - person.last_seen_ms <= params.fall_window_ms,
@@ -415,7 +435,8 @@ impl FallWatch {
 
     /// Whether the detector's rotated pass (the picture turned ±90°: lying people are found
     /// as upright ones) should run on the next look: someone was just lost after being seen
-    /// upright with nobody near, or someone's box is tipped. The shell runs it only then
+    /// upright with nobody near, or someone's box tipped (each once until that person is seen
+    /// upright again). The shell runs it only then
     /// (unless `rotated_pass = true` runs it on every look).
     pub fn wants_rotated_pass(&self) -> bool {
         self.wants_rotated
@@ -586,12 +607,13 @@ mod tests {
             assert!(!look(second, std::slice::from_ref(&standing)).0, "standing people need no rotated pass");
         }
         // Lost right after being seen upright: asked for (even at the frame's edge: the pass
-        // only finds people).
+        // only finds people), once: still lost on the next looks, not asked again.
         assert!(look(20, &[]).0);
+        assert!(!look(21, &[]).0, "asked once per person lost");
         // The pass finds them lying where they stood: a fall, named by its cue.
         let lying = Observation { rotated: true, ..person(LYING[0], LYING[1], LYING[2], LYING[3]) };
         let mut raised = None;
-        for second in 21..30 {
+        for second in 22..30 {
             let (wants, signal) = look(second, std::slice::from_ref(&lying));
             assert!(!wants, "at {second} s: already down");
             if signal.raise && raised.is_none() {
@@ -599,15 +621,20 @@ mod tests {
                 assert!(signal.detail.contains("rotated pass, fell"), "{}", signal.detail);
             }
         }
-        assert_eq!(raised, Some(26));
-        // A tipped box (0.8 wide for its height in pixels) is asked for; nobody lost beside
-        // someone seen within a body width is not (a crowd).
+        assert_eq!(raised, Some(27));
+        // A tipped box (0.8 wide for its height in pixels) is asked for on the look it tips,
+        // not again while it stays tipped; again once the person was upright in between.
         let mut watch = FallWatch::default();
         let mut tracker = Tracker::new(TrackerConfig::default());
         let tipped = person(0.45, 0.42, 0.45 + 0.18 * 0.8 * 9.0 / 16.0, 0.60);
-        tracker.update(0, &[tipped]);
-        watch.evaluate(&zone(), &[0], &PARAMS, tracker.tracks(), &[], &[], 16.0 / 9.0, 0);
-        assert!(watch.wants_rotated_pass());
+        let upright = person(0.45, 0.30, 0.45 + 0.30 * 0.4 * 9.0 / 16.0, 0.60);
+        let script = [(&tipped, true), (&tipped, false), (&tipped, false), (&upright, false), (&tipped, true)];
+        for (second, (observation, asked)) in script.into_iter().enumerate() {
+            let now_ms = second as i64 * 1000;
+            tracker.update(now_ms, std::slice::from_ref(observation));
+            watch.evaluate(&zone(), &[0], &PARAMS, tracker.tracks(), &[], &[], 16.0 / 9.0, now_ms);
+            assert_eq!(watch.wants_rotated_pass(), asked, "at {second} s");
+        }
         let mut watch = FallWatch::default();
         let mut tracker = Tracker::new(TrackerConfig::default());
         let other = person(0.56, 0.30, 0.66, 0.60);

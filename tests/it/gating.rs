@@ -4,9 +4,6 @@
 //! must save inferences where the scene holds still.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-use serde_json::Value;
 
 use crate::replay::{bin_area_clip, bin_area_config, fall_clip, parked_bike_clip, summary};
 use crate::support::{self, project_root, shared_media};
@@ -29,24 +26,6 @@ fn with_gating(path: &Path, gating: bool, dir: &Path) -> PathBuf {
     let written = dir.join(name);
     std::fs::write(&written, text).unwrap();
     written
-}
-
-/// Replays `footage`; the events and the `--stats` figures.
-fn replay_with_stats(config: &Path, footage: &Path) -> (Vec<Value>, Value) {
-    support::require_runtime();
-    let stats = config.with_extension("stats.json");
-    let output = Command::new(env!("CARGO_BIN_EXE_gateway"))
-        .args(["replay", "--json", "--camera", "example", "--stats"])
-        .arg(&stats)
-        .arg("--config")
-        .arg(config)
-        .arg(footage)
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "replay failed: {}", String::from_utf8_lossy(&output.stderr));
-    let events =
-        String::from_utf8(output.stdout).unwrap().lines().map(|line| serde_json::from_str(line).unwrap()).collect();
-    (events, serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap())
 }
 
 #[test]
@@ -82,9 +61,9 @@ fn gating_opens_and_clears_every_replay_scenario_within_one_interval_and_saves_o
     let mut saved = Vec::new();
     for scenario in &scenarios {
         let (off_events, off_stats) =
-            replay_with_stats(&with_gating(&scenario.config, false, dir.path()), &scenario.footage);
+            support::replay_with_stats(&with_gating(&scenario.config, false, dir.path()), &scenario.footage);
         let (on_events, on_stats) =
-            replay_with_stats(&with_gating(&scenario.config, true, dir.path()), &scenario.footage);
+            support::replay_with_stats(&with_gating(&scenario.config, true, dir.path()), &scenario.footage);
         let name = scenario.name;
         assert_eq!(off_stats["inferences_reused"], 0, "{name}: gating off reuses nothing: {off_stats}");
         assert_eq!(off_stats["analysed_frames"], on_stats["analysed_frames"], "{name}: the same frames are analysed");

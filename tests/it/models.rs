@@ -207,17 +207,7 @@ analysis_interval_ms = 1000
 
 /// `gateway replay --stats`'s analysed frames by model, for camera `example` of `config`.
 fn analysed_by_model(config: &Path, footage: &Path) -> serde_json::Map<String, Value> {
-    let stats = config.with_extension("stats.json");
-    let output = gateway()
-        .args(["replay", "--json", "--camera", "example", "--stats"])
-        .arg(&stats)
-        .arg("--config")
-        .arg(config)
-        .arg(footage)
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "replay failed: {}", String::from_utf8_lossy(&output.stderr));
-    let stats: Value = serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap();
+    let (_, stats) = support::replay_with_stats(config, footage);
     stats["analysed_by_model"].as_object().unwrap_or_else(|| panic!("no analysed_by_model in {stats}")).clone()
 }
 

@@ -327,3 +327,22 @@ impl DrainedOutput {
         (self.stdout.join().unwrap_or_default(), self.stderr.join().unwrap_or_default())
     }
 }
+
+/// `gateway replay --json --stats` of camera `example` of `config` on `footage`: the event
+/// lines and the stats document.
+pub fn replay_with_stats(config: &Path, footage: &Path) -> (Vec<serde_json::Value>, serde_json::Value) {
+    require_runtime();
+    let stats = config.with_extension("stats.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args(["replay", "--json", "--camera", "example", "--stats"])
+        .arg(&stats)
+        .arg("--config")
+        .arg(config)
+        .arg(footage)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "replay failed: {}", String::from_utf8_lossy(&output.stderr));
+    let events =
+        String::from_utf8(output.stdout).unwrap().lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    (events, serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap())
+}

@@ -5,7 +5,7 @@
 //! to the token only, with range requests.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -132,15 +132,7 @@ async fn an_incident_gets_a_clip_remuxed_from_the_cameras_own_h264_or_h265_strea
     );
     let config = dir.path().join("gateway.toml");
     std::fs::write(&config, super::support::config_text_in(&state, &cameras)).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gateway"))
-        .args(["run", "--run-for-secs", "150", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "info,ort=warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let logs = super::support::DrainedOutput::of(&mut child);
+    let (child, logs) = super::support::spawn_run(&config, 150);
     let gateway = Running(child);
     let evidence = state.join("evidence");
     let written = eventually(Duration::from_secs(90), || {
@@ -309,15 +301,7 @@ async fn people_in_a_bike_incidents_snapshot_are_blurred_and_the_original_kept()
     );
     let config = dir.path().join("gateway.toml");
     std::fs::write(&config, super::support::config_text_in(&state, &cameras)).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gateway"))
-        .args(["run", "--run-for-secs", "90", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "info,ort=warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let logs = super::support::DrainedOutput::of(&mut child);
+    let (child, logs) = super::support::spawn_run(&config, 90);
     let gateway = Running(child);
     let evidence = state.join("evidence");
     let sidecar = || -> Option<PathBuf> {

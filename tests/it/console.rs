@@ -5,7 +5,7 @@
 //! Chromium through `tests/browser/run.mjs`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -37,15 +37,8 @@ impl Gateway {
         );
         let config = dir.path().join("gateway.toml");
         std::fs::write(&config, super::support::config_text_in(&dir.path().join("state"), &text)).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_gateway"))
-            .args(["run", "--run-for-secs", "240", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "info,ort=warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let logs = Some(super::support::DrainedOutput::of(&mut child));
+        let (child, logs) = super::support::spawn_run(&config, 240);
+        let logs = Some(logs);
         Gateway { child, port, config, logs, _dir: dir }
     }
 

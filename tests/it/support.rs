@@ -299,6 +299,21 @@ dwell_ms = 3000
     )
 }
 
+/// `gateway run --run-for-secs seconds --config config` (logs at info, ONNX Runtime's at
+/// warn), its output drained as it runs.
+pub fn spawn_run(config: &Path, seconds: u64) -> (Child, DrainedOutput) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args(["run", "--run-for-secs", &seconds.to_string(), "--config"])
+        .arg(config)
+        .env("RUST_LOG", "info,ort=warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let logs = DrainedOutput::of(&mut child);
+    (child, logs)
+}
+
 /// A child's stdout and stderr, read to the end on threads as it runs (a full pipe would
 /// block the gateway's logging).
 pub struct DrainedOutput {

@@ -46,15 +46,8 @@ reconnect_max_secs = 2
         );
         let config = dir.path().join("gateway.toml");
         std::fs::write(&config, super::super::support::config_text_in(&dir.path().join("state"), &text)).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_gateway"))
-            .args(["run", "--run-for-secs", "300", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "info,ort=warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let logs = Some(crate::support::DrainedOutput::of(&mut child));
+        let (child, logs) = crate::support::spawn_run(&config, 300);
+        let logs = Some(logs);
         Gateway { child, console_port, logs, _dir: dir }
     }
 

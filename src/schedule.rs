@@ -17,7 +17,12 @@
 //!   of its fall-watch zones (and [`ACTIVE_HOLD_MS`] after): life safety first. Over capacity,
 //!   the lower-priority cameras (bikes, bins: their rules wait minutes anyway) are the ones
 //!   revisited later; one that has waited [`PRIORITY_AGING_MS`] is served as high, so none
-//!   starves for good. Within a priority every camera is late by about the same time, and one
+//!   starves for good — but an aged camera does not outrank the cameras that are high on
+//!   their own (people in view, or configured high): it gets one take in
+//!   [`AGED_SHARE_EVERY`] while those wait, so far over capacity (600 cameras on a box sized
+//!   for 150) the aged bike and bin cameras share a tenth of the capacity among them instead
+//!   of crowding out the fall-watch cameras by their older deadlines. Within a priority every
+//!   camera is late by about the same time, and one
 //!   busy camera cannot crowd out the others: a camera asking for a frame a second gets one a
 //!   second only while the others' deadlines are not older.
 
@@ -30,6 +35,12 @@ pub const ACTIVE_HOLD_MS: i64 = 10_000;
 /// A lower-priority camera whose due frame has waited this long is served as high priority:
 /// over capacity, bike and bin cameras are revisited later, but not forever.
 pub const PRIORITY_AGING_MS: i64 = 60_000;
+
+/// While cameras that are high on their own (people in view of a fall-watch zone, or
+/// configured high) have frames waiting, one take in this many goes to an aged camera (one
+/// served as high only because it waited [`PRIORITY_AGING_MS`]), if one waits: the aged
+/// cameras share a tenth of the capacity, the others get the rest.
+pub const AGED_SHARE_EVERY: u32 = 10;
 
 /// How urgently a camera's due frames are served when frames wait for a worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
@@ -114,6 +125,26 @@ pub struct Taken<K, F> {
     pub waited_ms: i64,
 }
 
+/// A camera's place in the order of waiting frames: its own priority (people in view raise it
+/// to high), or high because its frame waited [`PRIORITY_AGING_MS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Urgency {
+    Own(Priority),
+    Aged,
+}
+
+impl Urgency {
+    /// Order key, most urgent first: high on its own, then aged, then normal, then low.
+    fn rank(self) -> u8 {
+        match self {
+            Urgency::Own(Priority::High) => 3,
+            Urgency::Aged => 2,
+            Urgency::Own(Priority::Normal) => 1,
+            Urgency::Own(Priority::Low) => 0,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Pending<F> {
     frame: F,
@@ -138,12 +169,22 @@ struct Slot<F> {
 impl<F> Slot<F> {
     /// The priority the camera is served with now.
     fn priority(&self, now_ms: i64) -> Priority {
+        match self.urgency(now_ms) {
+            Urgency::Own(priority) => priority,
+            Urgency::Aged => Priority::High,
+        }
+    }
+
+    /// Why the camera is served with its priority now.
+    fn urgency(&self, now_ms: i64) -> Urgency {
         let people = self.active_until_ms.is_some_and(|until| now_ms < until);
         let aged = self.pending.is_some() && now_ms - self.due_since_ms >= PRIORITY_AGING_MS;
-        if people || aged {
-            Priority::High
+        if people {
+            Urgency::Own(Priority::High)
+        } else if aged && self.cadence.priority < Priority::High {
+            Urgency::Aged
         } else {
-            self.cadence.priority
+            Urgency::Own(self.cadence.priority)
         }
     }
 
@@ -195,11 +236,14 @@ impl<F> Slot<F> {
 #[derive(Debug)]
 pub struct Scheduler<K, F> {
     slots: BTreeMap<K, Slot<F>>,
+    /// Takes of high-on-their-own cameras in a row while an aged camera waited
+    /// ([`AGED_SHARE_EVERY`]).
+    passed_over_aged: u32,
 }
 
 impl<K: Ord + Clone, F> Default for Scheduler<K, F> {
     fn default() -> Self {
-        Scheduler { slots: BTreeMap::new() }
+        Scheduler { slots: BTreeMap::new(), passed_over_aged: 0 }
     }
 }
 
@@ -318,14 +362,32 @@ impl<K: Ord + Clone, F> Scheduler<K, F> {
     }
 
     /// The waiting frame of the highest priority with the earliest deadline, if any; the
-    /// camera's schedule moves on.
+    /// camera's schedule moves on. Aged cameras get their share ([`AGED_SHARE_EVERY`]).
     pub fn take(&mut self, now_ms: i64) -> Option<Taken<K, F>> {
-        let (camera, _) = self
-            .slots
-            .iter()
-            .filter(|(_, slot)| slot.pending.is_some())
-            .min_by_key(|(_, slot)| (std::cmp::Reverse(slot.priority(now_ms)), slot.due_since_ms))?;
-        let camera = camera.clone();
+        let earliest = |wanted: &dyn Fn(Urgency) -> bool| {
+            self.slots
+                .iter()
+                .filter(|(_, slot)| slot.pending.is_some() && wanted(slot.urgency(now_ms)))
+                .min_by_key(|(_, slot)| (std::cmp::Reverse(slot.urgency(now_ms).rank()), slot.due_since_ms))
+                .map(|(camera, _)| camera.clone())
+        };
+        let first = earliest(&|_| true)?;
+        let aged = earliest(&|urgency| urgency == Urgency::Aged);
+        let first_is_own_high = self.slots[&first].urgency(now_ms) == Urgency::Own(Priority::High);
+        let camera = match aged {
+            Some(aged) if first_is_own_high && self.passed_over_aged + 1 >= AGED_SHARE_EVERY => {
+                self.passed_over_aged = 0;
+                aged
+            }
+            Some(_) if first_is_own_high => {
+                self.passed_over_aged += 1;
+                first
+            }
+            _ => {
+                self.passed_over_aged = 0;
+                first
+            }
+        };
         let slot = self.slots.get_mut(&camera).expect("found above");
         let pending = slot.pending.take().expect("filtered above");
         let revisit_ms = slot.last_taken_ms.map(|last| pending.arrived_ms - last);
@@ -811,6 +873,49 @@ mod tests {
         // Nobody in view: the fall-watch cameras are plain cameras like the others.
         let analysed = prioritised(5, 25, false, 10);
         assert!(analysed.iter().all(|&count| (15..=25).contains(&count)), "{analysed:?}");
+    }
+
+    #[test]
+    fn far_over_capacity_aged_cameras_share_a_tenth_and_fall_watch_keeps_its_rate() {
+        // 10 fall-watch cameras with people in view asking 1 frame/s and 600 plain cameras at
+        // 10 s (70/s asked), 14 frames/s available, for 5 minutes: the plain cameras age past
+        // PRIORITY_AGING_MS and would outrank the fall-watch cameras by their older deadlines.
+        let mut scheduler: Scheduler<usize, i64> = Scheduler::default();
+        let (fall, plain) = (10, 600);
+        let fall_cadence = Cadence { interval_ms: 1000, active_interval_ms: Some(1000), priority: Priority::Normal };
+        for camera in 0..fall + plain {
+            let cadence = if camera < fall { fall_cadence } else { cadence(10_000) };
+            scheduler.add_with_phase(camera, cadence, camera as f64 / (fall + plain) as f64);
+            // People in view from the start (otherwise the first frames queue as normal).
+            scheduler.people_in_view(&camera, camera < fall, 0);
+        }
+        let mut analysed = vec![0; fall + plain];
+        let (mut plain_takes, mut takes) = (0, 0);
+        for now in 0..300_000 {
+            for camera in 0..fall + plain {
+                if (now + camera as i64 * 7) % 40 == 0 {
+                    scheduler.offer(&camera, now, now);
+                }
+            }
+            if now % 71 == 0 {
+                if let Some(taken) = scheduler.take(now) {
+                    analysed[taken.camera] += 1;
+                    takes += 1;
+                    if taken.camera < fall {
+                        scheduler.people_in_view(&taken.camera, true, now);
+                    } else {
+                        plain_takes += 1;
+                    }
+                }
+            }
+        }
+        // Each fall-watch camera at least 0.9 frames/s.
+        for (camera, &count) in analysed[..fall].iter().enumerate() {
+            assert!(count >= 270, "fall-watch camera {camera} got {count} frames in 300 s: {:?}", &analysed[..fall]);
+        }
+        // The plain cameras get what is left (at least their tenth), and every one is served.
+        assert!(plain_takes * 10 >= takes, "{plain_takes} of {takes}");
+        assert!(analysed[fall..].iter().all(|&count| count >= 1), "{:?}", &analysed[fall..]);
     }
 
     #[test]

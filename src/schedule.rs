@@ -123,6 +123,9 @@ pub struct Taken<K, F> {
     pub revisit_ms: Option<i64>,
     /// How long the camera had a due frame waiting, ms.
     pub waited_ms: i64,
+    /// Served as high only because it waited [`PRIORITY_AGING_MS`] (its share,
+    /// [`AGED_SHARE_EVERY`], or nothing more urgent waited).
+    pub aged: bool,
 }
 
 /// A camera's place in the order of waiting frames: its own priority (people in view raise it
@@ -389,10 +392,11 @@ impl<K: Ord + Clone, F> Scheduler<K, F> {
             }
         };
         let slot = self.slots.get_mut(&camera).expect("found above");
+        let aged = slot.urgency(now_ms) == Urgency::Aged;
         let pending = slot.pending.take().expect("filtered above");
         let revisit_ms = slot.last_taken_ms.map(|last| pending.arrived_ms - last);
         slot.mark_taken(pending.arrived_ms);
-        Some(Taken { camera, frame: pending.frame, revisit_ms, waited_ms: now_ms - slot.due_since_ms })
+        Some(Taken { camera, frame: pending.frame, revisit_ms, waited_ms: now_ms - slot.due_since_ms, aged })
     }
 
     /// Frames waiting for a worker (at most one per camera).
@@ -890,7 +894,7 @@ mod tests {
             scheduler.people_in_view(&camera, camera < fall, 0);
         }
         let mut analysed = vec![0; fall + plain];
-        let (mut plain_takes, mut takes) = (0, 0);
+        let (mut plain_takes, mut aged_takes, mut takes) = (0, 0, 0);
         for now in 0..300_000 {
             for camera in 0..fall + plain {
                 if (now + camera as i64 * 7) % 40 == 0 {
@@ -905,6 +909,7 @@ mod tests {
                         scheduler.people_in_view(&taken.camera, true, now);
                     } else {
                         plain_takes += 1;
+                        aged_takes += u64::from(taken.aged);
                     }
                 }
             }
@@ -915,6 +920,7 @@ mod tests {
         }
         // The plain cameras get what is left (at least their tenth), and every one is served.
         assert!(plain_takes * 10 >= takes, "{plain_takes} of {takes}");
+        assert!(aged_takes > 0 && aged_takes <= plain_takes, "{aged_takes} aged of {plain_takes}");
         assert!(analysed[fall..].iter().all(|&count| count >= 1), "{:?}", &analysed[fall..]);
     }
 

@@ -751,6 +751,7 @@ def summarise_gateway(samples, cameras):
 
     analysed = counter_delta(m0, m1, "gateway_detect_frames_analysed_total")
     res["analysed_fps"] = sum(analysed.values()) / seconds
+    res["analysed_total"] = sum(analysed.values())
     expected = sum(1000.0 / c["interval_ms"] for c in cameras)
     res["analysed_fps_expected"] = expected
     by_role = {}
@@ -816,6 +817,9 @@ def summarise_gateway(samples, cameras):
                         for name in ("gateway_scheduler_demand_frames_per_second",
                                      "gateway_scheduler_capacity_frames_per_second",
                                      "gateway_scheduler_active_cameras") if name in m1}
+    # Frames given to cameras served first only because they waited a minute (their share).
+    aged = [scalar(m, "gateway_scheduler_aged_frames_total") for m in (m0, m1)]
+    res["aged_frames"] = aged[1] - aged[0] if None not in aged else None
 
     rss = [s.memory.get("VmRSS", 0) for s in samples]
     res["rss_mib"] = {"peak_VmHWM": last.memory.get("VmHWM", 0) / 1024, "max_VmRSS": max(rss) / 1024,
@@ -1047,6 +1051,9 @@ def print_gateway(res, title):
                  f"{fmt(rss['max_VmRSS'], 0)} MiB"))
     rows.append(("cameras by state at end", ", ".join(f"{k} {v}" for k, v in sorted(res["cameras_by_state_at_end"].items()))))
     rows.append(("reconnects / decode errors", f"{fmt(res['reconnects'], 0)} / {fmt(res['decode_errors'], 0)}"))
+    if res.get("aged_frames") is not None:
+        rows.append(("frames for aged cameras (waited 60 s)", f"{res['aged_frames']:.0f} "
+                     f"({res['aged_frames'] / max(res['analysed_total'], 1) * 100:.1f} % of analysed)"))
     if res["scheduler"]:
         rows.append(("scheduler (mean/max)", ", ".join(
             f"{k} {fmt(v['mean'], 1)}/{fmt(v['max'], 1)}" for k, v in res["scheduler"].items() if v)))

@@ -408,6 +408,13 @@ fn render_schedule(out: &mut String, schedule: &ScheduleView) {
     );
     family(
         out,
+        "gateway_scheduler_aged_frames_total",
+        "counter",
+        "Frames analysed for cameras served first only because their frame waited a minute (one in ten while fall-watch cameras with people wait).",
+    );
+    let _ = writeln!(out, "gateway_scheduler_aged_frames_total {}", stats.aged_takes);
+    family(
+        out,
         "gateway_scheduler_revisit_seconds",
         "histogram",
         "Arrival-time gap between a camera's consecutive analysed frames, all cameras.",
@@ -592,6 +599,7 @@ mod tests {
                     demand_per_second: 60.5,
                     active_cameras: 1,
                     high_priority_cameras: 1,
+                    aged_takes: 7,
                     revisit_buckets: vec![0, 0, 0, 1, 1, 1, 2, 2, 2, 2, 2],
                     revisit_sum_seconds: 22.2,
                     recent_revisit_max_seconds: 12.4,
@@ -625,6 +633,7 @@ mod tests {
             "gateway_camera_priority{camera=\"gate-3\"} 0",
             "gateway_camera_model_info{camera=\"gate-3\",variant=\"wide\",model=\"yolox_nano_416x256\"} 1",
             "gateway_scheduler_high_priority_cameras 1",
+            "gateway_scheduler_aged_frames_total 7",
             "gateway_camera_revisit_seconds_max{camera=\"gate-3\"} 12.400",
             "gateway_scheduler_waiting_frames 2",
             "gateway_scheduler_capacity_frames_per_second 62.250",

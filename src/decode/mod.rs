@@ -153,6 +153,8 @@ pub struct ScheduleStats {
     pub active_cameras: usize,
     /// Cameras served with high priority now.
     pub high_priority_cameras: usize,
+    /// Frames taken for cameras served as high only because they waited a minute.
+    pub aged_takes: u64,
     /// Revisits observed, cumulative per bucket of [`REVISIT_BUCKETS`] (then +Inf).
     pub revisit_buckets: Vec<u64>,
     /// Sum of revisits, seconds.
@@ -172,6 +174,8 @@ struct SchedulerState {
     revisit_buckets: [u64; REVISIT_BUCKETS.len() + 1],
     /// Revisits' sum and recent maximum, seconds.
     revisits: Summary,
+    /// Frames taken for aged cameras ([`crate::schedule::Taken::aged`]).
+    aged_takes: u64,
 }
 
 /// The shell around [`Scheduler`]: cameras' sinks offer frames, pool workers wait for the
@@ -192,6 +196,7 @@ impl FrameScheduler {
                 closed: false,
                 revisit_buckets: [0; REVISIT_BUCKETS.len() + 1],
                 revisits: Summary::default(),
+                aged_takes: 0,
             }),
             ready: Condvar::new(),
             epoch: Instant::now(),
@@ -280,6 +285,7 @@ impl FrameScheduler {
             }
             let now = self.ms(Instant::now());
             if let Some(taken) = state.scheduler.take(now) {
+                state.aged_takes += u64::from(taken.aged);
                 if let Some(revisit_ms) = taken.revisit_ms {
                     let bucket = REVISIT_BUCKETS
                         .iter()
@@ -319,6 +325,7 @@ impl FrameScheduler {
             demand_per_second: state.scheduler.demand_per_second(),
             active_cameras: state.scheduler.active_cameras(),
             high_priority_cameras: state.scheduler.high_priority_cameras(self.ms(Instant::now())),
+            aged_takes: state.aged_takes,
             revisit_buckets: state
                 .revisit_buckets
                 .iter()

@@ -11,10 +11,14 @@
 //! Bounded: past [`MAX_HELD_EVENTS`] held events the recorder takes no more jobs; its queue
 //! fills and the run loop stops taking analysed frames (they wait in their bounded channel,
 //! the detectors wait, and the scheduler skips frames, counted) until the disk takes commits
-//! again; so memory stays bounded and no event that was made is lost. Only a process that
-//! exits while commits fail loses what it holds, and logs every held event as it goes.
+//! again; so memory stays bounded and no event that was made is lost. A process that exits
+//! while commits fail writes what it holds to a spill file ([`super::spill`]: another
+//! directory, by default systemd's RAM-backed runtime directory), which the next start puts
+//! back in front of everything; only without a spill directory, or when that write fails too,
+//! are the held events lost, each logged.
 
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -24,6 +28,8 @@ use crate::backoff::Backoff;
 use crate::incident::IncidentBook;
 use crate::outbox::{CommitHealth, Enqueued, Outbox, OutboxRecord};
 use crate::recorder::Worker;
+
+use super::spill::Spilled;
 
 /// Past this many held events, the recorder takes no more jobs (and so the run loop no more
 /// frames) until they are committed.
@@ -72,6 +78,10 @@ pub(super) struct Commits {
     held: Mutex<Held>,
     /// [`MAX_HELD_EVENTS`] (smaller in tests).
     max_held_events: usize,
+    /// Where held commits go when the gateway stops before the disk takes them.
+    spill_dir: Option<PathBuf>,
+    /// Spill files whose commits are at the front of the held queue (deleted once committed).
+    spill_files: Mutex<Vec<PathBuf>>,
 }
 
 impl Commits {
@@ -84,7 +94,30 @@ impl Commits {
             retry_at: None,
             failing_since: None,
         };
-        Commits { outbox, health, held: Mutex::new(held), max_held_events: MAX_HELD_EVENTS }
+        Commits {
+            outbox,
+            health,
+            held: Mutex::new(held),
+            max_held_events: MAX_HELD_EVENTS,
+            spill_dir: None,
+            spill_files: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Spills held commits to `dir` at exit; `spilled`, read back from an earlier spill that
+    /// the outbox would not take at start, is held first (retried at once, in order).
+    pub(super) fn with_spill(mut self, dir: Option<PathBuf>, spilled: Spilled, now: Instant) -> Self {
+        self.spill_dir = dir;
+        if !spilled.commits.is_empty() {
+            let held = self.held.get_mut().unwrap_or_else(PoisonError::into_inner);
+            held.events += spilled.commits.iter().map(|commit| commit.records.len()).sum::<usize>();
+            held.queue.extend(spilled.commits);
+            held.retry_at = Some(now);
+            held.failing_since = Some(now);
+            self.health.holding(held.events);
+            *self.spill_files.get_mut().unwrap_or_else(PoisonError::into_inner) = spilled.files;
+        }
+        self
     }
 
     /// Commits now, or holds the commit (behind earlier held ones, or because this one
@@ -130,6 +163,7 @@ impl Commits {
                 }
             }
         }
+        self.remove_spill_files();
         let failed_for = held.failing_since.take().map_or(Duration::ZERO, |since| now - since);
         info!(
             events = committed.iter().map(|c| c.commit.records.len()).sum::<usize>(),
@@ -157,10 +191,28 @@ impl Commits {
         self.held.lock().unwrap_or_else(PoisonError::into_inner).events >= self.max_held_events
     }
 
-    /// At exit: one last try, then every event still held is logged as lost.
+    /// At exit: one last try, then the commits still held go to a spill file; without one
+    /// (no spill directory, or it cannot be written either) every event still held is logged
+    /// as lost.
     pub(super) fn flush_at_exit(&self, now: Instant) -> Vec<Committed> {
         let committed = self.retry(now, true);
         let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        if let (Some(dir), Some(newest)) = (&self.spill_dir, held.queue.back()) {
+            match super::spill::write(dir, &held.queue, newest.now_ms) {
+                Ok(path) => {
+                    error!(
+                        events = held.events,
+                        file = %path.display(),
+                        "stopping while the outbox takes no commits: the held incident events are written to a \
+                         spill file, which the next start puts into the outbox"
+                    );
+                    // The new file holds the commits of the ones read at start too.
+                    self.remove_spill_files();
+                    return committed;
+                }
+                Err(err) => error!(error = format!("{err:#}"), "cannot write the held incident events to a spill file"),
+            }
+        }
         if !held.queue.is_empty() {
             for commit in &held.queue {
                 for record in &commit.records {
@@ -174,6 +226,18 @@ impl Commits {
             }
         }
         committed
+    }
+
+    /// Deletes the spill files read at start: their commits are in the outbox (or in a newer file).
+    fn remove_spill_files(&self) {
+        let files = std::mem::take(&mut *self.spill_files.lock().unwrap_or_else(PoisonError::into_inner));
+        if files.is_empty() {
+            return;
+        }
+        for (file, err) in super::spill::remove(&files) {
+            error!(file = %file.display(), error = %err, "cannot delete a spill file whose events are safe: delete it by hand");
+        }
+        info!(files = files.len(), "spilled incident events are in the outbox: spill files deleted");
     }
 
     fn try_commit(&self, commit: &Commit) -> anyhow::Result<Enqueued> {
@@ -283,14 +347,15 @@ pub(super) fn report(committed: &[Committed], shared: &crate::console::Shared) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::incident::{EventKind, IncidentEvent};
     use crate::outbox::testing::Disk;
     use crate::outbox::{StoredBook, RECORD_SCHEMA};
     use std::sync::atomic::Ordering;
 
-    fn commit(seq: u32) -> Commit {
+    /// A commit of one misparked-bike event, `seq`, with a book that names it.
+    pub(in crate::app) fn commit(seq: u32) -> Commit {
         let event = IncidentEvent {
             incident_id: "gate-3:pavement:misparked_bike:0".into(),
             seq,
@@ -386,6 +451,63 @@ mod tests {
         assert_eq!(commits.retry(now, true).len(), 2);
         assert!(!commits.backpressure());
         assert_eq!(outbox.depth().unwrap(), 20);
+    }
+
+    #[test]
+    fn a_stop_while_the_disk_refuses_spills_the_held_commits_and_the_next_start_commits_them_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let spill_dir = dir.path().join("run");
+        let disk = Disk::default();
+        let outbox = Arc::new(disk.outbox(&dir.path().join("outbox.redb"), 100));
+        let now = Instant::now();
+        let commits = Commits::new(outbox.clone(), Arc::new(CommitHealth::default())).with_spill(
+            Some(spill_dir.clone()),
+            Spilled::default(),
+            now,
+        );
+        assert!(commits.commit(commit(1), now).is_some());
+        disk.full.store(true, Ordering::SeqCst);
+        assert!(commits.commit(commit(2), now).is_none());
+        assert!(commits.commit(commit(3), now).is_none());
+        // Stopped while the disk refuses: nothing committed, both held commits in one file.
+        assert!(commits.flush_at_exit(now).is_empty());
+        drop(commits);
+        let (spilled, problems) = super::super::spill::read(&spill_dir);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(spilled.files.len(), 1);
+        assert_eq!(spilled.commits.iter().map(|c| c.records[0].event.seq).collect::<Vec<_>>(), vec![2, 3]);
+
+        // Started again, the disk still full: held in front of the new commit, the file kept.
+        let health = Arc::new(CommitHealth::default());
+        let commits = Commits::new(outbox.clone(), health.clone()).with_spill(Some(spill_dir.clone()), spilled, now);
+        assert_eq!(health.held_events(), 2);
+        assert!(commits.commit(commit(4), now).is_none());
+        assert!(commits.retry(now, false).is_empty(), "retried at once, still refused");
+        assert_eq!(super::super::spill::read(&spill_dir).0.files.len(), 1);
+
+        // Space back: everything in order, the book the newest, the spill file gone.
+        disk.full.store(false, Ordering::SeqCst);
+        let committed = commits.retry(now + Duration::from_secs(60), true);
+        assert_eq!(committed.iter().map(|c| c.commit.records[0].event.seq).collect::<Vec<_>>(), vec![2, 3, 4]);
+        let seqs: Vec<u32> = outbox.pending(0, 10).unwrap().iter().map(|(_, r)| r.event.seq).collect();
+        assert_eq!(seqs, vec![1, 2, 3, 4]);
+        match outbox.book("gate-3", 0).unwrap() {
+            StoredBook::Restored(book) => assert_eq!(book, commit(4).book),
+            other => panic!("{other:?}"),
+        }
+        assert!(super::super::spill::read(&spill_dir).0.files.is_empty(), "spill file deleted");
+    }
+
+    #[test]
+    fn without_a_spill_directory_a_stop_while_the_disk_refuses_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = Disk::default();
+        let outbox = Arc::new(disk.outbox(&dir.path().join("outbox.redb"), 100));
+        let commits = Commits::new(outbox, Arc::new(CommitHealth::default()));
+        disk.full.store(true, Ordering::SeqCst);
+        assert!(commits.commit(commit(1), Instant::now()).is_none());
+        assert!(commits.flush_at_exit(Instant::now()).is_empty());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "only the outbox file");
     }
 
     /// A recorder doing [`Recording`] without evidence (the job is its commit), telling the

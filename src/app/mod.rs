@@ -18,6 +18,7 @@
 //! What it does not do: read the environment, install signal handlers, bind sockets or exit.
 
 mod commits;
+mod spill;
 // Stamps frames with their ingest time (`received_at`, a monotonic instant) and times the
 // commits: the run loop's own edges, next to the recorder work of issue 12.
 #[allow(clippy::disallowed_methods)]
@@ -176,8 +177,16 @@ pub async fn run(config: CheckedConfig, world: World, shutdown: CancellationToke
     let outbox = Outbox::open(&outbox_path, config.outbox_max_entries).map(Arc::new).map_err(|err| {
         Failure::Start(err.context("cannot open the outbox: refusing to run without somewhere to keep incidents"))
     })?;
+    // Events a stop while the disk refused commits spilled: into the outbox before anything
+    // else, or, while it still refuses, held in memory in front of everything (their books too).
+    let spilled = import_spill(config.outbox_spill_dir.as_deref(), &outbox);
     restore_books(&config, &outbox, &mut cameras, clock.now_ms())
         .map_err(|err| Failure::Start(err.context("cannot read the incident books: refusing to run without them")))?;
+    for commit in &spilled.commits {
+        if let Some((_, runtime)) = cameras.iter_mut().find(|(id, _)| id.as_str() == commit.camera) {
+            runtime.engine.restore(commit.book.clone());
+        }
+    }
     match outbox.depth() {
         Ok(0) => {}
         Ok(depth) => info!(depth, path = %outbox_path.display(), "outbox holds undelivered events"),
@@ -229,7 +238,7 @@ pub async fn run(config: CheckedConfig, world: World, shutdown: CancellationToke
         }
         tokio::spawn(crate::console::serve(listener, shared.clone(), shutdown.clone()))
     });
-    let recorder = start_recorder(&config, &outbox, &model, &shared, delivery.as_ref().map(Delivery::waker));
+    let recorder = start_recorder(&config, &outbox, &model, &shared, delivery.as_ref().map(Delivery::waker), spilled);
     let mut gateway = Gateway {
         config: config.clone(),
         config_path,
@@ -780,11 +789,17 @@ fn start_recorder(
     model: &Model,
     shared: &Arc<Shared>,
     delivery: Option<Arc<tokio::sync::Notify>>,
+    spilled: spill::Spilled,
 ) -> Recorder<Evidence> {
     let (state_dir, manifest) = (config.state_dir.clone(), model.manifest.clone());
     let reported = shared.clone();
+    let commits = commits::Commits::new(outbox.clone(), shared.commits.clone()).with_spill(
+        config.outbox_spill_dir.clone(),
+        spilled,
+        monotonic_now(),
+    );
     let recording = commits::Recording {
-        commits: commits::Commits::new(outbox.clone(), shared.commits.clone()),
+        commits,
         write: Box::new(move |job| incidents::write(job, &state_dir, &manifest)),
         committed: Box::new(move |committed| {
             commits::report(committed, &reported);
@@ -794,6 +809,51 @@ fn start_recorder(
         }),
     };
     Recorder::start(recording, shared.recorder.clone())
+}
+
+/// Reads the spill files in `dir` ([`spill`]) and commits them to the outbox in one
+/// transaction (each camera's newest book with them), deleting the files after; what the
+/// outbox does not take is returned, to be held in memory in front of every new commit.
+fn import_spill(dir: Option<&std::path::Path>, outbox: &Outbox) -> spill::Spilled {
+    let Some(dir) = dir else {
+        return spill::Spilled::default();
+    };
+    let (spilled, problems) = spill::read(dir);
+    for (file, err) in problems {
+        error!(file = %file.display(), error = format!("{err:#}"), "an unreadable spill file is left where it is");
+    }
+    let Some(newest) = spilled.commits.last() else {
+        return spilled;
+    };
+    let records: Vec<_> = spilled.commits.iter().flat_map(|commit| commit.records.iter().cloned()).collect();
+    let mut books: Vec<(&str, &crate::incident::IncidentBook)> = Vec::new();
+    for commit in spilled.commits.iter().rev() {
+        if !books.iter().any(|(camera, _)| *camera == commit.camera) {
+            books.push((commit.camera.as_str(), &commit.book));
+        }
+    }
+    match outbox.commit(&records, &books, newest.now_ms) {
+        Ok(enqueued) => {
+            warn!(
+                events = records.len(),
+                files = spilled.files.len(),
+                depth = enqueued.depth,
+                "incident events spilled at the last stop are in the outbox now"
+            );
+            for (file, err) in spill::remove(&spilled.files) {
+                error!(file = %file.display(), error = %err, "cannot delete a spill file whose events are safe: delete it by hand");
+            }
+            spill::Spilled::default()
+        }
+        Err(err) => {
+            error!(
+                error = format!("{err:#}"),
+                events = records.len(),
+                "the outbox does not take the incident events spilled at the last stop: they are held in memory and retried first"
+            );
+            spilled
+        }
+    }
 }
 
 /// Each camera's runtime (restored from the outbox by [`restore_books`]).

@@ -79,6 +79,9 @@ pub struct Config {
     pub evidence: evidence::EvidenceConfig,
     /// Outbox cap (see `[outbox] max_entries`).
     pub outbox_max_entries: u64,
+    /// Where held incident events are spilled at a stop while the outbox refuses commits
+    /// (`[outbox] spill_dir`, default `$RUNTIME_DIRECTORY`); `None`: nowhere.
+    pub outbox_spill_dir: Option<PathBuf>,
     /// The broker; `None` keeps events in the outbox only.
     pub mqtt: Option<delivery::MqttConfig>,
     /// Reminder and escalation timers and topics.

@@ -133,6 +133,11 @@ pub struct RawOutbox {
     /// Events kept for delivery before the oldest `updated` events are compacted away
     /// (`opened` and `cleared` are never dropped). Default 100000 (about 100 MB of JSON).
     pub max_entries: Option<u64>,
+    /// Where held incident events go when the gateway stops while the outbox refuses commits
+    /// (a full or failing disk), relative to this config file; the next start puts them into
+    /// the outbox. Default: `$RUNTIME_DIRECTORY` (systemd's `RuntimeDirectory=`, RAM-backed),
+    /// else none (held events are then lost at a stop, each logged).
+    pub spill_dir: Option<String>,
 }
 
 /// `[console]`

@@ -208,6 +208,15 @@ pub fn validate(
         problems.push("outbox.max_entries", format!("{outbox_max_entries} is out of range 100..=100000000"));
     }
 
+    let outbox_spill_dir = match raw.outbox.spill_dir.as_deref() {
+        Some("") => {
+            problems.push("outbox.spill_dir", "must not be empty (leave it out for the default)");
+            None
+        }
+        Some(dir) => Some(resolve(base_dir, dir)),
+        None => env("RUNTIME_DIRECTORY").filter(|dir| !dir.is_empty()).map(PathBuf::from),
+    };
+
     let mqtt = raw.mqtt.as_ref().and_then(|mqtt| super::delivery::validate_mqtt(mqtt, base_dir, env, &mut problems));
     let escalation = super::delivery::validate_escalation(&raw.escalation, &mut problems);
     let console = raw.console.as_ref().map(|console| validate_console(console, base_dir, env, &mut problems));
@@ -224,6 +233,7 @@ pub fn validate(
             evidence_retention,
             evidence,
             outbox_max_entries,
+            outbox_spill_dir,
             mqtt,
             escalation,
             console,

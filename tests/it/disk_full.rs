@@ -47,7 +47,7 @@ fn camera_toml() -> String {
     super::support::bike_camera_toml().replace("dwell_ms = 3000", "dwell_ms = 30000")
 }
 
-fn spawn(config: &Path) -> Child {
+fn spawn(config: &Path, runtime_dir: Option<&Path>) -> Child {
     // `trap '' XFSZ` before `exec`: an ignored signal stays ignored across exec, so a write
     // past the limit fails with EFBIG instead of killing the gateway (SIGXFSZ's default).
     Command::new("sh")
@@ -55,6 +55,7 @@ fn spawn(config: &Path) -> Child {
         .args(["run", "--run-for-secs", "240", "--config"])
         .arg(config)
         .env("RUST_LOG", "info,ort=warn")
+        .env("RUNTIME_DIRECTORY", runtime_dir.map(Path::as_os_str).unwrap_or_default())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -68,8 +69,8 @@ struct Gateway {
 }
 
 impl Gateway {
-    fn spawn(config: &Path) -> Gateway {
-        let mut child = spawn(config);
+    fn spawn(config: &Path, runtime_dir: Option<&Path>) -> Gateway {
+        let mut child = spawn(config, runtime_dir);
         let logs = Some(DrainedOutput::of(&mut child));
         Gateway { child, logs }
     }
@@ -103,7 +104,7 @@ async fn a_failing_disk_makes_the_gateway_degraded_and_no_event_is_lost() {
     );
     let config = dir.path().join("gateway.toml");
     std::fs::write(&config, config_text_in(&dir.path().join("state"), &text)).unwrap();
-    let mut gateway = Gateway::spawn(&config);
+    let mut gateway = Gateway::spawn(&config, None);
     let pid = gateway.child.id();
     let mut stop = || gateway.stop();
 
@@ -151,4 +152,60 @@ async fn a_failing_disk_makes_the_gateway_degraded_and_no_event_is_lost() {
     .await;
     assert!(back, "the retained status stayed {:?}", steward.on(status_topic).last());
     stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_while_the_disk_fails_spills_the_held_event_and_the_next_start_delivers_it() {
+    require_runtime();
+    let broker = Mosquitto::start();
+    let steward = Subscriber::start(broker.port, "steward-zhang", "lixia/#");
+    let dir = tempfile::tempdir().unwrap();
+    let runtime_dir = dir.path().join("run");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let text = format!(
+        "[console]\nbind = \"127.0.0.1:{port}\"\n\n[mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\nclient_id = \"gw-spill\"\n{}",
+        broker.port,
+        camera_toml()
+    );
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(&config, config_text_in(&dir.path().join("state"), &text)).unwrap();
+    let mut gateway = Gateway::spawn(&config, Some(&runtime_dir));
+    let pid = gateway.child.id();
+
+    let up = eventually(Duration::from_secs(30), || healthz(port).is_some_and(|h| h["status"] == "ok")).await;
+    assert!(up, "the gateway did not come up; logs:\n{}", gateway.stop());
+    // The disk fails; the incident opens and is held.
+    set_fsize(pid, &FAILING_FSIZE_BYTES.to_string());
+    let held = eventually(Duration::from_secs(90), || {
+        healthz(port).is_some_and(|h| h["events_held"].as_u64().is_some_and(|held| held >= 1))
+    })
+    .await;
+    assert!(held, "no event held: {:?}; logs:\n{}", healthz(port), gateway.stop());
+    // Stopped in that state: the held events go to a spill file, none is lost.
+    let logs = gateway.stop();
+    assert!(!logs.contains("incident event lost"), "{logs}");
+    let files: Vec<_> = std::fs::read_dir(&runtime_dir)
+        .unwrap_or_else(|err| panic!("no spill directory ({err}); logs:\n{logs}"))
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}; logs:\n{logs}");
+    let spilled = std::fs::read_to_string(&files[0]).unwrap();
+    assert!(spilled.contains("\"opened\"") && spilled.contains("gate-8"), "{spilled}");
+    assert!(steward.on("/incidents/").is_empty(), "an event was delivered without a commit");
+
+    // Started again with a working disk: the spilled event is committed, then delivered.
+    let mut gateway = Gateway::spawn(&config, Some(&runtime_dir));
+    let delivered = eventually(Duration::from_secs(60), || {
+        steward.on("/incidents/").iter().any(|m| m.payload["event"] == "opened" && m.payload["camera"] == "gate-8")
+    })
+    .await;
+    assert!(
+        delivered,
+        "the spilled opened event never arrived: {:?}; logs:\n{}",
+        steward.on("/incidents/"),
+        gateway.stop()
+    );
+    let logs = gateway.stop();
+    assert!(logs.contains("spilled at the last stop are in the outbox now"), "{logs}");
+    assert_eq!(std::fs::read_dir(&runtime_dir).unwrap().count(), 0, "the spill file is deleted");
 }

@@ -298,6 +298,11 @@ pub enum BookMigration {
 }
 
 impl Outbox {
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Opens (or creates) the outbox at `path`. A corrupt file is an error naming the file;
     /// it is never silently replaced.
     pub fn open(path: &Path, max_entries: u64) -> anyhow::Result<Self> {

@@ -818,6 +818,12 @@ fn import_spill(dir: Option<&std::path::Path>, outbox: &Outbox) -> spill::Spille
     let Some(dir) = dir else {
         return spill::Spilled::default();
     };
+    if spill::same_file_system(dir, outbox.path()) {
+        warn!(
+            spill_dir = %dir.display(),
+            "outbox.spill_dir is on the outbox's file system: a full disk would refuse the spill too"
+        );
+    }
     let (spilled, problems) = spill::read(dir);
     for (file, err) in problems {
         error!(file = %file.display(), error = format!("{err:#}"), "an unreadable spill file is left where it is");

@@ -140,6 +140,17 @@ pub(super) fn remove(files: &[PathBuf]) -> Vec<(PathBuf, std::io::Error)> {
     failed
 }
 
+/// Whether `dir` (or, while it does not exist, its nearest existing parent) is on the same
+/// file system as `file`.
+pub(super) fn same_file_system(dir: &Path, file: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let existing = dir.ancestors().find_map(|path| fs::metadata(path).ok());
+    match (existing, fs::metadata(file)) {
+        (Some(dir), Ok(file)) => dir.dev() == file.dev(),
+        _ => false,
+    }
+}
+
 /// Makes a rename or delete in `dir` durable (best effort: a RAM file system has nothing to sync).
 fn sync_dir(dir: &Path) {
     if let Ok(dir) = fs::File::open(dir) {
@@ -206,5 +217,9 @@ mod tests {
         assert!(read(&spill_dir).0.files.is_empty(), "imported: the file is gone");
         // No spill directory: nothing to do.
         assert!(super::super::import_spill(None, &outbox).commits.is_empty());
+        // A spill directory beside the outbox is on its file system (and so warned about).
+        assert!(same_file_system(&spill_dir, &dir.path().join("outbox.redb")));
+        assert!(same_file_system(&spill_dir.join("not yet"), &dir.path().join("outbox.redb")));
+        assert!(!same_file_system(&spill_dir, &dir.path().join("missing.redb")));
     }
 }

@@ -228,6 +228,7 @@ pub async fn run(config: CheckedConfig, world: World, shutdown: CancellationToke
         delivery.as_ref().map(|d| (d.stats.clone(), d.waker())),
         requests,
         shutdown.clone(),
+        clock.clone(),
     ));
     let _ = shared.clips.set(pipeline.clips.clone());
     let _ = shared.models.set(pipeline.models().clone());

@@ -714,7 +714,7 @@ async fn answer(State(shared): State<Arc<Shared>>, Path(id): Path<String>, body:
         return error(StatusCode::BAD_REQUEST, format!("by must be 1-{max} characters, no control characters"))
             .into_response();
     }
-    let answer = Answer { action: body.action, by: by.to_string(), at_ms: super::wall_now_ms() };
+    let answer = Answer { action: body.action, by: by.to_string(), at_ms: shared.clock.now_ms() };
     let outbox = shared.outbox.clone();
     let incident_id = id.clone();
     let outcome = tokio::task::spawn_blocking(move || outbox.answer(&incident_id, answer)).await;

@@ -364,7 +364,7 @@ async fn add(
     from: String,
     unique_from: bool,
 ) -> Response {
-    let now_ms = super::wall_now_ms();
+    let now_ms = shared.clock.now_ms();
     let added = blocking(shared, move || {
         Ok(match store.add(&crop, label, &from, unique_from, now_ms) {
             Ok(example) => Ok((example, store.index()?.counts())),
@@ -462,7 +462,7 @@ async fn train(State(shared): State<Arc<Shared>>, Path((id, zone)): Path<(String
     let _slot = TrainingSlot(&shared.bins.training);
     let detector = shared.config().detector.clone();
     let learning = shared.clone();
-    let now_ms = super::wall_now_ms();
+    let now_ms = shared.clock.now_ms();
     let trained = blocking(&shared, move || {
         // Missing examples are the operator's to fix, not a server fault: said before any work.
         let (overflowing, normal) = store.index()?.counts();

@@ -130,6 +130,9 @@ pub struct QueueDepths {
 
 /// What the console reads and the run loop keeps up to date.
 pub struct Shared {
+    /// Wall-clock time for what the console records (operators' answers, bin examples): the
+    /// world's clock, as the run loop's and delivery's.
+    pub clock: Arc<dyn crate::deliver::Clock>,
     /// Cameras' states and counters.
     pub health: Arc<HealthRegistry>,
     /// Incidents and their follow-up; answers go here.
@@ -195,6 +198,9 @@ pub struct Shared {
 
 impl Shared {
     /// Shared state for a gateway running `config`.
+    // Each argument is a separate handle the app owns and the console keeps (no struct of
+    // them exists anywhere else to pass instead).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: Arc<Config>,
         config_path: PathBuf,
@@ -203,9 +209,11 @@ impl Shared {
         delivery: Option<(Arc<DeliveryStats>, Arc<Notify>)>,
         requests: mpsc::Sender<ConfigRequest>,
         shutdown: CancellationToken,
+        clock: Arc<dyn crate::deliver::Clock>,
     ) -> Self {
         let access_log = access_log::AccessLog::new(&config.state_dir);
         Shared {
+            clock,
             commits: outbox.commit_health().clone(),
             health,
             outbox,
@@ -280,9 +288,9 @@ impl Shared {
     }
 }
 
-/// Now, wall-clock ms: when a request, an operator's answer or a refusal happened.
-// An edge: the console stamps what arrives from outside as it arrives (its handlers have no
-// injected clock; the run loop's and delivery's times come from the world's clock).
+/// Now, wall-clock ms: when a request or a refusal happened (the access log's and the
+/// server's stamps; what goes into the outbox or a zone's store uses [`Shared::clock`]).
+// An edge: the HTTP server stamps requests as they arrive, before any handler has `Shared`.
 #[allow(clippy::disallowed_methods)]
 pub(crate) fn wall_now_ms() -> i64 {
     epoch_ms(SystemTime::now())

@@ -219,6 +219,10 @@ async fn an_answer_from_the_console_is_echoed_on_mqtt_and_stops_the_escalation()
     })
     .await;
     assert!(echoed, "no answer echo on MQTT: {:?}", everyone.on("answers"));
+    // Stamped by the world's clock (virtual time), not the machine's.
+    let echo = everyone.on("/answers/").into_iter().find(|m| m.payload["answer"]["by"] == "operator li").unwrap();
+    let at_ms = echo.payload["answer"]["at_ms"].as_i64().unwrap_or_else(|| panic!("{}", echo.payload));
+    assert!((EPOCH_MS..EPOCH_MS + 60_000).contains(&at_ms), "answered at {at_ms}: {}", echo.payload);
     let (status, body) = gateway.http("GET", &format!("/api/incidents/{id}"), None).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["state"], "acknowledged");

@@ -102,7 +102,8 @@ struct Person {
     confirmed: bool,
     /// The rotated pass was already asked for this person since they were last seen upright
     /// (lost, or tipped): one look is what finds a lying person; asking again on every look
-    /// while someone stays lost or crouched costs two inferences a frame for nothing.
+    /// while someone stays lost or crouched costs the pass (one inference on crops, two on the
+    /// whole picture) a frame for nothing.
     rotated_asked: bool,
     last_seen_ms: i64,
     last: ObjectRef,

@@ -183,6 +183,24 @@ impl CameraEngine {
         self.zones.iter().any(|runtime| matches!(&runtime.state, RuleState::Fall(watch) if watch.wants_rotated_pass()))
     }
 
+    /// Where the rotated pass should look on the camera's next analysed frame: the regions
+    /// every fall-watch zone asked about (see [`FallWatch::rotated_regions`]); empty when none
+    /// asks. The detector crops around them.
+    pub fn rotated_regions(&self) -> Vec<BoxNorm> {
+        let mut regions: Vec<BoxNorm> = Vec::new();
+        for runtime in &self.zones {
+            if let RuleState::Fall(watch) = &runtime.state {
+                // Two zones may name the same person.
+                for region in watch.rotated_regions() {
+                    if !regions.contains(region) {
+                        regions.push(*region);
+                    }
+                }
+            }
+        }
+        regions
+    }
+
     /// Whether any of `observations` is a person (as the zone's rule counts them) inside one
     /// of the camera's fall-watch zones: the scheduler then samples the camera faster.
     pub fn people_in_fall_zones(&self, observations: &[Observation]) -> bool {

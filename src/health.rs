@@ -285,9 +285,10 @@ pub struct CameraCounters {
     pub pose_crops: AtomicU64,
     /// Sum of their time (three turns each), µs.
     pub pose_us_total: AtomicU64,
-    /// Not a counter: the fall rule asked for the rotated pass on the camera's next frame
-    /// (set by the consumer after each frame, read when the next one is prepared).
-    pub rotated_wanted: std::sync::atomic::AtomicBool,
+    /// Not a counter: where the fall rule asked for the rotated pass on the camera's next
+    /// frame, empty when it did not (set by the consumer after each frame, read when the next
+    /// one is prepared).
+    pub rotated_regions: std::sync::Mutex<Vec<crate::geometry::BoxNorm>>,
     /// Not a counter: the model the camera's latest prepared frame was made for (0: none yet,
     /// 1: square, 2: wide; see [`CameraCounters::model`]).
     pub model_variant: AtomicU64,

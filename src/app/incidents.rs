@@ -108,8 +108,10 @@ pub(super) fn handle_frame(
         zone_readings: &zone_readings,
         poses: &poses,
     });
-    // The fall rule's wish for the rotated pass, read when the camera's next frame is prepared.
-    health.counters.rotated_wanted.store(engine.wants_rotated_pass(), std::sync::atomic::Ordering::Relaxed);
+    // The fall rule's wish for the rotated pass (where to crop), read when the camera's next
+    // frame is prepared.
+    *health.counters.rotated_regions.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+        engine.rotated_regions();
     let picture = Some((&frame.picture, frame.received_at));
     let job = prepare(camera, engine.book(), events, picture, &people, now_ms, sinks);
     FrameOutcome { job, people_in_fall_zones }

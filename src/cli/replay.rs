@@ -20,7 +20,7 @@ use super::{load_and_check, print_problems, EXIT_CONFIG};
 use crate::config::DecodeMode;
 use crate::config::ModelRule;
 use crate::decode::{Decoder, DecoderKey, Letterboxers};
-use crate::detect::Detectors;
+use crate::detect::{Detectors, RotatedPass};
 use crate::engine::{observations, CameraEngine, EngineFrame};
 use crate::gate::{Decision, Gate, Signature};
 use crate::incident::IncidentEvent;
@@ -58,6 +58,10 @@ pub struct ClipStats {
     /// Analysed frames by the name of the model that analysed them (the camera's
     /// `detector_model` rule on the frame's size, as live).
     pub analysed_by_model: std::collections::BTreeMap<String, u64>,
+    /// Frames the rotated pass (fall watch) ran on.
+    pub rotated_frames: u64,
+    /// Model runs of the rotated pass: one per frame on crops, two per whole-picture pass.
+    pub rotated_inferences: u64,
     #[serde(skip)]
     gate_us: u64,
     #[serde(skip)]
@@ -189,8 +193,7 @@ pub(crate) fn run_clip_with_stats(
         error: None,
         gate: camera.gate_max_stale.map(|max_stale| Gate::new(&camera.zones, max_stale.as_millis() as i64)),
         stats: ClipStats::default(),
-        rotated_wanted: false,
-        rotated_frames: 0,
+        rotated_regions: Vec::new(),
     };
     let played = play(footage, Pace::AsFastAsPossible, None, &mut replay, &|| false);
     let flush = |replay: &mut Replay, on_event: &mut dyn FnMut(&IncidentEvent)| {
@@ -230,7 +233,8 @@ pub(crate) fn run_clip_with_stats(
         tracing::info!(
             clip = %footage.display(),
             analysed_frames = stats.analysed_frames,
-            rotated_frames = replay.rotated_frames,
+            rotated_frames = stats.rotated_frames,
+            rotated_inferences = stats.rotated_inferences,
             pose_crops = crops,
             pose_ms_per_crop = if crops == 0 { 0.0 } else { us as f64 / crops as f64 / 1000.0 },
             "pose cost"
@@ -265,10 +269,9 @@ struct Replay<'a> {
     gate: Option<Gate>,
     /// Frames analysed, inferences run and reused, costs.
     stats: ClipStats,
-    /// The fall rule asked for the rotated pass on the next frame (as live).
-    rotated_wanted: bool,
-    /// Frames the rotated pass ran on.
-    rotated_frames: u64,
+    /// Where the fall rule asked for the rotated pass on the next frame (as live); empty:
+    /// not asked.
+    rotated_regions: Vec<crate::geometry::BoxNorm>,
 }
 
 impl FrameSink for Replay<'_> {
@@ -351,7 +354,7 @@ impl Replay<'_> {
             poses: &poses,
         });
         self.events.extend(events);
-        self.rotated_wanted = self.engine.wants_rotated_pass();
+        self.rotated_regions = self.engine.rotated_regions();
         Ok(())
     }
 }
@@ -375,7 +378,7 @@ impl Replay<'_> {
             return Ok(detections);
         };
         let signature = Signature::of_rgb(scaled);
-        let reason = match gate.decide(t_ms, frame, &signature, self.rotated_wanted) {
+        let reason = match gate.decide(t_ms, frame, &signature, !self.rotated_regions.is_empty()) {
             Decision::Reuse(detections) => {
                 let detections = detections.to_vec();
                 self.stats.inferences_reused += 1;
@@ -403,9 +406,19 @@ impl Replay<'_> {
         variant: crate::config::ModelVariant,
     ) -> anyhow::Result<Vec<crate::detect::Detection>> {
         let started = Instant::now();
-        let rotated = self.rotated_pass || self.rotated_wanted;
-        self.rotated_frames += u64::from(rotated);
-        let detections = self.detectors.get_mut(variant).detect_frame(tensor, letterbox, scaled, rotated)?;
+        // As the live decoders decide (`decode::prepare`).
+        let rotated = if self.rotated_pass {
+            RotatedPass::Whole
+        } else if self.rotated_regions.is_empty() {
+            RotatedPass::Off
+        } else {
+            RotatedPass::Regions(self.rotated_regions.clone())
+        };
+        self.stats.rotated_frames += u64::from(rotated.is_on());
+        let detector = self.detectors.get_mut(variant);
+        let inferences = detector.rotated_inferences();
+        let detections = detector.detect_frame(tensor, letterbox, scaled, &rotated)?;
+        self.stats.rotated_inferences += detector.rotated_inferences() - inferences;
         self.stats.inference_us += started.elapsed().as_micros() as u64;
         Ok(detections)
     }

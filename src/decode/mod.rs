@@ -36,6 +36,7 @@ pub use decoder::{Decoder, DecoderKey};
 use letterbox::{Letterbox, VideoLetterboxer};
 
 use crate::config::{CameraConfig, CameraId, DecodeMode, ModelRule, ModelVariant};
+use crate::detect::RotatedPass;
 use crate::health::{CameraHealth, SkipReason, Summary};
 use crate::media::{EncodedFrame, FrameSink};
 use crate::schedule::{Offer, Scheduler};
@@ -81,8 +82,9 @@ pub struct PreparedFrame {
     pub decode_time: Duration,
     /// The scaled picture (the model's view), for bin-area readings and evidence.
     pub picture: Arc<image::RgbImage>,
-    /// Also detect on the picture rotated ±90° (fall-watch cameras that ask for it).
-    pub rotated_pass: bool,
+    /// Also detect on the picture (or crops of it) rotated ±90° (fall-watch cameras that ask
+    /// for it).
+    pub rotated_pass: RotatedPass,
     /// The model the tensor was made for (and must run on).
     pub variant: ModelVariant,
 }
@@ -549,8 +551,18 @@ fn prepare(
         tensor,
         decode_time,
         picture,
-        // Every frame when the zone says so, else when the fall rule asked after the last one.
-        rotated_pass: rotated_pass || camera.counters.rotated_wanted.load(Ordering::Relaxed),
+        // The whole picture on every frame when the zone says so, else crops around where the
+        // fall rule asked after the last one.
+        rotated_pass: if rotated_pass {
+            RotatedPass::Whole
+        } else {
+            let regions = camera.counters.rotated_regions.lock().unwrap_or_else(PoisonError::into_inner);
+            if regions.is_empty() {
+                RotatedPass::Off
+            } else {
+                RotatedPass::Regions(regions.clone())
+            }
+        },
         variant,
     })
 }

@@ -13,6 +13,7 @@ pub mod gates;
 pub mod model;
 pub mod onnx;
 pub mod pose;
+pub mod rotated;
 pub mod yolox;
 
 use std::path::Path;
@@ -90,6 +91,7 @@ pub struct Detector {
     grid: Grid,
     score_threshold: f32,
     nms_iou_threshold: f32,
+    rotated_inferences: u64,
 }
 
 impl Detector {
@@ -136,6 +138,7 @@ impl Detector {
             grid,
             score_threshold: config.score_threshold,
             nms_iou_threshold: config.nms_iou_threshold,
+            rotated_inferences: 0,
         })
     }
 
@@ -171,21 +174,35 @@ impl Detector {
         Ok(rows.to_vec())
     }
 
-    /// One analysed frame: the upright pass, then the rotated passes when the camera asks for
-    /// them. The live detector threads and `replay` both go through here.
+    /// One analysed frame: the upright pass, then the rotated pass when the camera asks for
+    /// it (on crops around the regions the fall rule named, else on the whole picture). The
+    /// live detector threads and `replay` both go through here.
     pub fn detect_frame(
         &mut self,
         tensor: &[f32],
         letterbox: &Letterbox,
         picture: &image::RgbImage,
-        rotated_pass: bool,
+        rotated_pass: &RotatedPass,
     ) -> anyhow::Result<Vec<Detection>> {
         let upright = self.detect(tensor, letterbox)?;
-        if rotated_pass {
-            self.detect_with_rotations(upright, picture, letterbox)
-        } else {
-            Ok(upright)
+        match rotated_pass {
+            RotatedPass::Off => Ok(upright),
+            RotatedPass::Whole => self.detect_with_rotations(upright, picture, letterbox),
+            RotatedPass::Regions(regions) => {
+                let (input_width, input_height) = self.input_size();
+                match rotated::plan(regions, picture.width(), picture.height(), input_width, input_height) {
+                    Some(tiles) => self.detect_on_turned_crops(upright, picture, letterbox, &tiles),
+                    // No region, too many, or most of the picture: the whole turns.
+                    None => self.detect_with_rotations(upright, picture, letterbox),
+                }
+            }
         }
+    }
+
+    /// Model runs of the rotated pass since this session started (one per packed input of
+    /// turned crops, two per whole-picture pass): what `replay --stats` reports.
+    pub fn rotated_inferences(&self) -> u64 {
+        self.rotated_inferences
     }
 
     /// The second pass for fall-watch cameras: runs the model on the picture (the scaled
@@ -209,6 +226,7 @@ impl Detector {
             let mut tensor = Vec::new();
             let rotated_letterbox =
                 crate::decode::letterbox::letterbox_image(&rotated, input_width, input_height, &mut tensor);
+            self.rotated_inferences += 1;
             for detection in self.detect(&tensor, &rotated_letterbox)? {
                 if usize::from(detection.class_id) != person {
                     continue;
@@ -218,6 +236,40 @@ impl Detector {
                 let box_px = in_picture.map(|v| v / letterbox.scale);
                 merged.push(Detection { box_px, rotated: true, ..detection });
             }
+        }
+        Ok(yolox::non_max_suppression(merged, self.nms_iou_threshold))
+    }
+
+    /// The rotated pass on crops ([`rotated`]): the turned crops packed into one model input,
+    /// one inference; the persons found map back through their tile to frame pixels and merge
+    /// with `upright` by class-wise NMS, as the whole-picture pass does.
+    pub fn detect_on_turned_crops(
+        &mut self,
+        upright: Vec<Detection>,
+        picture: &image::RgbImage,
+        letterbox: &Letterbox,
+        tiles: &[rotated::Tile],
+    ) -> anyhow::Result<Vec<Detection>> {
+        let Some(person) = self.model.manifest.classes.iter().position(|c| c == "person") else { return Ok(upright) };
+        let (input_width, input_height) = self.input_size();
+        let packed = rotated::render(picture, tiles, input_width, input_height);
+        // The packed picture is the input's size: scale 1, no padding of its own.
+        let packed_letterbox = Letterbox::new(input_width, input_height, input_width, input_height);
+        let bgr: Vec<u8> = packed.pixels().flat_map(|pixel| [pixel[2], pixel[1], pixel[0]]).collect();
+        let mut tensor = Vec::new();
+        crate::decode::letterbox::bgr_rows_to_tensor(&packed_letterbox, &bgr, 3 * input_width as usize, &mut tensor);
+        self.rotated_inferences += 1;
+        let mut merged = upright;
+        for detection in self.detect(&tensor, &packed_letterbox)? {
+            if usize::from(detection.class_id) != person {
+                continue;
+            }
+            // A box centred on the padding, or cut by its crop's edge, is no one.
+            let Some(in_picture) = rotated::map_back(tiles, detection.box_px, picture.width(), picture.height()) else {
+                continue;
+            };
+            let box_px = in_picture.map(|v| v / letterbox.scale);
+            merged.push(Detection { box_px, rotated: true, ..detection });
         }
         Ok(yolox::non_max_suppression(merged, self.nms_iou_threshold))
     }
@@ -337,6 +389,28 @@ impl Detectors {
     }
 }
 
+/// What the rotated pass (fall-watch cameras: the picture turned ±90° shows a lying person
+/// upright) runs on for one frame.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum RotatedPass {
+    /// Not this frame.
+    #[default]
+    Off,
+    /// The whole picture, each turn its own inference (`rotated_pass = true`).
+    Whole,
+    /// Crops around these regions (normalised to the frame) that the fall rule asked about,
+    /// all turns packed into one inference ([`rotated`]); the whole picture when they do not
+    /// fit ([`rotated::plan`]).
+    Regions(Vec<crate::geometry::BoxNorm>),
+}
+
+impl RotatedPass {
+    /// Whether the pass runs at all.
+    pub fn is_on(&self) -> bool {
+        !matches!(self, RotatedPass::Off)
+    }
+}
+
 /// A quarter turn of a picture.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rotation {
@@ -420,7 +494,8 @@ fn detector_worker(
         let _span = tracing::debug_span!("camera", camera = %frame.camera.id).entered();
         let started = Instant::now();
         let size = (frame.letterbox.frame_width, frame.letterbox.frame_height);
-        let signature = match gates.check(&frame.camera, frame.received_at, &frame.picture, size, frame.rotated_pass) {
+        let rotated = frame.rotated_pass.is_on();
+        let signature = match gates.check(&frame.camera, frame.received_at, &frame.picture, size, rotated) {
             gates::Check::Reuse(detections) => Err(detections),
             gates::Check::Infer(signature) => Ok(Some(signature)),
             gates::Check::Ungated => Ok(None),
@@ -430,7 +505,7 @@ fn detector_worker(
             Err(reused) => reused,
             Ok(signature) => {
                 let detector = detectors.get_mut(frame.variant);
-                match detector.detect_frame(&frame.tensor, &frame.letterbox, &frame.picture, frame.rotated_pass) {
+                match detector.detect_frame(&frame.tensor, &frame.letterbox, &frame.picture, &frame.rotated_pass) {
                     Ok(detections) => {
                         if let Some(signature) = signature {
                             gates.record(&frame.camera.id, frame.received_at, signature, &detections, size);
@@ -448,7 +523,7 @@ fn detector_worker(
         let counters = &frame.camera.counters;
         counters.frames_analysed.fetch_add(1, Ordering::Relaxed);
         counters.inference_us_total.fetch_add(inference_time.as_micros() as u64, Ordering::Relaxed);
-        counters.rotated_passes.fetch_add(u64::from(frame.rotated_pass), Ordering::Relaxed);
+        counters.rotated_passes.fetch_add(u64::from(rotated), Ordering::Relaxed);
         let result = AnalysedFrame {
             camera: frame.camera.id.clone(),
             media_time_ms: frame.media_time_ms,

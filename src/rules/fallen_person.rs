@@ -13,8 +13,9 @@
 //!   behind a mask — counts as down from the drop;
 //! - anyone down who vanishes still counts for `vanish_hold_ms`;
 //! - after someone seen upright is lost with nobody near, or when a box tips, the rule asks
-//!   for the detector's rotated pass on the next look ([`FallWatch::wants_rotated_pass`]):
-//!   the picture turned ±90° shows a lying person upright, which the detector finds. Once per
+//!   for the detector's rotated pass on the next look ([`FallWatch::rotated_regions`]: the
+//!   last box of the person lost, the tipped box): the region cut out and turned ±90° shows a
+//!   lying person upright, which the detector finds. Once per
 //!   person until they are seen upright again: a person who stays lost or tipped is not asked
 //!   for on every look (a crowd, someone crouched or cut by the frame edge).
 //!
@@ -101,7 +102,8 @@ struct Person {
     confirmed: bool,
     /// The rotated pass was already asked for this person since they were last seen upright
     /// (lost, or tipped): one look is what finds a lying person; asking again on every look
-    /// while someone stays lost or crouched costs two inferences a frame for nothing.
+    /// while someone stays lost or crouched costs the pass (one inference on crops, two on the
+    /// whole picture) a frame for nothing.
     rotated_asked: bool,
     last_seen_ms: i64,
     last: ObjectRef,
@@ -129,8 +131,9 @@ impl Person {
 #[derive(Debug, Clone, Default)]
 pub struct FallWatch {
     people: BTreeMap<u64, Person>,
-    /// After the latest look: the detector's rotated pass would help on the next one.
-    wants_rotated: bool,
+    /// After the latest look: where the detector's rotated pass would help on the next one
+    /// (the last box of each person just lost, each tipped box); empty: not wanted.
+    rotated_regions: Vec<BoxNorm>,
 }
 
 /// Whether a box looks like a person down, given their upright height if known, and which
@@ -343,7 +346,7 @@ impl FallWatch {
         // seen upright is kept for the fall window (a lying box may continue them).
         let seen_now: Vec<BoxNorm> =
             self.people.values().filter(|p| p.last_seen_ms == now_ms).map(|p| p.last.bbox).collect();
-        self.wants_rotated = false;
+        self.rotated_regions.clear();
         for person in self.people.values_mut().filter(|p| p.last_seen_ms != now_ms) {
             // Hidden: someone seen now stands within one body width of the last box.
             let near = widened(&person.last.bbox);
@@ -360,7 +363,7 @@ impl FallWatch {
                 && person.upright.is_some_and(|(seen, _)| now_ms - seen <= params.fall_window_ms)
             {
                 person.rotated_asked = true;
-                self.wants_rotated = true;
+                self.rotated_regions.push(person.last.bbox);
             }
             if let Some(dropped) = person.dropping_ms {
                 if person.down_since_ms.is_none() && !hidden && !may_have_left(&person.last.bbox, masks) {
@@ -390,7 +393,7 @@ impl FallWatch {
                 && (UPRIGHT_ASPECT..params.lying_aspect).contains(&aspect)
             {
                 person.rotated_asked = true;
-                self.wants_rotated = true;
+                self.rotated_regions.push(person.last.bbox);
             }
         }
         self.people.retain(|_, person| match person.down_since_ms {
@@ -439,7 +442,14 @@ impl FallWatch {
     /// upright again). The shell runs it only then
     /// (unless `rotated_pass = true` runs it on every look).
     pub fn wants_rotated_pass(&self) -> bool {
-        self.wants_rotated
+        !self.rotated_regions.is_empty()
+    }
+
+    /// Where the rotated pass should look on the next look (see
+    /// [`FallWatch::wants_rotated_pass`]): the last box of each person just lost, each tipped
+    /// box. The detector cuts a crop around each instead of turning the whole picture.
+    pub fn rotated_regions(&self) -> &[BoxNorm] {
+        &self.rotated_regions
     }
 
     /// A person seen upright (and not since) within the fall window before `first_seen_ms`,
@@ -600,22 +610,23 @@ mod tests {
         let mut look = |second: i64, observations: &[Observation]| {
             tracker.update(second * 1000, observations);
             let signal = watch.evaluate(&zone(), &[0], &PARAMS, tracker.tracks(), &[], &[], 16.0 / 9.0, second * 1000);
-            (watch.wants_rotated_pass(), signal)
+            (watch.rotated_regions().to_vec(), signal)
         };
         let standing = person(STANDING[0], STANDING[1], STANDING[2], STANDING[3]);
         for second in 0..20 {
-            assert!(!look(second, std::slice::from_ref(&standing)).0, "standing people need no rotated pass");
+            assert!(look(second, std::slice::from_ref(&standing)).0.is_empty(), "standing people need no rotated pass");
         }
         // Lost right after being seen upright: asked for (even at the frame's edge: the pass
         // only finds people), once: still lost on the next looks, not asked again.
-        assert!(look(20, &[]).0);
-        assert!(!look(21, &[]).0, "asked once per person lost");
+        // Where: the last box they were seen in (the detector crops around it).
+        assert_eq!(look(20, &[]).0, vec![standing.bbox]);
+        assert!(look(21, &[]).0.is_empty(), "asked once per person lost");
         // The pass finds them lying where they stood: a fall, named by its cue.
         let lying = Observation { rotated: true, ..person(LYING[0], LYING[1], LYING[2], LYING[3]) };
         let mut raised = None;
         for second in 22..30 {
             let (wants, signal) = look(second, std::slice::from_ref(&lying));
-            assert!(!wants, "at {second} s: already down");
+            assert!(wants.is_empty(), "at {second} s: already down");
             if signal.raise && raised.is_none() {
                 raised = Some(second);
                 assert!(signal.detail.contains("rotated pass, fell"), "{}", signal.detail);
@@ -634,6 +645,9 @@ mod tests {
             tracker.update(now_ms, std::slice::from_ref(observation));
             watch.evaluate(&zone(), &[0], &PARAMS, tracker.tracks(), &[], &[], 16.0 / 9.0, now_ms);
             assert_eq!(watch.wants_rotated_pass(), asked, "at {second} s");
+            if asked {
+                assert_eq!(watch.rotated_regions(), [tipped.bbox], "at {second} s: around the tipped box");
+            }
         }
         let mut watch = FallWatch::default();
         let mut tracker = Tracker::new(TrackerConfig::default());

@@ -28,8 +28,11 @@
 
 use std::collections::BTreeMap;
 
-/// How long a camera stays on its active interval after people were last seen in a
-/// fall-watch zone (a person who lies down may be missed on a frame or two).
+/// How long a camera stays on its active interval (and high) after people were last seen in
+/// a fall-watch zone (a person who lies down may be missed on a frame or two): until one of
+/// its looks comes this long after the last sighting. Measured between looks, not on the
+/// clock, so a camera kept waiting by a lack of capacity does not lose its priority for
+/// want of being looked at.
 pub const ACTIVE_HOLD_MS: i64 = 10_000;
 
 /// A lower-priority camera whose due frame has waited this long is served as high priority:
@@ -157,7 +160,10 @@ struct Pending<F> {
 #[derive(Debug)]
 struct Slot<F> {
     cadence: Cadence,
-    active_until_ms: Option<i64>,
+    /// When people were last in view of its fall-watch zones, and when it was last looked at
+    /// ([`Scheduler::people_in_view`]).
+    people_seen_ms: Option<i64>,
+    looked_ms: Option<i64>,
     /// Whether `next_due_ms` follows the active interval.
     active: bool,
     next_due_ms: Option<i64>,
@@ -178,9 +184,20 @@ impl<F> Slot<F> {
         }
     }
 
+    /// Whether people are in view of the camera's fall-watch zones, as far as its looks tell:
+    /// seen within [`ACTIVE_HOLD_MS`] before its latest look. A fall-watch camera (one with an
+    /// active interval) not looked at yet counts as having people, so its first look is served
+    /// first: it cannot tell anyone is there until it is analysed.
+    fn people(&self) -> bool {
+        match self.looked_ms {
+            None => self.cadence.active_interval_ms.is_some(),
+            Some(looked) => self.people_seen_ms.is_some_and(|seen| looked - seen < ACTIVE_HOLD_MS),
+        }
+    }
+
     /// Why the camera is served with its priority now.
     fn urgency(&self, now_ms: i64) -> Urgency {
-        let people = self.active_until_ms.is_some_and(|until| now_ms < until);
+        let people = self.people();
         let aged = self.pending.is_some() && now_ms - self.due_since_ms >= PRIORITY_AGING_MS;
         if people {
             Urgency::Own(Priority::High)
@@ -199,8 +216,8 @@ impl<F> Slot<F> {
     }
 
     /// Follows the active hold: switching interval restarts the schedule from the last take.
-    fn refresh(&mut self, now_ms: i64) {
-        let active = self.cadence.active_interval_ms.is_some() && self.active_until_ms.is_some_and(|t| now_ms < t);
+    fn refresh(&mut self) {
+        let active = self.cadence.active_interval_ms.is_some() && self.people();
         if active != self.active {
             self.active = active;
             self.next_due_ms = self.last_taken_ms.map(|last| last + self.interval_ms());
@@ -263,7 +280,8 @@ impl<K: Ord + Clone, F> Scheduler<K, F> {
     pub fn add_with_phase(&mut self, camera: K, cadence: Cadence, phase: f64) {
         let slot = self.slots.entry(camera).or_insert_with(|| Slot {
             cadence,
-            active_until_ms: None,
+            people_seen_ms: None,
+            looked_ms: None,
             active: false,
             next_due_ms: None,
             last_taken_ms: None,
@@ -284,9 +302,10 @@ impl<K: Ord + Clone, F> Scheduler<K, F> {
     pub fn people_in_view(&mut self, camera: &K, people: bool, now_ms: i64) {
         if let Some(slot) = self.slots.get_mut(camera) {
             if people {
-                slot.active_until_ms = Some(now_ms + ACTIVE_HOLD_MS);
+                slot.people_seen_ms = Some(now_ms);
             }
-            slot.refresh(now_ms);
+            slot.looked_ms = Some(slot.looked_ms.map_or(now_ms, |looked| looked.max(now_ms)));
+            slot.refresh();
         }
     }
 
@@ -294,7 +313,7 @@ impl<K: Ord + Clone, F> Scheduler<K, F> {
     /// preparing frames nobody will take).
     pub fn is_due(&mut self, camera: &K, now_ms: i64) -> bool {
         self.slots.get_mut(camera).is_some_and(|slot| {
-            slot.refresh(now_ms);
+            slot.refresh();
             slot.wants(now_ms)
         })
     }
@@ -324,7 +343,7 @@ impl<K: Ord + Clone, F> Scheduler<K, F> {
         let Some(slot) = self.slots.get_mut(camera) else {
             return false;
         };
-        slot.refresh(now_ms);
+        slot.refresh();
         let interval = slot.interval_ms();
         let due_within_gop = match (slot.next_due_ms, keyframes) {
             (Some(next_due), Some(keyframes)) => next_due < keyframes.next_ms - interval / 10,
@@ -344,7 +363,7 @@ impl<K: Ord + Clone, F> Scheduler<K, F> {
         let Some(slot) = self.slots.get_mut(camera) else {
             return Offer::Unknown;
         };
-        slot.refresh(now_ms);
+        slot.refresh();
         if !slot.wants(now_ms) {
             return Offer::NotDue;
         }
@@ -652,22 +671,41 @@ mod tests {
         let mut scheduler: Scheduler<&str, i64> = Scheduler::default();
         scheduler
             .add("fall", Cadence { interval_ms: 10_000, active_interval_ms: Some(1000), priority: Priority::Normal });
+        assert_eq!(scheduler.priority(&"fall", 0), Some(Priority::High), "not looked at yet: served first");
         let mut taken = Vec::new();
-        for now in (0..40_000).step_by(40) {
-            if now == 5_000 {
-                scheduler.people_in_view(&"fall", true, now);
-            }
+        for now in (0..45_000).step_by(40) {
             scheduler.offer(&"fall", now, now);
             if let Some(t) = scheduler.take(now) {
                 taken.push(t.frame);
+                // Each look tells whether people are in view: on the frames of 9–12 s.
+                scheduler.people_in_view(&"fall", (9_000..12_000).contains(&t.frame), now);
             }
         }
-        // Idle: 0; people seen at 5 s: due at once (1 s after the last take has passed), then
-        // once a second (the first slot 10% early) until the hold ends at 15 s; then idle
-        // again, 10 s after the last active take (10% early).
-        let expected = [0, 5000, 5920, 6920, 7920, 8920, 9920, 10_920, 11_920, 12_920, 13_920, 14_920, 23_920, 33_920];
+        // First look at once (nobody): idle, 10 s later (10% early); people seen at 9 s and on
+        // the looks up to 12 s: once a second (10% early) until a look comes 10 s after the
+        // last sighting (11.9 s → 21.9 s); then idle again.
+        let expected = [
+            0, 9_000, 9_920, 10_920, 11_920, 12_920, 13_920, 14_920, 15_920, 16_920, 17_920, 18_920, 19_920, 20_920,
+            21_920, 30_920, 40_920,
+        ];
         assert_eq!(taken, expected);
         assert_eq!(scheduler.active_cameras(), 0);
+        assert_eq!(scheduler.priority(&"fall", 45_000), Some(Priority::Normal));
+    }
+
+    #[test]
+    fn a_fall_watch_camera_kept_waiting_keeps_its_priority_until_a_look_says_nobody() {
+        let mut scheduler: Scheduler<&str, i64> = Scheduler::default();
+        scheduler
+            .add("fall", Cadence { interval_ms: 1000, active_interval_ms: Some(1000), priority: Priority::Normal });
+        scheduler.people_in_view(&"fall", true, 0);
+        // Not looked at for a minute (no capacity): still high, not dropped to normal.
+        assert_eq!(scheduler.priority(&"fall", 60_000), Some(Priority::High));
+        scheduler.people_in_view(&"fall", false, 60_000);
+        assert_eq!(scheduler.priority(&"fall", 60_000), Some(Priority::Normal));
+        // A plain camera never looked at is normal.
+        scheduler.add("plain", cadence(1000));
+        assert_eq!(scheduler.priority(&"plain", 0), Some(Priority::Normal));
     }
 
     #[test]
@@ -737,13 +775,12 @@ mod tests {
             let now = frame * 40;
             if let Some(taken) = scheduler.take(now) {
                 analysed.push(taken.frame);
+                // Each look tells the scheduler (as the run loop does for fall-watch cameras).
+                scheduler.people_in_view(&(), people, now);
             }
             let keyframe = frame % 50 == 0;
             let next_keyframe =
                 (frame > 50).then_some(KeyframeTiming { next_ms: (frame / 50 + 1) * 2000, gap_ms: 2000 });
-            if people {
-                scheduler.people_in_view(&(), true, now);
-            }
             if !scheduler.needs_decoding(&(), now, keyframe, next_keyframe) || !(keyframe || synced) {
                 synced = false;
                 continue;

@@ -281,6 +281,9 @@ pub struct CameraCounters {
     pub priority: AtomicU64,
     /// Analysed frames the detector's rotated pass (±90°) also ran on (fall-watch cameras).
     pub rotated_passes: AtomicU64,
+    /// Model runs of those passes (one per packed input of turned crops, two for the whole
+    /// picture).
+    pub rotated_inferences: AtomicU64,
     /// Person crops the pose second stage ran on (fall-watch zones with `pose = true`).
     pub pose_crops: AtomicU64,
     /// Sum of their time (three turns each), µs.

@@ -94,11 +94,16 @@ pub fn render(snapshot: &Snapshot<'_>) -> String {
             );
         }
     }
-    let counters: [(&str, &str, ReadCounter); 8] = [
+    let counters: [(&str, &str, ReadCounter); 9] = [
         (
             "gateway_detect_rotated_passes_total",
             "Analysed frames the rotated (±90°) person pass also ran on (fall-watch: every frame with rotated_pass = true, else only when the fall rule asks).",
             |c| c.rotated_passes.load(Ordering::Relaxed),
+        ),
+        (
+            "gateway_detect_rotated_inferences_total",
+            "Model runs of the rotated pass: one per packed input of turned crops around the people the fall rule asks about, two for the whole picture.",
+            |c| c.rotated_inferences.load(Ordering::Relaxed),
         ),
         ("gateway_pose_crops_total", "Person crops the pose second stage ran on (fall-watch zones with pose = true).", |c| {
             c.pose_crops.load(Ordering::Relaxed)
@@ -577,6 +582,7 @@ mod tests {
         gate.counters.pose_crops.store(3, Ordering::Relaxed);
         gate.counters.pose_us_total.store(135_000, Ordering::Relaxed);
         gate.counters.rotated_passes.store(2, Ordering::Relaxed);
+        gate.counters.rotated_inferences.store(3, Ordering::Relaxed);
         gate.record_error(CameraErrorKind::ResponseRefused);
         gate.counters.log_lines_suppressed.store(4, Ordering::Relaxed);
         gate.counters.inferences_run[3].store(2, Ordering::Relaxed);
@@ -648,6 +654,7 @@ mod tests {
             "gateway_pose_crops_total{camera=\"gate-3\"} 3",
             "gateway_pose_seconds_total{camera=\"gate-3\"} 0.135000",
             "gateway_detect_rotated_passes_total{camera=\"gate-3\"} 2",
+            "gateway_detect_rotated_inferences_total{camera=\"gate-3\"} 3",
             "gateway_detect_queue_depth 1",
             "gateway_outbox_depth 5",
             "gateway_mqtt_connected 1",

@@ -505,7 +505,12 @@ fn detector_worker(
             Err(reused) => reused,
             Ok(signature) => {
                 let detector = detectors.get_mut(frame.variant);
-                match detector.detect_frame(&frame.tensor, &frame.letterbox, &frame.picture, &frame.rotated_pass) {
+                let rotated_before = detector.rotated_inferences();
+                let detected =
+                    detector.detect_frame(&frame.tensor, &frame.letterbox, &frame.picture, &frame.rotated_pass);
+                let rotated_runs = detector.rotated_inferences() - rotated_before;
+                frame.camera.counters.rotated_inferences.fetch_add(rotated_runs, Ordering::Relaxed);
+                match detected {
                     Ok(detections) => {
                         if let Some(signature) = signature {
                             gates.record(&frame.camera.id, frame.received_at, signature, &detections, size);

@@ -176,13 +176,6 @@ impl CameraEngine {
         self.book.retire(now_ms, &|zone, kind| zones.iter().any(|(id, k)| id == zone && *k == kind))
     }
 
-    /// Whether a fall-watch zone asks for the detector's rotated pass on the camera's next
-    /// analysed frame (someone just lost, or a tipped box: see
-    /// [`FallWatch::wants_rotated_pass`]).
-    pub fn wants_rotated_pass(&self) -> bool {
-        self.zones.iter().any(|runtime| matches!(&runtime.state, RuleState::Fall(watch) if watch.wants_rotated_pass()))
-    }
-
     /// Where the rotated pass should look on the camera's next analysed frame: the regions
     /// every fall-watch zone asked about (see [`FallWatch::rotated_regions`]); empty when none
     /// asks. The detector crops around them.

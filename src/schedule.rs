@@ -386,32 +386,37 @@ impl<K: Ord + Clone, F> Scheduler<K, F> {
     /// The waiting frame of the highest priority with the earliest deadline, if any; the
     /// camera's schedule moves on. Aged cameras get their share ([`AGED_SHARE_EVERY`]).
     pub fn take(&mut self, now_ms: i64) -> Option<Taken<K, F>> {
-        let earliest = |wanted: &dyn Fn(Urgency) -> bool| {
-            self.slots
-                .iter()
-                .filter(|(_, slot)| slot.pending.is_some() && wanted(slot.urgency(now_ms)))
-                .min_by_key(|(_, slot)| (std::cmp::Reverse(slot.urgency(now_ms).rank()), slot.due_since_ms))
-                .map(|(camera, _)| camera.clone())
-        };
-        let first = earliest(&|_| true)?;
-        let aged = earliest(&|urgency| urgency == Urgency::Aged);
-        let first_is_own_high = self.slots[&first].urgency(now_ms) == Urgency::Own(Priority::High);
-        let camera = match aged {
-            Some(aged) if first_is_own_high && self.passed_over_aged + 1 >= AGED_SHARE_EVERY => {
-                self.passed_over_aged = 0;
-                aged
+        // One pass: the most urgent waiting frame (earliest deadline within its urgency), and
+        // the earliest aged one.
+        let mut first: Option<(&K, Urgency, i64)> = None;
+        let mut oldest_aged: Option<(&K, i64)> = None;
+        for (camera, slot) in self.slots.iter().filter(|(_, slot)| slot.pending.is_some()) {
+            let (urgency, due) = (slot.urgency(now_ms), slot.due_since_ms);
+            if first.is_none_or(|(_, u, d)| (std::cmp::Reverse(urgency.rank()), due) < (std::cmp::Reverse(u.rank()), d))
+            {
+                first = Some((camera, urgency, due));
             }
-            Some(_) if first_is_own_high => {
+            if urgency == Urgency::Aged && oldest_aged.is_none_or(|(_, d)| due < d) {
+                oldest_aged = Some((camera, due));
+            }
+        }
+        let (first, first_urgency, _) = first?;
+        let own_high_first = first_urgency == Urgency::Own(Priority::High);
+        let (camera, aged) = match oldest_aged {
+            Some((aged, _)) if own_high_first && self.passed_over_aged + 1 >= AGED_SHARE_EVERY => {
+                self.passed_over_aged = 0;
+                (aged.clone(), true)
+            }
+            Some(_) if own_high_first => {
                 self.passed_over_aged += 1;
-                first
+                (first.clone(), false)
             }
             _ => {
                 self.passed_over_aged = 0;
-                first
+                (first.clone(), first_urgency == Urgency::Aged)
             }
         };
         let slot = self.slots.get_mut(&camera).expect("found above");
-        let aged = slot.urgency(now_ms) == Urgency::Aged;
         let pending = slot.pending.take().expect("filtered above");
         let revisit_ms = slot.last_taken_ms.map(|last| pending.arrived_ms - last);
         slot.mark_taken(pending.arrived_ms);

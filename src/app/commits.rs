@@ -234,9 +234,7 @@ impl Commits {
         if files.is_empty() {
             return;
         }
-        for (file, err) in super::spill::remove(&files) {
-            error!(file = %file.display(), error = %err, "cannot delete a spill file whose events are safe: delete it by hand");
-        }
+        super::spill::remove_logged(&files);
         info!(files = files.len(), "spilled incident events are in the outbox: spill files deleted");
     }
 

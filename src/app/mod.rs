@@ -847,9 +847,7 @@ fn import_spill(dir: Option<&std::path::Path>, outbox: &Outbox) -> spill::Spille
                 depth = enqueued.depth,
                 "incident events spilled at the last stop are in the outbox now"
             );
-            for (file, err) in spill::remove(&spilled.files) {
-                error!(file = %file.display(), error = %err, "cannot delete a spill file whose events are safe: delete it by hand");
-            }
+            spill::remove_logged(&spilled.files);
             spill::Spilled::default()
         }
         Err(err) => {

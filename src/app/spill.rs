@@ -140,6 +140,13 @@ pub(super) fn remove(files: &[PathBuf]) -> Vec<(PathBuf, std::io::Error)> {
     failed
 }
 
+/// [`remove`], each file that could not be deleted logged (its events are safe elsewhere).
+pub(super) fn remove_logged(files: &[PathBuf]) {
+    for (file, err) in remove(files) {
+        tracing::error!(file = %file.display(), error = %err, "cannot delete a spill file whose events are safe: delete it by hand");
+    }
+}
+
 /// Whether `dir` (or, while it does not exist, its nearest existing parent) is on the same
 /// file system as `file`.
 pub(super) fn same_file_system(dir: &Path, file: &Path) -> bool {
